@@ -1,0 +1,95 @@
+"""Provision the lab VM with ``provision/site.yml`` over SSH, the same for every backend.
+
+The backend supplies the SSH endpoint and its own variables; this module writes the inventory
+into the lab's state directory, runs ``ansible-playbook`` from the project's venv with every
+Ansible path (home, temp files, SSH control sockets) inside that state directory, shows each
+task as progress, and returns the play recap's counts so callers (and the idempotence test)
+can see what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from .lab import LAB_PORT, RST_MARK, Backend, responder_tree_hash
+from .util import PROJECT_ROOT, LabError, progress
+
+PLAYBOOK = PROJECT_ROOT / "provision" / "site.yml"
+RECAP_RE = re.compile(r"^labvm\s*:\s*(?P<counts>(?:\w+=\d+\s*)+)$", re.M)
+
+
+def write_inventory(backend: Backend) -> Path:
+    ep = backend.ssh_endpoint()
+    hostvars = {
+        "ansible_host": ep.host,
+        "ansible_port": ep.port,
+        "ansible_user": ep.user,
+        "ansible_ssh_private_key_file": str(ep.key_file),
+        "ansible_ssh_common_args": ep.ansible_ssh_args(backend.state_dir / "ansible" / "cp"),
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "tcplab_rst_block_port": LAB_PORT,
+        "tcplab_rst_block_mark": hex(RST_MARK),
+        "tcplab_responder_dir": backend.responder_dir(),
+    }
+    hostvars.update(backend.inventory_vars())
+    inv = {"all": {"children": {"tcplab_vm": {"hosts": {"labvm": hostvars}}}}}
+    path = backend.state_dir / "inventory.json"
+    path.write_text(json.dumps(inv, indent=2) + "\n")
+    return path
+
+
+def ansible_env(backend: Backend) -> dict:
+    a = backend.state_dir / "ansible"
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_CONFIG": str(PROJECT_ROOT / "provision" / "ansible.cfg"),
+        "ANSIBLE_HOME": str(a / "home"),
+        "ANSIBLE_LOCAL_TEMP": str(a / "tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def provision(backend: Backend, *, verbose: bool = False, timeout: float = 600) -> dict:
+    """Run the playbook against the lab VM; return the recap counts (ok, changed, failed...).
+    Records the responder's source hash so ``invoke demo`` redeploys only after a change."""
+    inv = write_inventory(backend)
+    exe = Path(sys.executable).with_name("ansible-playbook")
+    if not exe.exists():
+        raise LabError(f"{exe} not found; run `sudo ./bootstrap` to install the venv")
+    cmd = [str(exe), "-i", str(inv), str(PLAYBOOK)]
+    progress(f"provisioning with Ansible: {PLAYBOOK.relative_to(PROJECT_ROOT)}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=ansible_env(backend), cwd=PROJECT_ROOT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if verbose:
+                sys.stderr.write(line)
+            elif line.startswith("TASK ["):
+                progress("  " + line.strip().strip("*").strip())
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(lines)
+    m = RECAP_RE.search(output)
+    counts = {k: int(v) for k, v in (kv.split("=") for kv in m.group("counts").split())} \
+        if m else {}
+    if proc.returncode != 0 or not m:
+        log = backend.state_dir / "ansible.log"
+        log.write_text(output)
+        fails = [l.strip() for l in lines if l.startswith(("fatal:", "failed:", "ERROR!"))]
+        raise LabError(f"provisioning failed ({fails[-1][:300] if fails else 'see log'}); "
+                       f"full output in {log}")
+    backend.write_meta(provisioned_hash=responder_tree_hash(), provision_recap=counts)
+    return counts

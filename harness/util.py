@@ -1,0 +1,102 @@
+"""Small host-side helpers shared by every backend: one error type for the user, commands that
+fail loudly, root and tool checks, and progress lines.
+
+Every failure a user can meet ends as one :class:`LabError` whose message says what went wrong
+and how to fix it; ``tasks.py`` turns it into a one-line exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class LabError(RuntimeError):
+    """A failure the user can act on; the message is one line: what, and how to fix it."""
+
+
+def progress(msg: str) -> None:
+    """One progress line on stderr (long steps say what they are doing)."""
+    print(f"tcplab: {msg}", file=sys.stderr, flush=True)
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise LabError(f"{what} needs root (network namespaces, raw sockets, iptables): "
+                       f"run it with sudo")
+
+
+def require_tools(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise LabError(f"missing system tool(s): {', '.join(missing)}; install them with "
+                       f"`sudo ./bootstrap` (Debian/Ubuntu packages listed in packages/apt.txt)")
+
+
+def run(cmd: list[str], *, check: bool = True, timeout: float = 60, input: bytes | None = None,
+        what: str | None = None) -> subprocess.CompletedProcess:
+    """Run a command, capture its output; on failure raise LabError naming it and its stderr."""
+    try:
+        res = subprocess.run(cmd, capture_output=True, timeout=timeout, input=input)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{what or cmd[0]} did not finish within {timeout:g} s: {' '.join(cmd)}")
+    except FileNotFoundError:
+        raise LabError(f"{cmd[0]} is not installed; run `sudo ./bootstrap`")
+    if check and res.returncode != 0:
+        err = res.stderr.decode(errors="replace").strip().splitlines()
+        tail = err[-1] if err else f"exit {res.returncode}"
+        raise LabError(f"{what or ' '.join(cmd)} failed: {tail}")
+    return res
+
+
+def wait_until(pred, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``pred()`` until it is true or ``timeout`` seconds pass; return the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """PIDs of processes whose command line contains ``text`` (e.g. a lab's state directory:
+    SSH ControlPersist masters, ProxyCommands, captures)."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def kill_pids(pids, sig: int = 9) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
