@@ -11,6 +11,7 @@ Addresses are 4-byte ``bytes`` objects (packed, hashable, cheap); use :func:`ip_
 from __future__ import annotations
 
 import socket
+import struct
 
 # TCP header flags (RFC 9293 section 3.1).
 FIN = 0x01
@@ -171,3 +172,375 @@ def flags_str(flags: int) -> str:
     if flags & ACK:
         out += "."
     return out or "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# The Internet checksum, in parts (RFC 1071, RFC 1624; Linux include/net/checksum.h).
+#
+# The checksum is the one's complement of the one's-complement sum of the data taken as 16-bit
+# big-endian words.  One's-complement addition is ordinary addition with the carries out of bit
+# 15 added back in ("end-around carry"), so it is commutative and associative: a sum can be taken
+# in parts (pseudo-header, then header, then payload) and the parts added later, and a single
+# field can be taken out of a finished sum and a new value put in (RFC 1624).  That is why a
+# TCP/IP stack never needs to copy the pseudo-header and the segment into one buffer.
+# ---------------------------------------------------------------------------------------------
+
+def checksum_partial(buf, initial: int = 0) -> int:
+    """One's-complement sum of ``buf`` as 16-bit big-endian words, plus ``initial``; not folded.
+
+    ``buf`` is any bytes-like object (``bytes``, ``bytearray``, a ``memoryview`` slice); it is
+    read in place, never copied.  An odd length is summed as if padded with one zero byte
+    (RFC 1071 section 4.1), so when a checksum is taken in several calls only the last part may
+    have an odd length.  Feed the result to :func:`fold` (16 bits) or back in as ``initial``.
+
+    How it is fast in pure Python: the whole buffer is read as one big integer
+    ``N = sum(w[i] * 65536**k)``.  Since ``65536 = 1 (mod 65535)``, ``N mod 65535`` equals the
+    sum of the words mod 65535, which is exactly what one's-complement addition computes (RFC
+    1071 section 2(B): "the sum is independent of the byte order" of the carries).  One C-level
+    division replaces a Python loop over 730 words.  The only subtlety: a non-zero sum that is a
+    multiple of 65535 is 0xFFFF in one's complement (the "negative zero"), not 0.
+    """
+    n = int.from_bytes(buf, "big")
+    if len(buf) & 1:
+        n <<= 8
+    r = n % 0xFFFF
+    if r == 0 and n:
+        r = 0xFFFF
+    return r + initial
+
+
+def fold(s: int) -> int:
+    """Fold a one's-complement sum to 16 bits by adding the carries back in (end-around carry)."""
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def internet_checksum(buf, initial: int = 0) -> int:
+    """The 16-bit Internet checksum of ``buf`` (RFC 1071): ``~fold(sum)``.
+
+    ``initial`` is an unfolded partial sum to include, usually :func:`pseudo_header_sum`.  To
+    verify a received header, sum it *with* its checksum field: a correct one folds to 0xFFFF,
+    i.e. ``internet_checksum(header) == 0``.
+    """
+    return ~fold(checksum_partial(buf, initial)) & 0xFFFF
+
+
+def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
+    """Unfolded sum of the TCP/UDP pseudo-header (RFC 9293 section 3.1): source address,
+    destination address, zero, protocol, TCP length (header + options + data).
+
+    The pseudo-header is never sent; it makes the checksum cover the addresses so that a
+    segment delivered to the wrong host fails the check.  Summed word by word, no buffer built.
+    """
+    s = int.from_bytes(src, "big")
+    d = int.from_bytes(dst, "big")
+    return (s >> 16) + (s & 0xFFFF) + (d >> 16) + (d & 0xFFFF) + proto + length
+
+
+def checksum_update16(csum: int, old: int, new: int) -> int:
+    """New checksum after a 16-bit field changed from ``old`` to ``new`` (RFC 1624, eqn. 3).
+
+    ``HC' = ~(~HC + ~m + m')``: take the old word out of the sum (adding its one's complement
+    subtracts it) and put the new one in.  Eqn. 3 rather than RFC 1141's eqn. 2 because it never
+    produces the wrong "negative zero" 0xFFFF that a full recomputation would not.  This is
+    Linux's ``csum_replace2``.
+    """
+    return ~fold((~csum & 0xFFFF) + (~old & 0xFFFF) + (new & 0xFFFF)) & 0xFFFF
+
+
+def checksum_update32(csum: int, old: int, new: int) -> int:
+    """:func:`checksum_update16` for a 32-bit field (sequence/acknowledgment numbers,
+    addresses): both 16-bit halves are taken out and put back in one step (Linux
+    ``csum_replace4``)."""
+    return ~fold((~csum & 0xFFFF) + (~old >> 16 & 0xFFFF) + (~old & 0xFFFF)
+                 + (new >> 16 & 0xFFFF) + (new & 0xFFFF)) & 0xFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing: bytes -> validated Segment.
+# ---------------------------------------------------------------------------------------------
+
+IPV4_HEADER_LEN = 20
+TCP_HEADER_LEN = 20
+MAX_TCP_OPTIONS_LEN = 40        # data offset is 4 bits of 32-bit words: at most 60 bytes
+
+# Field offsets in an IPv4 header (RFC 791 section 3.1) ...
+IP_TOTAL_LENGTH = 2
+IP_IDENT = 4
+IP_CHECKSUM = 10
+IP_SRC = 12
+IP_DST = 16
+# ... and in a TCP header, counted from its first byte (RFC 9293 section 3.1).
+TCP_SPORT = 0
+TCP_DPORT = 2
+TCP_SEQ = 4
+TCP_ACK = 8
+TCP_FLAGS = 13
+TCP_WINDOW = 14
+TCP_CHECKSUM = 16
+
+IP_DF = 0x4000                  # don't fragment
+IP_MF = 0x2000                  # more fragments
+IP_OFFSET_MASK = 0x1FFF
+
+# version/IHL, TOS, total length, id, flags/fragment offset, TTL, protocol, checksum, src, dst.
+_IPV4 = struct.Struct("!BBHHHBBH4s4s")
+# ports, seq, ack, data offset/reserved, flags, window, checksum, urgent pointer.
+_TCP = struct.Struct("!HHIIBBHHH")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_MSS = struct.Struct("!BBH")
+_TS = struct.Struct("!BBII")
+_TS_VALUES = struct.Struct("!II")
+
+# Options whose length is fixed by their RFC; any other length is BadOption.
+_FIXED_OPTION_LEN = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_SACK_PERMITTED: 2, OPT_TIMESTAMPS: 10}
+
+
+def parse(buf, *, verify_checksum: bool = True) -> Segment:
+    """Parse and validate one IPv4 packet carrying TCP; return a :class:`Segment`.
+
+    ``buf`` is ``bytes``, ``bytearray`` or a ``memoryview``; it is not copied: the returned
+    ``payload`` is a ``memoryview`` slice of it (so do not modify a ``bytearray`` you still read
+    segments from).  Bytes past the IP total length (Ethernet's minimum-frame padding) are
+    ignored.  Checks happen in the order a packet is read, and the first failure raises the
+    matching :class:`WireError` subclass:
+
+    ``Truncated`` (fewer than 20 bytes of IP, or of TCP header), ``BadVersion``, ``BadIHL``
+    (< 5 words, or past the buffer), ``BadLength`` (total length past the buffer or shorter
+    than the IP header), ``BadIPChecksum``, ``Fragment`` (this responder does not reassemble),
+    ``NotTCP``, ``BadDataOffset`` (< 5 words or past the end of the IP payload), ``BadChecksum``
+    (TCP, with the pseudo-header), then ``OptionOverrun`` / ``BadOption`` from the options.
+
+    The TCP checksum is verified before the options are read: a corrupted segment is counted as
+    ``bad_checksum`` rather than as whatever its corruption looks like.  ``verify_checksum=False``
+    skips both checksums (for tests, or a capture from a NIC with checksum offload).  A TCP
+    checksum field of 0 is *not* special: that "no checksum" convention is UDP's, not TCP's.
+    """
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    if view.format != "B":
+        view = view.cast("B")
+    n = len(view)
+    if n < IPV4_HEADER_LEN:
+        raise Truncated(f"{n} bytes, an IPv4 header needs 20")
+    (ver_ihl, _tos, total, ident, frag, ttl, proto, _ipsum, src, dst) = _IPV4.unpack_from(view)
+    if ver_ihl >> 4 != 4:
+        raise BadVersion(f"IP version {ver_ihl >> 4}")
+    ihl = (ver_ihl & 0x0F) * 4
+    if ihl < IPV4_HEADER_LEN or ihl > n:
+        raise BadIHL(f"IP header length {ihl} bytes, buffer {n}")
+    if total > n or total < ihl:
+        raise BadLength(f"IP total length {total}, header {ihl}, buffer {n}")
+    if verify_checksum and fold(checksum_partial(view[:ihl])) != 0xFFFF:
+        raise BadIPChecksum(f"IP header checksum 0x{_ipsum:04x} does not verify")
+    if frag & (IP_MF | IP_OFFSET_MASK):
+        raise Fragment(f"fragment: MF={bool(frag & IP_MF)} offset={(frag & IP_OFFSET_MASK) * 8}")
+    if proto != PROTO_TCP:
+        raise NotTCP(f"IP protocol {proto}")
+    tcp_len = total - ihl
+    if tcp_len < TCP_HEADER_LEN:
+        raise Truncated(f"{tcp_len} bytes of TCP, a TCP header needs 20")
+    (sport, dport, seq, ack, off, flags, window, tcpsum, urgent) = _TCP.unpack_from(view, ihl)
+    doff = (off >> 4) * 4
+    if doff < TCP_HEADER_LEN or doff > tcp_len:
+        raise BadDataOffset(f"TCP data offset {doff} bytes, {tcp_len} bytes of TCP")
+    if verify_checksum:
+        s = checksum_partial(view[ihl:total], pseudo_header_sum(src, dst, PROTO_TCP, tcp_len))
+        if fold(s) != 0xFFFF:
+            raise BadChecksum(f"TCP checksum 0x{tcpsum:04x} does not verify")
+    start = ihl + doff
+    options = parse_options(view, ihl + TCP_HEADER_LEN, start) if doff > TCP_HEADER_LEN \
+        else NO_OPTIONS
+    return Segment(src, dst, sport, dport, seq, ack, flags, window, urgent, options,
+                   view[start:total], ttl, ident)
+
+
+def parse_options(view, i: int, end: int) -> TcpOptions:
+    """Parse the TCP options in ``view[i:end]`` (RFC 9293 section 3.2).
+
+    EOL ends the list (what follows is padding); NOP is one byte of alignment; every other kind
+    has a length byte that counts the kind and length bytes too, so it is at least 2.  A length
+    that runs past the header is ``OptionOverrun``; a known option with the wrong length is
+    ``BadOption`` (MSS 4, window scale 3 (RFC 7323), SACK-permitted 2 (RFC 2018), SACK 2 + 8n
+    with n >= 1 (RFC 2018), timestamps 10 (RFC 7323)).  Values are kept as sent: a window
+    scale above 14 is the state machine's to clamp (RFC 7323 section 2.3).  When a kind repeats,
+    the last one wins, as in Linux.  Unknown kinds are kept as ``(kind, data)``.
+    """
+    mss = wscale = timestamps = None
+    sack_permitted = False
+    sack = ()
+    unknown = []
+    while i < end:
+        kind = view[i]
+        if kind == OPT_EOL:
+            break
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= end:
+            raise OptionOverrun(f"option kind {kind} at the end of the header has no length")
+        length = view[i + 1]
+        if length < 2 or i + length > end:
+            raise OptionOverrun(f"option kind {kind} length {length} with {end - i} bytes left")
+        want = _FIXED_OPTION_LEN.get(kind)
+        if want is not None and length != want:
+            raise BadOption(f"option kind {kind} has length {length}, must be {want}")
+        if kind == OPT_TIMESTAMPS:
+            timestamps = _TS_VALUES.unpack_from(view, i + 2)
+        elif kind == OPT_MSS:
+            mss = _U16.unpack_from(view, i + 2)[0]
+        elif kind == OPT_WSCALE:
+            wscale = view[i + 2]
+        elif kind == OPT_SACK_PERMITTED:
+            sack_permitted = True
+        elif kind == OPT_SACK:
+            if length < 10 or (length - 2) % 8:
+                raise BadOption(f"SACK option length {length}, must be 2 + 8n")
+            edges = struct.unpack_from(f"!{(length - 2) // 4}I", view, i + 2)
+            sack = tuple(zip(edges[0::2], edges[1::2]))
+        else:
+            unknown.append((kind, bytes(view[i + 2:i + length])))
+        i += length
+    return TcpOptions(mss, wscale, sack_permitted, sack, timestamps, unknown)
+
+
+# ---------------------------------------------------------------------------------------------
+# Emitting: Segment -> bytes.
+# ---------------------------------------------------------------------------------------------
+
+_NOP_NOP_SACKOK = bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2))
+_SACKOK = bytes((OPT_SACK_PERMITTED, 2))
+_NOP_NOP = bytes((OPT_NOP, OPT_NOP))
+
+
+def emit_options(opts: TcpOptions) -> bytes:
+    """Encode ``opts`` in Linux's layout (``tcp_options_write``), padded to 32 bits.
+
+    Every option that is set is written, in this order, so that 4-byte fields stay aligned:
+    ``mss N``; ``sackOK,TS`` when both SACK-permitted and timestamps are set, else ``nop,nop,TS``
+    or ``nop,nop,sackOK``; ``nop,wscale N``; ``nop,nop,sack ...``; then unknown options as given.
+    A SYN therefore comes out as Linux sends it (``mss 1460,sackOK,TS val .. ecr ..,nop,wscale
+    7``) and a later segment as ``nop,nop,TS ..`` (+ SACK blocks).  Deciding *which* options a
+    segment carries (MSS, window scale and SACK-permitted only on SYNs, RFC 9293/7323/2018) is
+    the state machine's job.  Raises ``ValueError`` past 40 bytes (e.g. more than 3 SACK blocks
+    together with timestamps).
+    """
+    out = bytearray()
+    if opts.mss is not None:
+        out += _MSS.pack(OPT_MSS, 4, opts.mss)
+    if opts.timestamps is not None:
+        out += _SACKOK if opts.sack_permitted else _NOP_NOP
+        out += _TS.pack(OPT_TIMESTAMPS, 10, *opts.timestamps)
+    elif opts.sack_permitted:
+        out += _NOP_NOP_SACKOK
+    if opts.wscale is not None:
+        out += bytes((OPT_NOP, OPT_WSCALE, 3, opts.wscale))
+    if opts.sack:
+        out += _NOP_NOP
+        out += bytes((OPT_SACK, 2 + 8 * len(opts.sack)))
+        for left, right in opts.sack:
+            out += _TS_VALUES.pack(left, right)
+    for kind, data in opts.unknown:
+        out += bytes((kind, 2 + len(data)))
+        out += data
+    if len(out) & 3:
+        out += bytes(4 - (len(out) & 3))        # EOL padding (RFC 9293: "filled with zeros")
+    if len(out) > MAX_TCP_OPTIONS_LEN:
+        raise ValueError(f"{len(out)} bytes of TCP options, at most 40 fit: {opts!r}")
+    return bytes(out)
+
+
+def _options_bytes(seg: Segment) -> bytes:
+    return b"" if seg.options is NO_OPTIONS else emit_options(seg.options)
+
+
+def _emit_tcp_into(buf, off: int, seg: Segment, opts: bytes) -> None:
+    """Write ``seg``'s TCP header, ``opts`` and payload at ``buf[off:]`` (``buf`` sized exactly),
+    then its checksum over the pseudo-header and the bytes in place."""
+    hlen = TCP_HEADER_LEN + len(opts)
+    _TCP.pack_into(buf, off, seg.sport, seg.dport, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF,
+                   (hlen // 4) << 4, seg.flags & 0xFF, seg.window, 0, seg.urgent)
+    buf[off + TCP_HEADER_LEN:off + hlen] = opts
+    buf[off + hlen:] = seg.payload
+    tcp = memoryview(buf)[off:]
+    csum = internet_checksum(tcp, pseudo_header_sum(seg.src, seg.dst, PROTO_TCP, len(tcp)))
+    _U16.pack_into(buf, off + TCP_CHECKSUM, csum)
+
+
+def _emit_ipv4_into(buf, seg: Segment, df: bool, tos: int) -> None:
+    """Write a 20-byte IPv4 header for ``len(buf)`` bytes at ``buf[0:20]``, checksum included."""
+    _IPV4.pack_into(buf, 0, 0x45, tos, len(buf), seg.ident & 0xFFFF, IP_DF if df else 0,
+                    seg.ttl, PROTO_TCP, 0, seg.src, seg.dst)
+    _U16.pack_into(buf, IP_CHECKSUM, internet_checksum(memoryview(buf)[:IPV4_HEADER_LEN]))
+
+
+def build_tcp(seg: Segment) -> bytearray:
+    """TCP header + options (:func:`emit_options`) + payload, checksum filled in.
+
+    This is what an ``IPPROTO_TCP`` raw socket sends: the kernel writes the IP header, but the
+    TCP checksum is ours, and it covers the pseudo-header, so ``seg.src``/``seg.dst`` must be
+    the addresses the packet will really carry.  ``seq`` and ``ack`` are taken mod 2**32
+    (sequence space wraps, RFC 9293 section 3.4).
+    """
+    opts = _options_bytes(seg)
+    buf = bytearray(TCP_HEADER_LEN + len(opts) + len(seg.payload))
+    _emit_tcp_into(buf, 0, seg, opts)
+    return buf
+
+
+def build_ipv4(seg: Segment, tcp_bytes, *, df: bool = True, tos: int = 0) -> bytearray:
+    """A 20-byte IPv4 header (no options; id ``seg.ident``, TTL ``seg.ttl``, DF by default, as
+    Linux sends TCP with path-MTU discovery) followed by ``tcp_bytes``: a whole packet for an
+    ``IPPROTO_RAW`` socket (``IP_HDRINCL``).  Linux fills in a zero IP id and always recomputes
+    the IP checksum on such sockets, but we write a correct one anyway so the bytes are right
+    wherever they go."""
+    buf = bytearray(IPV4_HEADER_LEN + len(tcp_bytes))
+    buf[IPV4_HEADER_LEN:] = tcp_bytes
+    _emit_ipv4_into(buf, seg, df, tos)
+    return buf
+
+
+def build_packet(seg: Segment, *, df: bool = True, tos: int = 0) -> bytearray:
+    """``build_ipv4(seg, build_tcp(seg))`` in one buffer, without the intermediate copy."""
+    opts = _options_bytes(seg)
+    buf = bytearray(IPV4_HEADER_LEN + TCP_HEADER_LEN + len(opts) + len(seg.payload))
+    _emit_tcp_into(buf, IPV4_HEADER_LEN, seg, opts)
+    _emit_ipv4_into(buf, seg, df, tos)
+    return buf
+
+
+# ---------------------------------------------------------------------------------------------
+# Patching precomputed packets in place (miniweb style): change a field, fix the checksums
+# incrementally (RFC 1624) instead of summing the whole packet again.
+# ---------------------------------------------------------------------------------------------
+
+def patch_u16(pkt: bytearray, offset: int, new: int, *csum_offsets: int) -> None:
+    """Set the 16-bit big-endian field at ``pkt[offset]`` to ``new`` and update, incrementally,
+    each 16-bit checksum at ``csum_offsets`` whose sum covers that field.
+
+    E.g. a TCP port: ``patch_u16(pkt, ihl + TCP_DPORT, port, ihl + TCP_CHECKSUM)``; the IP total
+    length: ``patch_u16(pkt, IP_TOTAL_LENGTH, n, IP_CHECKSUM)`` (the TCP length in the
+    pseudo-header is not a field of the packet: fix the TCP checksum for it with
+    :func:`checksum_update16` yourself).
+    """
+    old = _U16.unpack_from(pkt, offset)[0]
+    _U16.pack_into(pkt, offset, new)
+    for c in csum_offsets:
+        _U16.pack_into(pkt, c, checksum_update16(_U16.unpack_from(pkt, c)[0], old, new))
+
+
+def patch_u32(pkt: bytearray, offset: int, new, *csum_offsets: int) -> None:
+    """:func:`patch_u16` for a 32-bit field; ``new`` is an ``int`` or 4 bytes (an address).
+
+    An address is covered by two checksums: the IP header's, and the TCP checksum through the
+    pseudo-header, so ``patch_u32(pkt, IP_DST, addr, IP_CHECKSUM, ihl + TCP_CHECKSUM)``.
+    Sequence numbers: ``patch_u32(pkt, ihl + TCP_SEQ, seq, ihl + TCP_CHECKSUM)``.
+    """
+    if not isinstance(new, int):
+        new = int.from_bytes(new, "big")
+    new &= 0xFFFFFFFF
+    old = _U32.unpack_from(pkt, offset)[0]
+    _U32.pack_into(pkt, offset, new)
+    for c in csum_offsets:
+        _U16.pack_into(pkt, c, checksum_update32(_U16.unpack_from(pkt, c)[0], old, new))
