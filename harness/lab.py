@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .util import PROJECT_ROOT, LabError
+from .util import PROJECT_ROOT, LabError, require_root
 
 HOST_IP = "192.168.56.1"
 VM_IP = "192.168.56.100"
@@ -119,6 +119,7 @@ class Backend:
     @contextlib.contextmanager
     def locked(self):
         """Serialise up/down/demo of one lab (two labs with different prefixes do not block)."""
+        require_root("this tcplab command")
         root = state_root()
         root.mkdir(parents=True, exist_ok=True, mode=0o755)
         with open(root / f"{self.prefix}.lock", "w") as f:
@@ -130,9 +131,15 @@ class Backend:
             try:
                 yield
             finally:
+                if not self.state_dir.exists():     # the lab is gone (down, or a failed up)
+                    (root / f"{self.prefix}.lock").unlink(missing_ok=True)
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     # --- the interface ----------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Does anything of this lab exist (so a failed `up` must not remove it)?"""
+        return self.meta_file.exists()
+
     def up(self) -> None:
         raise NotImplementedError
 

@@ -94,8 +94,9 @@ class NetnsBackend(Backend):
     # --- up ---------------------------------------------------------------------------------
     def up(self) -> None:
         """Create (or complete) the namespaces, the veth link, sshd and the SSH material.
-        Idempotent: every step checks before it acts.  Provisioning is done by the caller
-        (:func:`harness.provision.provision`), the same for every backend."""
+        Idempotent: every step checks before it acts.  Provisioning, and removing a fresh lab
+        whose making failed, is done by :func:`harness.provision.bring_up`, the same for every
+        backend."""
         require_root("invoke up")
         require_tools(*TOOLS)
         existing = self._namespaces() & {self.host_ns, self.vm_ns}
@@ -103,16 +104,9 @@ class NetnsBackend(Backend):
             raise LabError(f"namespace(s) {', '.join(sorted(existing))} exist but were not made "
                            f"by tcplab (no {self.meta_file}); choose another --prefix, or remove "
                            f"them with `ip netns del NAME` if they are left-overs")
-        fresh = not existing
-        try:
-            self._up()
-        except BaseException:
-            if fresh:
-                progress(f"up failed; removing what it made of lab '{self.prefix}'")
-                self.down()
-            raise
+        self._make()
 
-    def _up(self) -> None:
+    def _make(self) -> None:
         sd = self.state_dir
         sd.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(sd, 0o700)

@@ -93,3 +93,31 @@ def provision(backend: Backend, *, verbose: bool = False, timeout: float = 600) 
                        f"full output in {log}")
     backend.write_meta(provisioned_hash=responder_tree_hash(), provision_recap=counts)
     return counts
+
+
+def bring_up(backend: Backend, *, verbose: bool = False, force: bool = False) -> dict:
+    """Make the lab and provision it: what ``invoke up`` and ``invoke demo`` both do.
+
+    Idempotent: a lab that is up is not remade, and the playbook reruns only when ``force`` is
+    set, the lab was never provisioned, or the responder's sources changed since.  When the lab
+    did not exist before and any step fails, what was made is removed again.  Returns the
+    recap counts of the playbook run ({} when it did not run) and the step timings."""
+    import time
+    fresh = not backend.exists()
+    timings = {}
+    try:
+        t0 = time.monotonic()
+        if fresh or not backend.status().get("up"):
+            backend.up()
+        timings["up_s"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        recap = {}
+        if force or backend.read_meta().get("provisioned_hash") != responder_tree_hash():
+            recap = provision(backend, verbose=verbose)
+        timings["provision_s"] = time.monotonic() - t0
+    except BaseException:
+        if fresh:
+            progress(f"removing what the failed `up` made of lab '{backend.prefix}'")
+            backend.down()
+        raise
+    return {"recap": recap, "timings": timings}

@@ -195,3 +195,13 @@ class RemoteProcess:
             time.sleep(0.2)
         self._reader.join(2)
         return self.chan.recv_exit_status() if self.chan.exit_status_ready() else -9
+
+
+def check_login(endpoint: SshEndpoint, timeout: float = 5.0) -> tuple[bool, str]:
+    """Can the harness log in to the VM and run a command?  (ok, one-line detail)"""
+    try:
+        with LabSSH(endpoint, connect_timeout=timeout) as ssh:
+            res = ssh.run("uname -sr", timeout=timeout)
+        return True, res.stdout.strip()
+    except LabError as e:
+        return False, str(e)

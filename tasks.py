@@ -1,0 +1,135 @@
+"""tcplab tasks (invoke).  Thin: the logic lives in ``harness/``.
+
+    invoke up [--backend netns] [--prefix tcplab]   make the lab and provision it (idempotent)
+    invoke down [--prefix tcplab]                   remove everything the lab made
+    invoke status [--json]                          what exists, does SSH answer
+    invoke demo [--scenario hello]                  run a scenario end to end and check it
+    invoke test [--quick]                           the test suite (pytest)
+
+Run as root (``sudo .venv/bin/invoke ...``); ``./bootstrap TASK`` installs first, then runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from harness.lab import BACKENDS, DEFAULT_PREFIX, get_backend  # noqa: E402
+from harness.util import LabError  # noqa: E402
+
+BACKEND_HELP = f"lab backend: {', '.join(BACKENDS)} (default netns)"
+PREFIX_HELP = f"lab name, 1-10 lowercase letters/digits (default {DEFAULT_PREFIX}); " \
+              f"several labs can exist at once"
+
+
+def _fail(e: Exception) -> Exit:
+    return Exit(f"tcplab: error: {e}", code=1)
+
+
+def _backend(backend: str, prefix: str):
+    try:
+        return get_backend(backend, prefix)
+    except LabError as e:
+        raise _fail(e)
+
+
+@task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP,
+            "verbose": "show Ansible's whole output"})
+def up(c, backend="netns", prefix=DEFAULT_PREFIX, verbose=False):
+    """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
+    from harness.provision import bring_up
+    b = _backend(backend, prefix)
+    try:
+        with b.locked():
+            res = bring_up(b, verbose=verbose, force=True)
+    except LabError as e:
+        raise _fail(e)
+    print(f"lab '{prefix}' is up ({backend}): host {b.host_ip} on {b.capture_interface}, "
+          f"VM {b.vm_ip}; provisioning changed {res['recap'].get('changed', '?')} thing(s)")
+
+
+@task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP})
+def down(c, backend="netns", prefix=DEFAULT_PREFIX):
+    """Remove every namespace, process, file and rule of the lab (fine if nothing is there)."""
+    b = _backend(backend, prefix)
+    try:
+        b.down()
+    except LabError as e:
+        raise _fail(e)
+    print(f"lab '{prefix}' is down: nothing of it is left")
+
+
+@task(name="status", help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP,
+                           "json": "print machine-readable JSON"})
+def status_(c, backend="netns", prefix=DEFAULT_PREFIX, json_=False):
+    """Say what exists of the lab and whether SSH answers."""
+    from harness.ssh import check_login
+    b = _backend(backend, prefix)
+    try:
+        st = b.status()
+        if st.get("ssh"):
+            st["ssh_login"], st["ssh_detail"] = check_login(b.ssh_endpoint())
+        else:
+            st["ssh_login"] = False
+    except LabError as e:
+        raise _fail(e)
+    if json_:
+        print(json.dumps(st, indent=2))
+        return
+    print(f"lab '{prefix}' ({backend}): {'UP' if st.get('up') else 'not up'}")
+    for k, v in st.items():
+        if k not in ("up",):
+            print(f"  {k}: {v}")
+
+
+@task(help={"scenario": "scenario name (scenarios/NAME.scn) or path (default hello)",
+            "backend": BACKEND_HELP, "prefix": PREFIX_HELP,
+            "fault": "inject a responder fault (e.g. bad-checksum, wrong-seq) to see a "
+                     "mismatch reported",
+            "verbose": "show Ansible's whole output"})
+def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None,
+         verbose=False):
+    """Run a scenario end to end: responder in the VM, nc on the host, capture, check."""
+    from harness.demo import run_demo
+    b = _backend(backend, prefix)
+    try:
+        with b.locked():
+            res = run_demo(b, scenario, fault=fault, verbose=verbose)
+    except LabError as e:
+        raise _fail(e)
+    print("--- what nc received " + "-" * 50)
+    print(res.client_output.decode(errors="replace").replace("\0", "\\0"))
+    print("--- transcript (tcpdump -n -vx) " + "-" * 40)
+    print((res.run_dir / "transcript.txt").read_text())
+    print("--- check " + "-" * 62)
+    print(res.summary)
+    print(f"run folder: {os.path.relpath(res.run_dir)}")
+    if not res.ok:
+        raise Exit(f"tcplab: MISMATCH: {res.reason}", code=1)
+    print(f"tcplab: MATCH: scenario {res.scenario} passed")
+
+
+@task(help={"quick": "unit tests only (no labs)", "k": "pytest -k expression",
+            "x": "stop at the first failure"})
+def test(c, quick=False, k=None, x=False):
+    """Run the test suite: unit tests, then end-to-end tests on real labs."""
+    cmd = [sys.executable, "-m", "pytest", "-ra"]
+    cmd += ["tests/unit"] if quick else ["tests"]
+    if k:
+        cmd += ["-k", k]
+    if x:
+        cmd += ["-x"]
+    rc = subprocess.call(cmd, cwd=ROOT)
+    if rc != 0:
+        raise Exit(code=rc)
+
+
+ns = Collection(up, down, status_, demo, test)

@@ -1,0 +1,118 @@
+"""End-to-end tests of the netns lab itself: up, idempotence, status, down, several labs,
+bad input — on real namespaces, a real sshd and a real Ansible run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, new_prefix, root_ns_state
+
+pytestmark = pytest.mark.e2e
+INVOKE = [sys.executable, "-m", "invoke"]
+
+
+def invoke(*args, check=False, user=None, timeout=300):
+    cmd = INVOKE + list(args)
+    env = None
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] + cmd
+        env = dict(os.environ, HOME="/nonexistent")
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          check=check, env=env)
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {l.split()[0] for l in out.splitlines() if l.strip()}
+
+
+def test_up_is_idempotent_and_down_leaves_nothing(lab_factory):
+    from harness.lab import get_backend
+    from harness.provision import provision
+    from harness.ssh import LabSSH
+
+    before = root_ns_state()
+    lab = lab_factory(provision=False)
+    first = provision(lab)
+    assert first["failed"] == 0 and first["changed"] >= 1
+    lab.up()                                   # a second up changes nothing and does not fail
+    second = provision(lab)
+    assert second["changed"] == 0, f"second provisioning changed something: {second}"
+
+    st = lab.status()
+    assert st["up"] and st["ssh"] and all(st["namespaces"].values())
+    assert "192.168.56.1/24" in st["interface"]
+    with LabSSH(lab.ssh_endpoint()) as ssh:
+        rules = ssh.run("iptables -S OUTPUT").stdout
+        assert ("-A OUTPUT -p tcp -m tcp --sport 80 --tcp-flags RST RST "
+                "-m mark ! --mark 0x5e -j DROP") in rules
+        assert rules.count("--tcp-flags RST RST") == 1, "the RST rule was added twice"
+        addrs = ssh.run("ip -o -4 addr show dev eth1").stdout
+        assert "192.168.56.100/24" in addrs
+        off = ssh.run("ethtool -k eth1 | grep tx-checksumming").stdout
+        assert "off" in off, off
+        assert ssh.run(f"test -f {lab.responder_dir()}/responder/wire.py", check=False).status == 0
+    assert root_ns_state() == before, "the lab changed the root network namespace"
+
+    lab.down()
+    assert not ({lab.host_ns, lab.vm_ns} & namespaces())
+    assert not lab.state_dir.exists()
+    assert root_ns_state() == before
+    lab.down()                                 # nothing left to remove: still fine
+    assert get_backend("netns", lab.prefix).status()["up"] is False
+
+
+def test_two_labs_at_once(lab_factory):
+    a = lab_factory(provision=False)
+    b = lab_factory(provision=False)
+    assert a.status()["up"] and b.status()["up"]
+    a.down()
+    assert b.status()["up"], "removing one lab broke the other"
+
+
+def test_invoke_up_status_down_cli():
+    prefix = new_prefix("cli")
+    try:
+        r = invoke("up", "--prefix", prefix)
+        assert r.returncode == 0, r.stderr
+        assert f"lab '{prefix}' is up" in r.stdout
+        st = json.loads(invoke("status", "--prefix", prefix, "--json", check=True).stdout)
+        assert st["up"] is True and st["provisioned"] is True
+    finally:
+        r = invoke("down", "--prefix", prefix)
+    assert r.returncode == 0, r.stderr
+    assert not ({f"{prefix}-host", f"{prefix}-vm"} & namespaces())
+    st = json.loads(invoke("status", "--prefix", prefix, "--json", check=True).stdout)
+    assert st["up"] is False and not any(st["namespaces"].values())
+
+
+@pytest.mark.parametrize("prefix", ["Bad", "a/b", "x" * 11, "-rf", "lab_1", ""])
+def test_bad_prefix_is_refused_with_one_line(prefix):
+    r = invoke("up", "--prefix", prefix)
+    assert r.returncode != 0
+    assert "invalid lab prefix" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_busy_prefix_is_refused_and_not_touched():
+    """A namespace with the lab's name that tcplab did not make is left alone."""
+    prefix = new_prefix("busy")
+    subprocess.run(["ip", "netns", "add", f"{prefix}-host"], check=True)
+    try:
+        r = invoke("up", "--prefix", prefix)
+        assert r.returncode != 0
+        assert "were not made by tcplab" in r.stderr
+        assert f"{prefix}-host" in namespaces(), "up removed a namespace it did not make"
+        assert f"{prefix}-vm" not in namespaces()
+    finally:
+        subprocess.run(["ip", "netns", "del", f"{prefix}-host"])
+
+
+def test_not_root_gets_one_clear_line():
+    r = invoke("up", "--prefix", new_prefix("nr"), user=65534)
+    assert r.returncode != 0
+    assert "needs root" in r.stderr, r.stderr
