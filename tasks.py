@@ -4,6 +4,7 @@
     invoke down [--prefix tcplab]                   remove everything the lab made
     invoke status [--json]                          what exists, does SSH answer
     invoke demo [--scenario hello]                  run a scenario end to end and check it
+    invoke doctor                                   check the lab piece by piece, explain failures
     invoke test [--quick]                           the test suite (pytest)
 
 Run as root (``sudo .venv/bin/invoke ...``); ``./bootstrap TASK`` installs first, then runs it.
@@ -117,6 +118,22 @@ def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None
     print(f"tcplab: MATCH: scenario {res.scenario} passed")
 
 
+@task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP})
+def doctor(c, backend="netns", prefix=DEFAULT_PREFIX):
+    """Check the lab piece by piece (interfaces, offload, SSH, RST rule, responder, Scapy)."""
+    from harness.doctor import diagnose, format_checks
+    b = _backend(backend, prefix)
+    try:
+        checks = diagnose(b)
+    except LabError as e:
+        raise _fail(e)
+    print(format_checks(checks))
+    bad = [ch.name for ch in checks if not ch.ok]
+    if bad:
+        raise Exit(f"tcplab: doctor: {len(bad)} problem(s): {', '.join(bad)}", code=1)
+    print(f"tcplab: doctor: all {len(checks)} checks passed")
+
+
 @task(help={"quick": "unit tests only (no labs)", "k": "pytest -k expression",
             "x": "stop at the first failure"})
 def test(c, quick=False, k=None, x=False):
@@ -132,4 +149,4 @@ def test(c, quick=False, k=None, x=False):
         raise Exit(code=rc)
 
 
-ns = Collection(up, down, status_, demo, test)
+ns = Collection(up, down, status_, demo, doctor, test)
