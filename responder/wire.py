@@ -6,6 +6,17 @@ view, never a copy.  Every malformed input raises a subclass of :class:`WireErro
 ``reason`` is a short, stable name; the I/O loop counts drops under that name.
 
 Addresses are 4-byte ``bytes`` objects (packed, hashable, cheap); use :func:`ip_str` to print one.
+
+The pieces, in the order a packet meets them:
+
+- the checksum in parts (RFC 1071, RFC 1624): :func:`checksum_partial`, :func:`fold`,
+  :func:`internet_checksum`, :func:`pseudo_header_sum`, :func:`checksum_update16` and
+  :func:`checksum_update32`;
+- reading: :func:`peek_ports` (a cheap first filter), :func:`parse` (validated
+  :class:`Segment`), :func:`parse_options`;
+- writing: :func:`emit_options` (Linux's layout), :func:`build_tcp` (for an ``IPPROTO_TCP`` raw
+  socket), :func:`build_ipv4` and :func:`build_packet` (whole packets, for ``IPPROTO_RAW``);
+- editing stored packets in place (miniweb): :func:`patch_u16`, :func:`patch_u32`.
 """
 
 from __future__ import annotations
@@ -193,12 +204,15 @@ def checksum_partial(buf, initial: int = 0) -> int:
     (RFC 1071 section 4.1), so when a checksum is taken in several calls only the last part may
     have an odd length.  Feed the result to :func:`fold` (16 bits) or back in as ``initial``.
 
-    How it is fast in pure Python: the whole buffer is read as one big integer
-    ``N = sum(w[i] * 65536**k)``.  Since ``65536 = 1 (mod 65535)``, ``N mod 65535`` equals the
-    sum of the words mod 65535, which is exactly what one's-complement addition computes (RFC
-    1071 section 2(B): "the sum is independent of the byte order" of the carries).  One C-level
-    division replaces a Python loop over 730 words.  The only subtlety: a non-zero sum that is a
-    multiple of 65535 is 0xFFFF in one's complement (the "negative zero"), not 0.
+    How it is fast in pure Python: the whole buffer is read as one big integer,
+    ``N = sum(w[k] * 65536**k)`` over its words ``w[k]`` counted from the end.  Since
+    ``65536 = 1 (mod 65535)``, ``N = sum(w[k]) (mod 65535)``: the buffer *is* the sum of its
+    words, up to multiples of 65535.  And a one's-complement sum is exactly "the sum mod 65535",
+    written as a value in 1..0xFFFF (0 only when every word is 0): each end-around carry
+    subtracts 65536 and adds 1.  This is RFC 1071's "parallel summation" and "deferred carries"
+    (section 2(C), 2(D)) taken to the limit: one C-level division instead of a Python loop over
+    730 words of a full-sized segment.  Hence the one special case: a non-zero sum that is a
+    multiple of 65535 is 0xFFFF (the "negative zero"), not 0.
     """
     n = int.from_bytes(buf, "big")
     if len(buf) & 1:
@@ -242,9 +256,9 @@ def checksum_update16(csum: int, old: int, new: int) -> int:
     """New checksum after a 16-bit field changed from ``old`` to ``new`` (RFC 1624, eqn. 3).
 
     ``HC' = ~(~HC + ~m + m')``: take the old word out of the sum (adding its one's complement
-    subtracts it) and put the new one in.  Eqn. 3 rather than RFC 1141's eqn. 2 because it never
-    produces the wrong "negative zero" 0xFFFF that a full recomputation would not.  This is
-    Linux's ``csum_replace2``.
+    subtracts it) and put the new one in, without reading the rest of the packet.  Eqn. 3, not
+    RFC 1141's eqn. 2 (``HC - ~m - m'``), because eqn. 2 can give 0xFFFF where a full
+    recomputation gives 0x0000 (RFC 1624 section 4).  This is Linux's ``csum_replace2``.
     """
     return ~fold((~csum & 0xFFFF) + (~old & 0xFFFF) + (new & 0xFFFF)) & 0xFFFF
 
@@ -289,6 +303,7 @@ _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 # ports, seq, ack, data offset/reserved, flags, window, checksum, urgent pointer.
 _TCP = struct.Struct("!HHIIBBHHH")
 _U16 = struct.Struct("!H")
+_PORTS = struct.Struct("!HH")
 _U32 = struct.Struct("!I")
 _MSS = struct.Struct("!BBH")
 _TS = struct.Struct("!BBII")
@@ -354,6 +369,21 @@ def parse(buf, *, verify_checksum: bool = True) -> Segment:
         else NO_OPTIONS
     return Segment(src, dst, sport, dport, seq, ack, flags, window, urgent, options,
                    view[start:total], ttl, ident)
+
+
+def peek_ports(buf) -> tuple | None:
+    """``(sport, dport)`` of an IPv4 packet carrying TCP, or ``None``; nothing is validated.
+
+    A raw TCP socket receives every TCP segment the host gets.  This reads two bytes of IP
+    header and four of TCP to let the loop skip other ports' traffic before paying for
+    :func:`parse` (checksums included, a few microseconds).  Never act on these numbers alone.
+    """
+    if len(buf) < IPV4_HEADER_LEN:
+        return None
+    ihl = (buf[0] & 0x0F) * 4
+    if buf[0] >> 4 != 4 or ihl < IPV4_HEADER_LEN or buf[9] != PROTO_TCP or len(buf) < ihl + 4:
+        return None
+    return _PORTS.unpack_from(buf, ihl)
 
 
 def parse_options(view, i: int, end: int) -> TcpOptions:

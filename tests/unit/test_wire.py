@@ -118,6 +118,21 @@ def test_lecture_syn_rebuilds_in_linux_layout():
     assert (back.options, back.seq, back.window) == (seg.options, seg.seq, seg.window)
 
 
+@pytest.mark.parametrize("pkt, ports", [
+    (lecture.SYN, (62438, 80)),
+    (lecture.DATA1, (80, 62438)),
+    (memoryview(lecture.ACK)[:24], (62438, 80)),                  # just enough to read them
+    (lecture.ACK[:23], None),
+    (b"", None),
+    (ip_packet(tcp_bytes(), proto=17), None),
+    (ip_packet(tcp_bytes(), ver=6), None),
+    (ip_packet(tcp_bytes(), ihl=4), None),
+    (ip_packet(tcp_bytes(), ihl=6, ip_options=bytes(4)), (1234, 80)),
+])
+def test_peek_ports(pkt, ports):
+    assert wire.peek_ports(pkt) == ports
+
+
 # --- zero copy, trailing bytes, input types ---------------------------------------------------
 
 def test_payload_is_a_view_of_the_buffer():
