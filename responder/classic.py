@@ -59,11 +59,14 @@ class ClassicResponder:
     Packets in and out are whole IPv4 packets: the answers carry a copy of the client's IP
     header, so they go out on an ``IPPROTO_RAW`` socket (``IP_HDRINCL``).  No clock, no socket:
     the I/O loop does the sending.  Malformed input is dropped and counted in ``drops`` by the
-    wire layer's reason names.
+    wire layer's reason names.  ``port`` (and ``addr``, 4 packed bytes, if given) select the
+    packets it answers; ``isn`` is the sequence number of its SYN; ``lines`` are sent in order.
     """
 
-    def __init__(self, port: int = 80, isn: int = 0xAAAABBBB, lines=LINES):
+    def __init__(self, port: int = 80, isn: int = 0xAAAABBBB, lines=LINES, *,
+                 addr: bytes | None = None):
         self.port = port
+        self.addr = addr            # answer only packets to this address; None: any address
         self.isn = isn & 0xFFFFFFFF
         self.lines = tuple(bytes(line) for line in lines)
         self.drops: Counter = Counter()
@@ -76,7 +79,8 @@ class ClassicResponder:
         except wire.WireError as err:
             self.drops[err.reason] += 1
             return []
-        if seg.dport != self.port or seg.flags & wire.RST:
+        if seg.dport != self.port or seg.flags & wire.RST or \
+                (self.addr is not None and seg.dst != self.addr):
             return []
         pkt = memoryview(ip_packet).cast("B")
         key = (seg.src, seg.sport)

@@ -79,6 +79,11 @@ def test_isn_port_and_lines_are_parameters():
     assert classic.on_packet(lecture.SYN) == []                  # port 80 is not ours now
 
 
+def test_listen_address():
+    assert ClassicResponder(addr=lecture.SERVER).on_packet(lecture.SYN) == [lecture.SYNACK]
+    assert ClassicResponder(addr=bytes((10, 0, 0, 1))).on_packet(lecture.SYN) == []
+
+
 # --- the bugs the notes describe ------------------------------------------------------------
 
 def test_client_data_is_echoed_not_acked(established):
