@@ -48,8 +48,8 @@ LINES = (b"Hello TCP\n\0", b"Great to meet you!\n\0",
 _SEQ_ACK = struct.Struct("!II")
 _U16 = struct.Struct("!H")
 
-# How many connections to remember as "lines sent"; the oldest is forgotten first.  The naive C
-# program remembered nothing and re-sent on every such ACK; forgetting here at worst re-sends.
+# How many connections to remember as "lines sent"; the oldest is forgotten first.  Forgetting
+# one costs little: its lines go out again only if it sends another ACK of ISN + 1.
 MAX_REMEMBERED = 4096
 
 
