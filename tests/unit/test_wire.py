@@ -372,6 +372,7 @@ try:                                    # in the project venv; the rest runs wit
 except ImportError:                     # pragma: no cover
     IP = TCP = Raw = None
 needs_scapy = pytest.mark.skipif(IP is None, reason="Scapy is not installed")
+SCAPY_KNOWN_KINDS = {14, 15, 19, 25, 28, 29, 34}        # scapy.layers.inet.TCPOptions, 2.8
 
 NOP = ("NOP", None)
 
@@ -428,9 +429,11 @@ def test_scapy_built_packets_parse_and_rebuild_identically(case):
 
 @needs_scapy
 @settings(max_examples=60, deadline=None)
-@given(linux_layout_segments(), st.lists(st.tuples(st.integers(9, 253),
-                                                   st.binary(max_size=6)), max_size=2))
+@given(linux_layout_segments(), st.lists(st.tuples(st.integers(9, 253), st.binary(max_size=6)),
+                                         max_size=2))
 def test_scapy_dissects_what_we_build(case, unknown):
+    # Kinds Scapy interprets itself (MD5, UTO, TFO ...) it re-encodes its own way: not ours.
+    assume(not any(kind in SCAPY_KNOWN_KINDS for kind, _ in unknown))
     seg, _ = case
     seg.options = TcpOptions(timestamps=seg.options.timestamps, unknown=unknown)
     try:
