@@ -1,0 +1,96 @@
+"""``python3 -m responder``: the command line (contract in the design, kept exactly)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .apps import APPS
+from .io import FAULTS, main
+
+EPILOG = """\
+apps:
+  hello   the lecture's three lines as three segments (11, 20, 66 bytes, PSH|ACK each), then FIN;
+          client data is ACKed and discarded, the client's FIN is ACKed
+  echo    data is ACKed and echoed back, with flow control (window = free buffer space)
+  tarpit  handshake with a zero window, then the connection is forgotten and the peer's window
+          probes are answered statelessly with window 0 (LaBrea): held peers cost no memory
+  http    miniweb: a GET is answered with packets precomputed at start-up; per connection only
+          addresses, ports, seq/ack, window, timestamps and checksums are patched (RFC 1624)
+
+faults (--fault, for testing the harness; the demo must then fail naming the field):
+  bad-checksum  the TCP checksum of every data segment is corrupted
+  wrong-seq     the second data segment of each connection has its seq one too high
+
+output on stderr: 'listening on ADDR:PORT app=NAME' once the sockets are open; one line per
+state transition ('192.168.56.100:80 <> 192.168.56.1:62438 SYN-RECEIVED => ESTABLISHED');
+one JSON line of counters on SIGUSR1 and at exit.  SIGTERM exits 0.  Exit 2 without
+CAP_NET_RAW.  Needs the lab's rule dropping unmarked RSTs from the port, e.g.
+  iptables -A OUTPUT -p tcp --sport 80 --tcp-flags RST RST -m mark ! --mark 0x5e -j DROP
+"""
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
+
+
+def _addr_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected ADDR:PORT, got {text!r}")
+    import socket
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address: {host!r}") from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python3 -m responder",
+        description="A raw-socket TCP responder for teaching TCP at the packet level "
+                    "(RFC 9293 state machine, standard library only).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--listen", required=True, type=_addr_port, metavar="ADDR:PORT",
+                   help="address and port to answer on, e.g. 192.168.56.100:80")
+    p.add_argument("--app", required=True, choices=APPS, help="what to say (see below)")
+    p.add_argument("--classic", action="store_true",
+                   help="run the lecture's copy-and-swap program instead of the state machine "
+                        "(byte for byte, bugs included; IPPROTO_RAW socket)")
+    p.add_argument("--isn", type=_int, metavar="N",
+                   help="fixed initial sequence number (decimal or 0x..); default: RFC 6528 "
+                        "keyed hash + 4 us clock (classic: 0xaaaabbbb)")
+    p.add_argument("--mark", type=_int, default=0x5E, metavar="N",
+                   help="SO_MARK on every socket we send with (default 0x5e: the lab's RST "
+                        "rule lets only marked RSTs through)")
+    p.add_argument("--nodelay", action="store_true",
+                   help="disable Nagle's algorithm (RFC 896) for all connections; the hello "
+                        "and http apps disable it on their own connections anyway")
+    p.add_argument("--connect", type=_addr_port, metavar="HOST:PORT",
+                   help="also open a connection actively from the --listen address:port to "
+                        "HOST:PORT and run the app on it")
+    p.add_argument("--msl2", type=float, default=2.0, metavar="SECONDS",
+                   help="TIME-WAIT duration, 2 MSL (default 2 s for a lab; RFC 9293: 4 min)")
+    p.add_argument("--http-file", metavar="PATH",
+                   help="page served by --app http (default: a built-in page)")
+    p.add_argument("--fault", choices=FAULTS, metavar="NAME",
+                   help="deliberate fault for harness tests: " + ", ".join(FAULTS))
+    p.add_argument("--table", action="store_true",
+                   help="print the state machine table (state, event, action, RFC) and exit")
+    return p
+
+
+def cli(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--table" in argv:
+        from .tcp import describe_table
+        print(describe_table())
+        return 0
+    opts = build_parser().parse_args(argv)
+    return main(opts)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,324 @@
+"""The I/O layer: raw sockets, the one event loop, the clock, randomness, counters, signals.
+
+This is the only module that touches the outside world.  It
+
+* opens an ``AF_INET, SOCK_RAW, IPPROTO_TCP`` socket: the kernel hands it a copy of every TCP
+  packet for this host (full IP header included), and lets us send TCP segments without an IP
+  header (``IP_HDRINCL`` off: the kernel writes the IP header, the TCP checksum is ours).  For
+  ``--classic`` an ``IPPROTO_RAW`` socket sends whole IP packets, because the lecture's program
+  copies and edits the IP header itself;
+* marks everything it sends with ``SO_MARK`` (``--mark``, default 0x5e): the lab's iptables rule
+  drops the *kernel's* RSTs (the kernel knows no socket on port 80 and would reset every SYN)
+  and lets only marked packets through;
+* runs one ``selectors`` loop for all connections: wait for a packet or for the stack's next
+  deadline (``Stack.next_deadline()``), feed the stack, send what it returns;
+* passes in ``time.monotonic()`` as ``now`` and ``os.urandom(32)`` as the RFC 6528 ISN key, so
+  :mod:`responder.tcp` never reads a clock or a random source;
+* counts: segments in/out, drops by reason (``WireError.reason`` names and the state machine's
+  reasons), connections, retransmissions, challenge ACKs; SIGUSR1 prints them as one JSON line on
+  stderr, and so does exit; SIGTERM exits 0;
+* after the sockets are open, drops every capability (``capset`` via ctypes): an open raw socket
+  keeps working without CAP_NET_RAW, so a bug in the parser can no longer be used to open more.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+
+from . import wire
+from .apps import make_app
+from .tcp import Config, Stack
+
+SO_MARK = getattr(socket, "SO_MARK", 36)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+RCVBUF = 8 << 20            # the kernel drops at ~110k packets/s if the buffer is small
+FAULTS = ("bad-checksum", "wrong-seq")
+
+
+class NoPermission(Exception):
+    """Raw sockets need CAP_NET_RAW."""
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def open_socket(proto: int, mark: int, rcvbuf: bool = False) -> socket.socket:
+    """A raw socket with SO_MARK set; PermissionError becomes :class:`NoPermission`."""
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+    except PermissionError as e:
+        raise NoPermission(str(e)) from None
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+    except PermissionError as e:        # SO_MARK needs CAP_NET_ADMIN
+        s.close()
+        raise NoPermission(f"SO_MARK: {e}") from None
+    if rcvbuf:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    s.setblocking(False)
+    return s
+
+
+def drop_capabilities() -> str:
+    """Drop all capabilities of this process (capset(2) with empty sets, via ctypes) and set
+    no_new_privs.  Returns what was done, for the log.  Best effort: stdlib only."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(38, 1, 0, 0, 0)                      # PR_SET_NO_NEW_PRIVS
+        header = struct.pack("Ii", 0x20080522, 0)       # _LINUX_CAPABILITY_VERSION_3, this pid
+        data = ctypes.create_string_buffer(24)          # 2 x {effective, permitted, inheritable}
+        if libc.capset(ctypes.c_char_p(header), data) != 0:
+            return f"capabilities kept (capset: {os.strerror(ctypes.get_errno())})"
+        return "capabilities dropped"
+    except (OSError, AttributeError) as e:
+        return f"capabilities kept ({e})"
+
+
+class Faults:
+    """``--fault NAME``: deliberate, documented mistakes for testing the harness's checks.
+
+    * ``bad-checksum``: every data segment leaves with its TCP checksum corrupted (one byte of
+      the checksum field inverted), so the peer drops it and the capture shows "incorrect".
+    * ``wrong-seq``: the second data segment of each connection leaves with its sequence number
+      one too high (the stack's own state is untouched, so the peer sees a hole of one byte).
+    """
+
+    def __init__(self, name: str | None):
+        if name is not None and name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r} (choose from {', '.join(FAULTS)})")
+        self.name = name
+        self.data_segments: dict = {}
+
+    def before(self, seg: wire.Segment) -> wire.Segment:
+        if self.name != "wrong-seq" or not len(seg.payload):
+            return seg
+        key = (bytes(seg.dst), seg.dport)
+        n = self.data_segments[key] = self.data_segments.get(key, 0) + 1
+        if n != 2:
+            return seg
+        return wire.Segment(seg.src, seg.dst, seg.sport, seg.dport, seg.seq + 1, seg.ack,
+                            seg.flags, seg.window, seg.urgent, seg.options, seg.payload)
+
+    def after(self, seg: wire.Segment, tcp_bytes):
+        if self.name != "bad-checksum" or not len(seg.payload):
+            return tcp_bytes
+        out = bytearray(tcp_bytes)
+        out[wire.TCP_CHECKSUM] ^= 0xFF
+        return out
+
+
+class Responder:
+    """The event loop around one :class:`Stack` (or the classic program)."""
+
+    def __init__(self, opts, clock=time.monotonic, random=os.urandom):
+        self.opts = opts
+        self.clock = clock
+        self.addr_str, port = opts.listen.rsplit(":", 1)
+        self.addr = wire.ip_bytes(self.addr_str)
+        self.port = int(port)
+        self.faults = Faults(opts.fault)
+        self.counters = {"packets_ignored": 0, "send_errors": 0, "internal_errors": 0}
+        self.wire_drops: dict = {}
+        self.stop = False
+        self.dump = False
+        self.classic = None
+        self.stack = None
+        self.app = None
+        page = None
+        if opts.http_file:
+            with open(opts.http_file, "rb") as f:
+                page = f.read()
+        if opts.classic:
+            from .classic import ClassicResponder
+            isn = 0xAAAABBBB if opts.isn is None else opts.isn
+            self.classic = ClassicResponder(self.port, isn)
+        else:
+            cfg = Config(fixed_isn=opts.isn, nodelay=opts.nodelay, msl2=opts.msl2)
+            self.stack = Stack(cfg, isn_key=random(32), log=log)
+            self.app = make_app(opts.app, page, cfg.mss)
+            self.stack.listen(self.addr, self.port, self.app)
+        self.encode_hook = getattr(self.app, "encode", None)
+
+    # --- sockets --------------------------------------------------------------------------
+    def open(self) -> None:
+        mark = self.opts.mark
+        self.rx = open_socket(socket.IPPROTO_TCP, mark, rcvbuf=True)
+        try:
+            self.rx.bind((self.addr_str, 0))    # the kernel then gives us only packets to it
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL:
+                raise
+            log(f"warning: {self.addr_str} is not an address of this host; not binding")
+        self.tx_raw = open_socket(socket.IPPROTO_RAW, mark) if self.classic else None
+        self.tx = self.rx
+        self.rbuf = bytearray(65536)
+        self.rview = memoryview(self.rbuf)
+
+    def send_segment(self, seg: wire.Segment) -> None:
+        seg = self.faults.before(seg)
+        data = None
+        if self.encode_hook is not None:
+            data = self.encode_hook(seg)
+        if data is None:
+            data = wire.build_tcp(seg)
+        data = self.faults.after(seg, data)
+        try:
+            self.tx.sendto(data, (wire.ip_str(seg.dst), 0))
+        except OSError as e:
+            self.counters["send_errors"] += 1
+            log(f"send error: {e}")
+
+    def send_packet(self, pkt) -> None:
+        try:
+            self.tx_raw.sendto(pkt, (socket.inet_ntoa(bytes(pkt[16:20])), 0))
+            self.counters["classic_out"] = self.counters.get("classic_out", 0) + 1
+        except OSError as e:
+            self.counters["send_errors"] += 1
+            log(f"send error: {e}")
+
+    # --- the loop -------------------------------------------------------------------------
+    def is_ours(self, view, n: int) -> bool:
+        """Early filter before a full parse: destination address and port (a SYN flood to
+        another port costs two slices and a compare)."""
+        ihl = (view[0] & 0x0F) * 4 if n else 0
+        if n < 20 or view[0] >> 4 != 4 or n < ihl + 4:
+            return True         # too broken to tell: let the wire layer name the fault
+        return view[16:20] == self.addr and (view[ihl + 2] << 8 | view[ihl + 3]) == self.port
+
+    def handle_packet(self, n: int) -> None:
+        view = self.rview[:n]
+        if not self.is_ours(view, n):
+            self.counters["packets_ignored"] += 1
+            return
+        if self.classic is not None:
+            for pkt in self.classic.on_packet(bytes(view)):
+                self.send_packet(pkt)
+            return
+        try:
+            seg = wire.parse(view)
+        except wire.WireError as e:
+            self.wire_drops[e.reason] = self.wire_drops.get(e.reason, 0) + 1
+            return
+        for out in self.stack.on_segment(seg, self.clock()):
+            self.send_segment(out)
+
+    def stats(self) -> dict:
+        if self.stack is not None:
+            c = self.stack.stats()
+        else:
+            c = {"segments_in": 0, "segments_out": 0, "drops": {}}
+        drops = dict(c.get("drops", {}))
+        for k, v in self.wire_drops.items():
+            drops[k] = drops.get(k, 0) + v
+        c["drops"] = drops
+        c.update(self.counters)
+        if self.classic is not None:
+            c["segments_out"] = self.counters.get("classic_out", 0)
+        if self.app is not None and hasattr(self.app, "held"):
+            c["tarpit_held"] = self.app.held
+        if self.app is not None and hasattr(self.app, "patched"):
+            c["http_packets_patched"] = self.app.patched
+        return c
+
+    def print_stats(self) -> None:
+        print(json.dumps(self.stats(), sort_keys=True), file=sys.stderr, flush=True)
+
+    def run(self) -> int:
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        sel = selectors.DefaultSelector()
+        sel.register(self.rx, selectors.EVENT_READ, "rx")
+        sel.register(wake_r, selectors.EVENT_READ, "wake")
+        log(f"listening on {self.addr_str}:{self.port} app={self.opts.app}"
+            + (" classic" if self.classic else ""))
+        if self.opts.connect and self.stack is not None:
+            host, port = self.opts.connect.rsplit(":", 1)
+            self.stack.connect((self.addr, self.port), (wire.ip_bytes(host), int(port)),
+                               self.app, self.clock())
+            for out in self.stack.take_output():
+                self.send_segment(out)
+        try:
+            while not self.stop:
+                timeout = None
+                if self.stack is not None:
+                    deadline = self.stack.next_deadline()
+                    if deadline is not None:
+                        timeout = max(0.0, deadline - self.clock())
+                for key, _ in sel.select(timeout):
+                    if key.data == "wake":
+                        try:
+                            wake_r.recv(512)
+                        except BlockingIOError:
+                            pass
+                    else:
+                        self._drain()
+                if self.dump:
+                    self.dump = False
+                    self.print_stats()
+                if self.stack is not None:
+                    self._guard(lambda: [self.send_segment(s)
+                                         for s in self.stack.on_timer(self.clock())])
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            sel.close()
+            self.print_stats()
+        return 0
+
+    def _drain(self) -> None:
+        for _ in range(256):
+            try:
+                n = self.rx.recv_into(self.rbuf)
+            except (BlockingIOError, InterruptedError):
+                return
+            self._guard(lambda: self.handle_packet(n))
+
+    def _guard(self, fn) -> None:
+        """Nothing a peer sends may kill the loop: a bug is logged and counted, not fatal."""
+        try:
+            fn()
+        except Exception:       # noqa: BLE001 -- deliberately broad, see docstring
+            self.counters["internal_errors"] += 1
+            log("internal error (packet dropped):\n" + traceback.format_exc().rstrip())
+
+    def _on_term(self, signum, frame) -> None:
+        self.stop = True
+
+    def _on_usr1(self, signum, frame) -> None:
+        self.dump = True
+
+
+def main(opts) -> int:
+    try:
+        responder = Responder(opts)
+    except (OSError, ValueError, ImportError) as e:
+        log(f"responder: {e}")
+        return 2
+    try:
+        responder.open()
+    except NoPermission as e:
+        log(f"responder: cannot open raw sockets: need root or CAP_NET_RAW/CAP_NET_ADMIN ({e})")
+        return 2
+    except OSError as e:
+        log(f"responder: cannot open raw sockets: {e}")
+        return 2
+    log(drop_capabilities())
+    return responder.run()
