@@ -1,0 +1,483 @@
+"""Judge a captured exchange against a scenario.
+
+Rules (docs/scenarios.md explains them for teachers):
+
+* Responder packets (``s>c``) are matched exactly and in order, one line per packet: flags,
+  relative seq/ack, length (0 unless stated), payload, options and window when stated, our own
+  IP/TCP checksum verification, and no Wireshark retransmission/out-of-order/lost-segment flag
+  unless the line states it.  No extra responder packet is allowed; TSval never goes backwards.
+* Client packets (``c>s``) get what TCP guarantees, not the Linux client's exact choices.  A
+  pure-ACK line ``ack N`` is satisfied by any client packet at or after the previous client
+  match whose ack is >= N (one cumulative ACK may satisfy several lines; so may a FIN+ACK).
+  Client lines with SYN, FIN, RST or data consume the client's non-pure-ACK packets in order;
+  extra client pure ACKs are fine; a client RST is never fine unless a line states it; a client
+  ack on any line means "at least".
+* Timing is checked only where a line states ``after REF within LO-HI``.
+
+The verdict is a value plus a reason (style card item 8): :class:`Verdict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.dissect import ACK, RST, Pkt, format_options
+from harness.scenario import DIRECTIONS, Expect, OptionsSpec, Scenario, Val, c_escape
+
+# Wireshark analysis flags that betray a responder bug unless a line states them.
+SERVER_BAD_ANALYSIS = frozenset({"retransmission", "fast_retransmission",
+                                 "spurious_retransmission", "out_of_order", "lost_segment",
+                                 "ack_lost_segment"})
+
+
+@dataclass
+class LineResult:
+    """How one expect line fared: the packet (frame number) it matched, or why not."""
+
+    line: Expect
+    ok: bool = False
+    packet: int | None = None
+    time: float | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return {"line": self.line.lineno, "index": self.line.index, "text": self.line.text,
+                "ok": self.ok, "packet": self.packet, "time": self.time,
+                "message": self.message}
+
+
+@dataclass
+class Verdict:
+    """``ok`` and ``reason`` say it all; the rest explains it line by line, packet by packet."""
+
+    ok: bool
+    reason: str
+    lines: list = field(default_factory=list)          # LineResult per expect line
+    notes: dict = field(default_factory=dict)          # frame number -> [note, ...]
+    failures: list = field(default_factory=list)       # every failure message, in line order
+    bad_packets: set = field(default_factory=set)      # frame numbers marked ✗
+
+    def __bool__(self):
+        return self.ok
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "reason": self.reason, "failures": list(self.failures),
+                "lines": [r.to_dict() for r in self.lines],
+                "notes": {str(k): v for k, v in sorted(self.notes.items())},
+                "bad_packets": sorted(self.bad_packets)}
+
+
+def _seq_lt(a: int, b: int) -> bool:
+    """a < b in 32-bit sequence space (RFC 1982 style)."""
+    return a != b and ((b - a) & 0xFFFFFFFF) < 0x80000000
+
+
+class _Conv:
+    """The packets of one connection, with the look-ups that ``echo``/``latest`` need."""
+
+    def __init__(self, packets, client_ip, server_ip, server_port):
+        self.all = packets
+        self.others: list[Pkt] = []
+        conv = []
+        cport = None
+        for p in packets:
+            to_server = (p.src, p.dst, p.dport) == (client_ip, server_ip, server_port)
+            from_server = (p.src, p.dst, p.sport) == (server_ip, client_ip, server_port)
+            if not (to_server or from_server):
+                self.others.append(p)
+                continue
+            port = p.sport if to_server else p.dport
+            if cport is None:
+                cport = port
+            if port != cport:
+                self.others.append(p)
+                continue
+            conv.append(p)
+        self.client_port = cport
+        self.pkts = conv
+        self.server = [p for p in conv if p.src == server_ip]
+        self.client = [p for p in conv if p.src != server_ip]
+        self.server_ip = server_ip
+
+    def is_server(self, p: Pkt) -> bool:
+        return p.src == self.server_ip
+
+    def peer_before(self, p: Pkt) -> list[Pkt]:
+        """Packets of the other side captured before ``p``."""
+        side = self.client if self.is_server(p) else self.server
+        return [q for q in side if q.number < p.number]
+
+    def own_before(self, p: Pkt) -> Pkt | None:
+        side = self.server if self.is_server(p) else self.client
+        prev = [q for q in side if q.number < p.number]
+        return prev[-1] if prev else None
+
+    @property
+    def last_number(self) -> int | None:
+        return self.all[-1].number if self.all else None
+
+
+# ---------------------------------------------------------------- field checks
+
+def _val_ok(val: Val, actual: int, peer_values: list) -> bool:
+    if val.kind == "any":
+        return True
+    if val.kind == "exact":
+        return actual == val.lo
+    if val.kind == "range":
+        return val.lo <= actual <= val.hi
+    if val.kind == "echo":
+        return actual in peer_values
+    if val.kind == "latest":
+        return bool(peer_values) and actual == peer_values[-1]
+    raise AssertionError(val.kind)
+
+
+def _ts_problem(spec, actual, p: Pkt, conv: _Conv) -> str | None:
+    """Why TS (val, ecr) ``actual`` does not satisfy ``spec``; None if it does."""
+    peer_vals = [q.option("TS")[0] for q in conv.peer_before(p) if q.option("TS")]
+    who = "client" if conv.is_server(p) else "responder"
+    for i, (name, want, got) in enumerate(zip(("val", "ecr"), spec, actual)):
+        if not _val_ok(want, got, peer_vals):
+            if want.kind == "echo":
+                return f"{name} {got} is no TSval the {who} sent before"
+            if want.kind == "latest":
+                last = peer_vals[-1] if peer_vals else "none"
+                return f"{name} {got} is not the {who}'s latest TSval ({last})"
+            return f"{name} {got} is not {want}"
+        if want.kind in ("echo", "latest"):
+            prev = conv.own_before(p)
+            prev_ts = prev.option("TS") if prev else None
+            if prev_ts and _seq_lt(got, prev_ts[i]):
+                return (f"{name} {got} went backwards (packet {prev.number} had "
+                        f"{name} {prev_ts[i]})")
+    return None
+
+
+def _opt_problem(spec, name, value, p: Pkt, conv: _Conv) -> str | None:
+    if spec.name != name:
+        return f"expected {spec}, got {format_options([(name, value)])}"
+    if spec.name == "TS":
+        return _ts_problem(spec.value, value, p, conv)
+    if spec.name == "sack":
+        if spec.value is not None and not isinstance(spec.value, Val):
+            base = (p.ack_raw - p.ack) & 0xFFFFFFFF
+            rel = tuple(((a - base) & 0xFFFFFFFF, (b - base) & 0xFFFFFFFF) for a, b in value)
+            if rel != spec.value:
+                return f"expected {spec}, got sack " + "".join(f"{{{a}:{b}}}" for a, b in rel)
+        return None
+    if isinstance(spec.value, Val) and not _val_ok(spec.value, value, []):
+        return f"expected {spec}, got {name} {value}"
+    return None
+
+
+def _options_problem(spec: OptionsSpec, p: Pkt, conv: _Conv) -> str | None:
+    got = p.options
+    if spec.mode == "echo":
+        if any(q.options == got for q in conv.peer_before(p)):
+            return None
+        return "the options are not a copy of any earlier peer packet's"
+    if spec.mode == "exact":
+        if len(spec.items) != len(got):
+            return f"{len(spec.items)} options expected, {len(got)} sent"
+        for i, (s, (name, value)) in enumerate(zip(spec.items, got), 1):
+            why = _opt_problem(s, name, value, p, conv)
+            if why:
+                return f"option {i}: {why}"
+        return None
+    for s in spec.items:                                   # contains
+        if s.name in ("nop", "eol"):
+            continue
+        cands = [(n, v) for n, v in got if n == s.name]
+        if not cands:
+            return f"no {s.name} option"
+        whys = [_opt_problem(s, n, v, p, conv) for n, v in cands]
+        if all(whys):
+            return whys[0]
+    return None
+
+
+def _seq_text(seq, length):
+    return f"{seq}:{seq + length}" if length else str(seq)
+
+
+def check_fields(e: Expect, p: Pkt, conv: _Conv, core: bool = False) -> list[str]:
+    """Every way packet ``p`` differs from line ``e`` (timing aside), as
+    ``expected X, got Y`` phrases; an empty list is a match.  ``core``: only the fields that
+    identify a segment (flags, seq, length, ack), for realigning after a missing or extra one."""
+    out = []
+    server = e.from_server
+    pure = not server and e.is_pure_ack
+    if not pure and p.flags != e.flags:
+        out.append(f"expected flags [{e.flags_text}], got [{p.flags_str}]")
+    want_len = e.length if e.length is not None else (0 if server else None)
+    length_done = False
+    if e.seq is not None:
+        ranged = e.length is not None and e.length > 0
+        if p.seq != e.seq or (ranged and p.length != e.length):
+            out.append(f"expected seq {_seq_text(e.seq, e.length if ranged else 0)}, "
+                       f"got {_seq_text(p.seq, p.length if ranged or p.length else 0)}")
+            length_done = ranged
+    if want_len is not None and not length_done and p.length != want_len:
+        out.append(f"expected length {want_len}, got {p.length}")
+    if e.payload is not None and p.payload != e.payload and p.length == want_len:
+        first = next((i for i, (a, b) in enumerate(zip(e.payload, p.payload)) if a != b), 0)
+        out.append(f'expected payload "{c_escape(e.payload)}", got "{c_escape(p.payload)}" '
+                   f"(first difference at byte {first})")
+    if e.ack is not None:
+        if not p.flags & ACK:
+            out.append(f"expected ack {e.ack}, got no ACK flag")
+        elif server and p.ack != e.ack:
+            out.append(f"expected ack {e.ack}, got {p.ack}")
+        elif not server and p.ack < e.ack:
+            out.append(f"expected ack >= {e.ack}, got {p.ack}")
+    if core:
+        return out
+    if e.rawseq is not None and p.seq_raw != e.rawseq:
+        out.append(f"expected rawseq {e.rawseq:#010x}, got {p.seq_raw:#010x}")
+    if e.win is not None:
+        peer_wins = [q.window for q in conv.peer_before(p)]
+        if not _val_ok(e.win, p.window, peer_wins):
+            out.append(f"expected win {e.win}, got {p.window}")
+    if e.options is not None:
+        why = _options_problem(e.options, p, conv)
+        if why:
+            out.append(f"expected options {e.options}, got [{format_options(p.options)}]"
+                       f" ({why})")
+    if e.analysis is not None:
+        if not e.analysis and p.analysis:
+            out.append(f"expected analysis none, got {' '.join(sorted(p.analysis))}")
+        elif not e.analysis <= p.analysis:
+            out.append(f"expected analysis {' '.join(sorted(e.analysis))}, got "
+                       f"{' '.join(sorted(p.analysis)) or 'none'}")
+    elif server and p.analysis & SERVER_BAD_ANALYSIS:
+        out.append(f"expected no Wireshark analysis flag, got "
+                   f"{' '.join(sorted(p.analysis & SERVER_BAD_ANALYSIS))}")
+    if server:
+        if not p.ip_checksum_ok:
+            out.append("expected a correct IP checksum, got a bad one")
+        if not p.tcp_checksum_ok:
+            out.append("expected a correct TCP checksum, got a bad one")
+    return out
+
+
+# ---------------------------------------------------------------- the matcher
+
+class _Judge:
+    def __init__(self, scenario: Scenario, conv: _Conv):
+        self.sc = scenario
+        self.conv = conv
+        self.results = [LineResult(e) for e in scenario.expects]
+        self.failures: list[tuple[float, str]] = []
+        self.notes: dict[int, list[str]] = {}
+        self.bad: set[int] = set()
+        self.used: set[int] = set()
+
+    # -- bookkeeping
+    def note(self, p: Pkt, text: str):
+        self.notes.setdefault(p.number, []).append(text)
+
+    def where(self, e: Expect) -> str:
+        return f"{self.sc.filename}:{e.lineno}"
+
+    def pkt_name(self, p: Pkt) -> str:
+        side = "s>c" if self.conv.is_server(p) else "c>s"
+        return f"packet {p.number} ({DIRECTIONS[side]})"
+
+    def fail(self, e: Expect, msg: str, p: Pkt | None = None, order: float | None = None):
+        text = f"{self.where(e)}: " + (f"{self.pkt_name(p)}: " if p else "") + msg
+        self.failures.append((e.lineno if order is None else order, text))
+        r = self.results[e.index - 1]
+        if not r.message:
+            r.ok, r.message = False, text
+        if p is not None:
+            self.bad.add(p.number)
+            self.note(p, "✗ " + msg)
+
+    def matched(self, e: Expect, p: Pkt, extra: str = ""):
+        r = self.results[e.index - 1]
+        r.ok, r.packet, r.time = True, p.number, p.time
+        self.used.add(p.number)
+        self.note(p, f"{self.where(e)}{extra}")
+
+    def ended(self) -> str:
+        last = self.conv.last_number
+        return f"capture ended after packet {last}" if last else "capture has no packets"
+
+    # -- responder side: exact, in order, one line per packet
+    def server(self):
+        lines = [e for e in self.sc.expects if e.from_server]
+        pkts = self.conv.server
+        def ok(e, p):  # the lookahead: do the segment's identity fields fit this line?
+            return not check_fields(e, p, self.conv, core=True)
+
+        i = j = 0
+        while i < len(lines) and j < len(pkts):
+            e, p = lines[i], pkts[j]
+            diffs = check_fields(e, p, self.conv)
+            if not diffs:
+                self.matched(e, p)
+                i, j = i + 1, j + 1
+            elif j + 1 < len(pkts) and ok(e, pkts[j + 1]):
+                self.fail(e, f"unexpected packet [{p.flags_str}] {_pkt_fields(p)}"
+                             f"{_analysis_note(p)} before the one this line expects", p)
+                j += 1
+            elif i + 1 < len(lines) and ok(lines[i + 1], p):
+                self.fail(e, f"no server→client packet {e.describe()} (packet {p.number} "
+                             f"matches the next line, {self.where(lines[i + 1])})")
+                i += 1
+            else:
+                for d in diffs:
+                    self.fail(e, d, p)
+                self.results[e.index - 1].packet = p.number
+                i, j = i + 1, j + 1
+        for e in lines[i:]:
+            self.fail(e, f"no server→client packet {e.describe()} ({self.ended()})")
+        for p in pkts[j:]:
+            self.leftover(lines, p)
+
+    def leftover(self, lines, p: Pkt):
+        if self.sc.trailing == "allow" and not (self.conv.is_server(p)
+                                                and p.analysis & SERVER_BAD_ANALYSIS):
+            self.note(p, "after the last line (trailing: allow)")
+            return
+        last = lines[-1] if lines else self.sc.expects[-1]
+        side = "server" if self.conv.is_server(p) else "client"
+        extra = " — a client RST is never allowed unless stated" if p.flags & RST else ""
+        self.fail(last, f"unexpected packet [{p.flags_str}] {_pkt_fields(p)}"
+                        f"{_analysis_note(p)} after the last {side} line{extra}", p,
+                  order=last.lineno + 0.5)
+
+    # -- client side: what TCP guarantees
+    def client(self):
+        lines = [e for e in self.sc.expects if not e.from_server]
+        cpk = self.conv.client
+        consuming = [k for k, p in enumerate(cpk) if not p.is_pure_ack]
+        pos = 0          # index into cpk of the latest client match
+        kpos = 0         # next index into consuming
+        prev_consumed: Pkt | None = None
+        for e in lines:
+            if e.is_pure_ack:
+                pos = self.client_ack(e, cpk, pos)
+                continue
+            # skip client retransmissions of the segment consumed last
+            while (kpos < len(consuming) and prev_consumed is not None
+                   and _same_segment(cpk[consuming[kpos]], prev_consumed)):
+                self.note(cpk[consuming[kpos]], "client retransmission (allowed)")
+                self.used.add(cpk[consuming[kpos]].number)
+                kpos += 1
+            if kpos >= len(consuming):
+                self.fail(e, f"no client→server packet {e.describe()} ({self.ended()})")
+                continue
+            k = consuming[kpos]
+            p = cpk[k]
+            kpos += 1
+            prev_consumed = p
+            diffs = check_fields(e, p, self.conv)
+            if k < pos:
+                diffs.append(f"expected it after packet {cpk[pos].number}, which an earlier "
+                             f"line matched")
+            if diffs:
+                for d in diffs:
+                    self.fail(e, d, p)
+                self.results[e.index - 1].packet = p.number
+            else:
+                self.matched(e, p)
+            pos = max(pos, k)
+        for k in consuming[kpos:]:
+            p = cpk[k]
+            if prev_consumed is not None and _same_segment(p, prev_consumed):
+                self.note(p, "client retransmission (allowed)")
+                continue
+            self.leftover(lines, p)
+
+    def client_ack(self, e: Expect, cpk, pos: int) -> int:
+        want = e.ack if e.ack is not None else 0
+        for k in range(pos, len(cpk)):
+            p = cpk[k]
+            if p.flags & ACK and not p.flags & RST and p.ack >= want:
+                diffs = check_fields(e, p, self.conv)
+                if diffs:
+                    for d in diffs:
+                        self.fail(e, d, p)
+                    self.results[e.index - 1].packet = p.number
+                else:
+                    self.matched(e, p, " (cumulative)" if p.ack > want or not p.is_pure_ack
+                                 else "")
+                return k
+        acks = [p.ack for p in cpk[pos:] if p.flags & ACK]
+        seen = f"highest client ack seen: {max(acks)}; " if acks else ""
+        start = f" at or after packet {cpk[pos].number}" if cpk else ""
+        self.fail(e, f"no client→server packet acking {want}{start} ({seen}{self.ended()})")
+        return pos
+
+    # -- cross-line checks
+    def timing(self):
+        for e in self.sc.expects:
+            if e.timing is None:
+                continue
+            r, ref = self.results[e.index - 1], self.results[e.timing.ref]
+            if r.packet is None or ref.packet is None or r.time is None or ref.time is None:
+                continue
+            dt = r.time - ref.time
+            if not e.timing.lo <= dt <= e.timing.hi:
+                p = next(q for q in self.conv.pkts if q.number == r.packet)
+                self.fail(e, f"expected {e.timing}, got {dt:.3f}s after packet {ref.packet}",
+                          p)
+
+    def server_timestamps(self):
+        by_packet = {r.packet: r.line for r in self.results if r.packet is not None}
+        prev = None
+        for p in self.conv.server:
+            ts = p.option("TS")
+            if ts is None or p.number not in by_packet:   # unmatched packets fail anyway
+                continue
+            if prev is not None and _seq_lt(ts[0], prev.option("TS")[0]):
+                e = by_packet[p.number]
+                self.fail(e, f"TSval went backwards: {ts[0]} after {prev.option('TS')[0]} in "
+                             f"packet {prev.number}", p)
+            prev = p
+
+    def verdict(self) -> Verdict:
+        for p in self.conv.others:
+            self.note(p, "not this connection (ignored)")
+        for p in self.conv.pkts:
+            if p.number not in self.used and p.number not in self.notes:
+                self.note(p, "extra client ACK (allowed)" if p.is_pure_ack
+                          else "not matched")
+        msgs = [m for _, m in sorted(self.failures, key=lambda t: t[0])]
+        ok = not msgs
+        if ok:
+            n = len(self.conv.pkts)
+            reason = (f"{self.sc.filename}: all {len(self.sc.expects)} lines matched "
+                      f"({n} packets of the connection)")
+        else:
+            reason = msgs[0] + (f" (+{len(msgs) - 1} more)" if len(msgs) > 1 else "")
+        return Verdict(ok, reason, self.results, self.notes, msgs, self.bad)
+
+
+def _same_segment(a: Pkt, b: Pkt) -> bool:
+    return (a.flags, a.seq, a.length, a.payload) == (b.flags, b.seq, b.length, b.payload)
+
+
+def _pkt_fields(p: Pkt) -> str:
+    out = f"seq {_seq_text(p.seq, p.length)}"
+    if p.flags & ACK:
+        out += f", ack {p.ack}"
+    return out + f", length {p.length}"
+
+
+def _analysis_note(p: Pkt) -> str:
+    return f" (Wireshark: {', '.join(sorted(p.analysis))})" if p.analysis else ""
+
+
+def match(scenario: Scenario, packets: list[Pkt], client_ip: str = "192.168.56.1",
+          server_ip: str = "192.168.56.100", server_port: int = 80) -> Verdict:
+    """Judge ``packets`` (from :func:`harness.dissect.read_pcap`) against ``scenario``."""
+    conv = _Conv(packets, client_ip, server_ip, server_port)
+    judge = _Judge(scenario, conv)
+    judge.server()
+    judge.client()
+    judge.timing()
+    judge.server_timestamps()
+    return judge.verdict()

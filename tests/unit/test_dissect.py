@@ -1,0 +1,190 @@
+"""harness.dissect against the lecture's packets: read_pcap must give what tcpdump printed.
+
+The pcaps are built offline from the notes' hex (tests/unit/lecture.py), framed in Ethernet
+the way a capture on vboxnet0 would be.  The helpers here (``write_pcap``, ``lecture_frames``,
+``fix_checksums``) are shared with the matcher and report tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from harness import dissect
+from harness.dissect import DissectError, inet_checksum, parse_options, read_pcap
+from tests.unit import lecture
+
+# The capture times the notes printed (01:35:59.xxxxxx), as seconds after a fixed epoch.
+T0 = 1_700_000_000.0
+LECTURE_TIMES = (0.849805, 0.850215, 0.850249, 0.850415, 0.850494, 0.850520, 0.850593,
+                 0.951239)
+HOST_MAC, VM_MAC = "0a:00:27:00:00:00", "08:00:27:aa:bb:cc"
+
+
+def lecture_frames() -> list[tuple[float, bytes]]:
+    """The lecture's 8 IPv4 packets with the notes' times."""
+    return [(T0 + t, ip) for t, ip in zip(LECTURE_TIMES, lecture.EXCHANGE)]
+
+
+def write_pcap(path: Path, frames) -> Path:
+    """Write ``(time, ipv4 bytes)`` pairs as an Ethernet pcap, bytes untouched (no Scapy
+    "repair" of checksums or options)."""
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from scapy.utils import PcapWriter
+
+    w = PcapWriter(str(path), linktype=1, sync=True)
+    try:
+        for t, ip in frames:
+            client_sent = ip[12:16] == lecture.CLIENT
+            src, dst = (HOST_MAC, VM_MAC) if client_sent else (VM_MAC, HOST_MAC)
+            pkt = Ether(src=src, dst=dst, type=0x0800) / Raw(load=bytes(ip))
+            pkt.time = t
+            w.write(pkt)
+    finally:
+        w.close()
+    return path
+
+
+def fix_checksums(ip: bytes) -> bytes:
+    """Recompute the IPv4 total length, header checksum and TCP checksum of ``ip``."""
+    b = bytearray(ip)
+    ihl = (b[0] & 0x0F) * 4
+    struct.pack_into("!H", b, 2, len(b))
+    struct.pack_into("!H", b, 10, 0)
+    struct.pack_into("!H", b, 10, inet_checksum(bytes(b[:ihl])))
+    struct.pack_into("!H", b, ihl + 16, 0)
+    pseudo = bytes(b[12:20]) + struct.pack("!BBH", 0, 6, len(b) - ihl)
+    struct.pack_into("!H", b, ihl + 16, inet_checksum(pseudo + bytes(b[ihl:])))
+    return bytes(b)
+
+
+def children_named(*names: str) -> list[int]:
+    """PIDs of this process's children whose command is one of ``names``."""
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == me and comm in names:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(scope="module")
+def lecture_pkts(tmp_path_factory):
+    path = write_pcap(tmp_path_factory.mktemp("lecture") / "lecture.pcap", lecture_frames())
+    return read_pcap(path)
+
+
+def test_lecture_flags_and_relative_numbers_as_tcpdump_printed(lecture_pkts):
+    p = lecture_pkts
+    assert [x.number for x in p] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [x.flags_str for x in p] == ["S", "S.", ".", ".", ".", ".", ".", "."]
+    # tcpdump: "seq 1:12", "seq 12:32", "seq 32:98"; "ack 1", "ack 32", "ack 98"
+    assert [(x.seq, x.seq_end) for x in p if x.length] == [(1, 12), (12, 32), (32, 98)]
+    assert [x.ack for x in p[2:] if x.src == "192.168.56.1"] == [1, 32, 98]
+    assert [x.length for x in p] == [0, 0, 0, 11, 20, 0, 66, 0]
+    assert p[1].seq == 0 and p[1].ack == 1
+
+
+def test_lecture_wire_values_match_tcpdump(lecture_pkts):
+    names = ["SYN", "SYNACK", "ACK", "DATA1", "DATA2", "ACK32", "DATA3", "ACK98"]
+    for pkt, name in zip(lecture_pkts, names):
+        want = lecture.EXPECTED[name]
+        assert (pkt.seq_raw, pkt.ack_raw) == (want["seq"], want["ack"]), name
+        assert pkt.window == want["window"], name
+        assert pkt.ip_id == want["ident"] and pkt.ttl == 64, name
+        assert pkt.option("TS") == want["timestamps"], name
+        src = lecture.CLIENT if want["addrs"][0] == lecture.CLIENT else lecture.SERVER
+        assert pkt.src == ".".join(map(str, src)), name
+        assert pkt.sport == want["addrs"][2] and pkt.dport == want["addrs"][3], name
+        assert struct.unpack("!H", pkt.frame[14 + 20 + 16:14 + 20 + 18])[0] == want["cksum"]
+
+
+def test_lecture_syn_options_in_wire_order(lecture_pkts):
+    # tcpdump: options [mss 1460,nop,wscale 5,nop,nop,TS val 387824164 ecr 0,sackOK,eol]
+    assert lecture_pkts[0].options == [("mss", 1460), ("nop", None), ("wscale", 5),
+                                       ("nop", None), ("nop", None),
+                                       ("TS", (387824164, 0)), ("sackOK", None),
+                                       ("eol", None)]
+    assert dissect.format_options(lecture_pkts[0].options) == (
+        "mss 1460,nop,wscale 5,nop,nop,TS val 387824164 ecr 0,sackOK,eol")
+    assert lecture_pkts[3].options == [("nop", None), ("nop", None),
+                                       ("TS", (387824164, 387824164))]
+
+
+def test_lecture_checksums_good_by_tshark_and_by_us(lecture_pkts):
+    for p in lecture_pkts:
+        assert (p.ip_checksum, p.tcp_checksum) == ("good", "good")
+        assert p.ip_checksum_ok and p.tcp_checksum_ok
+
+
+def test_lecture_payloads_times_and_windows(lecture_pkts):
+    assert [p.payload for p in lecture_pkts if p.length] == list(lecture.LINES)
+    assert lecture_pkts[0].time == 0.0
+    assert lecture_pkts[7].time == pytest.approx(0.101434, abs=1e-6)
+    # window scale 5 from the SYNs: tshark's calculated window is 4117 * 32
+    assert lecture_pkts[3].window_calc == 4117 * 32
+    assert not any(p.analysis for p in lecture_pkts)
+    assert lecture_pkts[0].tcpdump_line().startswith(
+        "192.168.56.1.62438 > 192.168.56.100.80: Flags [S], seq 0, win 65535, options [mss")
+
+
+def test_bad_checksums_seen_by_us_and_by_tshark(tmp_path):
+    frames = lecture_frames()
+    data1 = bytearray(frames[3][1])
+    data1[36] ^= 0xFF                       # TCP checksum
+    synack = bytearray(frames[1][1])
+    synack[10] ^= 0x01                      # IP header checksum
+    frames[3] = (frames[3][0], bytes(data1))
+    frames[1] = (frames[1][0], bytes(synack))
+    pkts = read_pcap(write_pcap(tmp_path / "bad.pcap", frames))
+    assert not pkts[3].tcp_checksum_ok and pkts[3].tcp_checksum == "bad"
+    assert pkts[3].ip_checksum_ok
+    assert not pkts[1].ip_checksum_ok and pkts[1].ip_checksum == "bad"
+
+
+def test_retransmission_flagged_and_no_tshark_left(tmp_path):
+    frames = lecture_frames()
+    frames.insert(7, (frames[6][0] + 0.2, frames[4][1]))     # DATA2 again, after DATA3
+    pkts = read_pcap(write_pcap(tmp_path / "rexmit.pcap", frames))
+    assert "retransmission" in pkts[7].analysis
+    assert children_named("tshark", "dumpcap") == []
+
+
+def test_read_pcap_inside_a_running_event_loop(tmp_path):
+    path = write_pcap(tmp_path / "l.pcap", lecture_frames()[:2])
+
+    async def main():
+        return read_pcap(path)
+
+    assert [p.flags_str for p in asyncio.run(main())] == ["S", "S."]
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(DissectError, match="no capture file"):
+        read_pcap(tmp_path / "nope.pcap")
+
+
+def test_parse_options_edge_cases():
+    assert parse_options(bytes([5, 10]) + struct.pack("!II", 7, 9)) == [("sack", ((7, 9),))]
+    assert parse_options(bytes([30, 4, 1, 2])) == [("unknown-30", b"\x01\x02")]
+    assert parse_options(bytes([2, 4, 5])) == [("bad", b"\x02\x04\x05")]
+    assert parse_options(bytes([1, 0, 2, 4])) == [("nop", None), ("eol", None)]
+
+
+def test_inet_checksum_of_lecture_headers_is_zero():
+    for ip in lecture.EXCHANGE:
+        assert inet_checksum(ip[:20]) == 0
+    assert fix_checksums(lecture.DATA3) == lecture.DATA3
