@@ -145,7 +145,7 @@ class Responder:
         if opts.classic:
             from .classic import ClassicResponder
             isn = 0xAAAABBBB if opts.isn is None else opts.isn
-            self.classic = ClassicResponder(self.port, isn)
+            self.classic = ClassicResponder(self.port, isn, addr=self.addr)
         else:
             cfg = Config(fixed_isn=opts.isn, nodelay=opts.nodelay, msl2=opts.msl2)
             self.stack = Stack(cfg, isn_key=random(32), log=log)
@@ -205,6 +205,7 @@ class Responder:
             self.counters["packets_ignored"] += 1
             return
         if self.classic is not None:
+            self.counters["classic_in"] = self.counters.get("classic_in", 0) + 1
             for pkt in self.classic.on_packet(bytes(view)):
                 self.send_packet(pkt)
             return
@@ -222,11 +223,13 @@ class Responder:
         else:
             c = {"segments_in": 0, "segments_out": 0, "drops": {}}
         drops = dict(c.get("drops", {}))
-        for k, v in self.wire_drops.items():
+        extra = dict(self.classic.drops) if self.classic is not None else {}
+        for k, v in list(self.wire_drops.items()) + list(extra.items()):
             drops[k] = drops.get(k, 0) + v
         c["drops"] = drops
         c.update(self.counters)
         if self.classic is not None:
+            c["segments_in"] = self.counters.get("classic_in", 0)
             c["segments_out"] = self.counters.get("classic_out", 0)
         if self.app is not None and hasattr(self.app, "held"):
             c["tarpit_held"] = self.app.held

@@ -199,7 +199,8 @@ def _build_table() -> dict:
         t[S.LISTEN, e] = _r("drop", S.LISTEN, "9293 3.10.7.2 first: an incoming RST is ignored")
     t[S.LISTEN, Ev.SYN] = _r("passive_open", (S.LISTEN, S.SYN_RECEIVED),
                              "9293 3.10.7.2 third: SYN -> send SYN,ACK, SYN-RECEIVED (half-open "
-                             "table bounded, oldest dropped)")
+                             "table bounded, oldest dropped; data in the SYN is not kept or "
+                             "ACKed, so the peer sends it again)")
     t[S.LISTEN, Ev.NO_ACK] = _r("drop", S.LISTEN, "9293 3.10.7.2 fourth: no SYN/RST/ACK: drop")
     t[S.LISTEN, Ev.CLOSE] = _r("drop", S.CLOSED, "9293 3.10.4: CLOSE in LISTEN deletes the TCB")
     t[S.LISTEN, Ev.TIMEOUT] = _r("drop", S.LISTEN, "no timers in LISTEN")
@@ -213,8 +214,9 @@ def _build_table() -> dict:
                                    "acceptable ACK is dropped (RFC 5961 3.2)")
     t[S.SYN_SENT, Ev.RST] = _r("peer_reset", S.CLOSED, "9293 3.10.7.3 second: RST with an "
                                "acceptable ACK: connection reset, CLOSED")
-    t[S.SYN_SENT, Ev.SYN_ACK] = _r("synack", S.ESTABLISHED, "9293 3.10.7.3 fourth: our SYN is "
-                                   "ACKed -> ESTABLISHED, send ACK")
+    t[S.SYN_SENT, Ev.SYN_ACK] = _r("synack", (S.ESTABLISHED, S.CLOSE_WAIT), "9293 3.10.7.3 "
+                                   "fourth: our SYN is ACKed -> ESTABLISHED, send ACK; text and "
+                                   "FIN in it are processed (FIN -> CLOSE-WAIT)")
     t[S.SYN_SENT, Ev.SYN] = _r("simultaneous_open", S.SYN_RECEIVED, "9293 3.10.7.3 fourth: SYN "
                                "without ACK (simultaneous open) -> SYN-RECEIVED, send SYN,ACK")
     t[S.SYN_SENT, Ev.CLOSE] = _r("delete", S.CLOSED, "9293 3.10.4: CLOSE in SYN-SENT deletes TCB")
@@ -254,7 +256,7 @@ def _build_table() -> dict:
     t[sr, Ev.BAD_ACK] = _r("reset", sr, "9293 3.10.7.4 fifth: SYN-RECEIVED, unacceptable ACK -> "
                            "<SEQ=SEG.ACK><CTL=RST>")
     for e in (Ev.ACK, Ev.DATA, Ev.FIN):
-        t[sr, e] = _r("accept", (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSED),
+        t[sr, e] = _r("accept", (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1),
                       "9293 3.10.7.4 fifth: SND.UNA < SEG.ACK =< SND.NXT -> ESTABLISHED, go on "
                       "with the segment (FIN -> CLOSE-WAIT)")
     t[sr, Ev.CLOSE] = _r("close", sr, "9293 3.10.4: CLOSE in SYN-RECEIVED -> FIN queued until "
@@ -264,19 +266,22 @@ def _build_table() -> dict:
     t[S.ESTABLISHED, Ev.ACK] = _r("accept", S.ESTABLISHED, acc)
     t[S.ESTABLISHED, Ev.DATA] = _r("accept", S.ESTABLISHED, acc + ": data delivered, ACKed "
                                    "(delayed ACK, RFC 1122 4.2.3.2)")
-    t[S.ESTABLISHED, Ev.FIN] = _r("accept", S.CLOSE_WAIT, acc + ": FIN -> CLOSE-WAIT")
+    ooo = " (a FIN beyond RCV.NXT is out of order: not processed, state kept)"
+    t[S.ESTABLISHED, Ev.FIN] = _r("accept", (S.CLOSE_WAIT, S.ESTABLISHED),
+                                  acc + ": FIN -> CLOSE-WAIT" + ooo)
     t[S.ESTABLISHED, Ev.CLOSE] = _r("close", S.FIN_WAIT_1, "9293 3.10.4: queue FIN, FIN-WAIT-1")
 
     fw1 = (S.FIN_WAIT_1, S.FIN_WAIT_2)
     t[S.FIN_WAIT_1, Ev.ACK] = _r("accept", fw1, acc + ": our FIN ACKed -> FIN-WAIT-2")
     t[S.FIN_WAIT_1, Ev.DATA] = _r("accept", fw1, acc + ": data still accepted")
-    t[S.FIN_WAIT_1, Ev.FIN] = _r("accept", (S.CLOSING, S.TIME_WAIT), acc + ": FIN -> CLOSING, or "
-                                 "TIME-WAIT if it also ACKs our FIN")
+    t[S.FIN_WAIT_1, Ev.FIN] = _r("accept", (S.CLOSING, S.TIME_WAIT) + fw1, acc + ": FIN -> "
+                                 "CLOSING, or TIME-WAIT if it also ACKs our FIN" + ooo)
     t[S.FIN_WAIT_1, Ev.CLOSE] = _r("drop", S.FIN_WAIT_1, "9293 3.10.4: already closing")
 
     t[S.FIN_WAIT_2, Ev.ACK] = _r("accept", S.FIN_WAIT_2, acc)
     t[S.FIN_WAIT_2, Ev.DATA] = _r("accept", S.FIN_WAIT_2, acc + ": data still accepted")
-    t[S.FIN_WAIT_2, Ev.FIN] = _r("accept", S.TIME_WAIT, acc + ": FIN -> TIME-WAIT")
+    t[S.FIN_WAIT_2, Ev.FIN] = _r("accept", (S.TIME_WAIT, S.FIN_WAIT_2),
+                                 acc + ": FIN -> TIME-WAIT" + ooo)
     t[S.FIN_WAIT_2, Ev.CLOSE] = _r("drop", S.FIN_WAIT_2, "9293 3.10.4: already closing")
     t[S.FIN_WAIT_2, Ev.TIMEOUT] = _r("delete", S.CLOSED, "not in RFC 9293: Linux-style "
                                      "FIN-WAIT-2 timeout so a silent peer cannot hold memory")
@@ -753,8 +758,9 @@ class Stack:
         self._now = now
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, _, conn, kind = heapq.heappop(heap)
-            if self.conns.get(conn.key) is conn and conn.timers.get(kind) == deadline:
+            deadline, _, key, kind = heapq.heappop(heap)
+            conn = self.conns.get(key)
+            if conn is not None and conn.timers.get(kind) == deadline:
                 del conn.timers[kind]
                 getattr(self, "_timer_" + kind)(conn)
                 self._deliver(conn)
@@ -764,8 +770,9 @@ class Stack:
         """When :meth:`on_timer` must next be called (None: no timer running)."""
         heap = self._heap
         while heap:
-            deadline, _, conn, kind = heap[0]
-            if self.conns.get(conn.key) is conn and conn.timers.get(kind) == deadline:
+            deadline, _, key, kind = heap[0]
+            conn = self.conns.get(key)
+            if conn is not None and conn.timers.get(kind) == deadline:
                 return deadline
             heapq.heappop(heap)
         return None
@@ -1033,7 +1040,7 @@ class Stack:
     def _process_text(self, conn: Connection, seg: Segment) -> None:
         """RFC 9293 3.10.7.4 seventh (text) and eighth (FIN) checks."""
         payload = seg.payload
-        seq = seg.seq
+        seq = seq_add(seg.seq, 1) if seg.flags & SYN else seg.seq    # text follows the SYN
         fin = bool(seg.flags & FIN)
         if conn.state not in _RECEIVING:
             if payload or fin:
@@ -1168,9 +1175,19 @@ class Stack:
 
     # --- timers -------------------------------------------------------------------------
     def _set_timer(self, conn: Connection, kind: str, delay: float) -> None:
+        """Timers live in one heap of (deadline, tiebreak, 4-tuple, kind).  Cancelling is lazy:
+        ``conn.timers[kind]`` holds the one valid deadline, and entries that no longer match
+        are skipped when they surface.  Entries name the 4-tuple, not the TCB, so a deleted
+        TCB is freed at once; when stale entries outnumber the live ones (a SYN flood deletes
+        TCBs faster than their timers expire) the heap is rebuilt, so it stays O(live)."""
         deadline = self._now + delay
         conn.timers[kind] = deadline
-        heapq.heappush(self._heap, (deadline, next(self._tick), conn, kind))
+        heap = self._heap
+        heapq.heappush(heap, (deadline, next(self._tick), conn.key, kind))
+        if len(heap) > 64 + 8 * len(self.conns):
+            self._heap = [e for e in heap if (c := self.conns.get(e[2])) is not None
+                          and c.timers.get(e[3]) == e[0]]
+            heapq.heapify(self._heap)
 
     def _arm_rto(self, conn: Connection) -> None:
         if "rto" not in conn.timers:
