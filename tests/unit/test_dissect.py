@@ -64,21 +64,11 @@ def fix_checksums(ip: bytes) -> bytes:
 
 
 def children_named(*names: str) -> list[int]:
-    """PIDs of this process's children whose command is one of ``names``."""
-    found = []
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid == me and comm in names:
-            found.append(int(entry))
-    return found
+    """PIDs of this process's live children whose command is one of ``names``."""
+    from harness.capture import processes
+
+    return [p.pid for p in processes()
+            if p.ppid == os.getpid() and p.comm in names and p.state != "Z"]
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +178,101 @@ def test_inet_checksum_of_lecture_headers_is_zero():
     for ip in lecture.EXCHANGE:
         assert inet_checksum(ip[:20]) == 0
     assert fix_checksums(lecture.DATA3) == lecture.DATA3
+
+
+# ---------------------------------------------------------------- capture (no network traffic)
+# A fake tshark stands in for the live one: it prints what tshark prints, runs a child the way
+# tshark runs dumpcap, and misbehaves on request.  The real tshark is only asked to capture on
+# an interface that does not exist.
+
+FAKE_TSHARK = r'''
+import os, signal, subprocess, sys, time
+mode = os.environ.get("FAKE_MODE", "ok")
+out = sys.argv[sys.argv.index("-w") + 1]
+child = subprocess.Popen(["sleep", "60"])             # stands in for dumpcap
+def finish(*_):
+    open(out, "ab").close()
+    child.terminate()
+    sys.exit(0)
+signal.signal(signal.SIGINT, signal.SIG_IGN if mode == "deaf" else finish)
+open(out, "wb").close()
+print("Capturing on 'fake0'", file=sys.stderr, flush=True)
+time.sleep(0.2)
+if mode != "silent":
+    print("1\t192.168.56.100\t9", flush=True)          # the canary, as -T fields prints it
+while True:
+    time.sleep(0.05)
+'''
+
+
+def _fake_capture(tmp_path, mode, monkeypatch, **kw):
+    from harness.capture import Capture
+    import sys
+
+    script = tmp_path / "fake_tshark.py"
+    script.write_text(FAKE_TSHARK)
+    monkeypatch.setenv("FAKE_MODE", mode)
+    calls = []
+    cap = Capture([sys.executable, str(script)], "fake0", tmp_path / "c.pcapng",
+                  "tcp port 80 or udp port 9", canary=lambda: calls.append(1), **kw)
+    return cap, calls
+
+
+def test_capture_on_a_missing_interface_fails_clearly_and_leaves_nothing(tmp_path):
+    from harness.capture import Capture, CaptureError
+
+    cap = Capture([], "tcplab-nope0", tmp_path / "c.pcapng", "udp port 9", canary=lambda: None)
+    with pytest.raises(CaptureError) as info:
+        cap.start()
+    msg = str(info.value)
+    assert msg.startswith("tshark did not start capturing on tcplab-nope0 within 10 s")
+    assert "no device" in msg.lower()
+    assert cap.proc.returncode is not None and not cap.leftovers()
+    assert children_named("tshark", "dumpcap") == []
+
+
+def test_capture_missing_program(tmp_path):
+    from harness.capture import Capture, CaptureError
+
+    cap = Capture([], "x", tmp_path / "c.pcapng", "udp", None, tshark="/nonexistent/tshark")
+    with pytest.raises(CaptureError, match="cannot run /nonexistent/tshark"):
+        cap.start()
+
+
+def test_capture_waits_for_the_canary_then_stops_its_whole_group(tmp_path, monkeypatch):
+    cap, calls = _fake_capture(tmp_path, "ok", monkeypatch)
+    with cap:
+        assert calls and cap.canary_frames == [1]
+        assert cap.running
+    assert cap.out_path.is_file() and not cap.running
+    assert not cap.leftovers()            # the "dumpcap" child went with it
+
+
+def test_capture_sigkills_a_tshark_that_ignores_sigint(tmp_path, monkeypatch):
+    cap, _ = _fake_capture(tmp_path, "deaf", monkeypatch, stop_grace_s=0.3)
+    cap.start()
+    assert cap.stop() == cap.out_path
+    assert cap.proc.returncode == -9 and not cap.leftovers()
+
+
+def test_capture_without_canary_packet_times_out(tmp_path, monkeypatch):
+    from harness.capture import CaptureError
+
+    cap, calls = _fake_capture(tmp_path, "silent", monkeypatch, start_timeout_s=1)
+    with pytest.raises(CaptureError, match=r"^tshark did not start capturing on fake0 within "
+                                           r"1 s \(a canary packet was never seen\): "
+                                           r"Capturing on 'fake0'"):
+        cap.start()
+    assert len(calls) >= 3 and not cap.leftovers()
+
+
+def test_capture_watchdog_kills_a_runaway(tmp_path, monkeypatch):
+    import time
+    from harness.capture import CaptureError
+
+    cap, _ = _fake_capture(tmp_path, "ok", monkeypatch, watchdog_s=0.3)
+    cap.start()
+    time.sleep(0.8)
+    assert cap.watchdog_fired and not cap.running and not cap.leftovers()
+    with pytest.raises(CaptureError, match="ran past its 0.3 s watchdog"):
+        cap.stop()

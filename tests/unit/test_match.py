@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import pytest
 
-from harness.dissect import read_pcap
+from harness.dissect import read_many
 from harness.match import match
 from harness.scenario import load_scenario, parse_scenario
 from tests.unit import lecture
-from tests.unit.test_dissect import T0, fix_checksums, lecture_frames, write_pcap
+from tests.unit.test_dissect import (LECTURE_TIMES, T0, fix_checksums, lecture_frames,
+                                     write_pcap)
 
 C, S = "192.168.56.1", "192.168.56.100"
 CPORT, SPORT = 40000, 80
 C_ISN, S_ISN = 1_000_000, 3_000_000_000
 HELLO_LINES = lecture.LINES
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory):
+    """Every case of this file as packets: written as pcaps and read by tshark in parallel
+    (tshark's start-up, not the matcher, is what costs time)."""
+    d = tmp_path_factory.mktemp("cases")
+    names = sorted(CASES)
+    paths = [write_pcap(d / f"{n}.pcap", CASES[n]()) for n in names]
+    return dict(zip(names, read_many(paths, workers=6)))
 
 
 @pytest.fixture(scope="module")
@@ -28,98 +39,9 @@ def hello():
     return load_scenario("hello")
 
 
-def judge(tmp_path, scenario, frames, name="x.pcap"):
-    return match(scenario, read_pcap(write_pcap(tmp_path / name, frames)), C, S, SPORT)
-
-
-def judge_lecture(tmp_path, scenario, frames):
-    return match(scenario, read_pcap(write_pcap(tmp_path / "l.pcap", frames)),
-                 "192.168.56.1", "192.168.56.100", 80)
-
-
-# ---------------------------------------------------------------- the lecture, classic.scn
-
-def test_lecture_capture_matches_classic(tmp_path, classic):
-    v = judge_lecture(tmp_path, classic, lecture_frames())
-    assert v.ok, v.failures
-    assert [r.packet for r in v.lines] == [1, 2, 3, 4, 5, 6, 7, 8]
-    assert v.reason == "classic.scn: all 8 lines matched (8 packets of the connection)"
-
-
-def test_wrong_length_names_line_packet_and_field(tmp_path, classic):
-    frames = lecture_frames()
-    frames[4] = (frames[4][0], fix_checksums(lecture.DATA2[:-1]))     # seq 12:31
-    v = judge_lecture(tmp_path, classic, frames)
-    assert not v.ok
-    assert v.failures[0] == ("classic.scn:17: packet 5 (server→client): "
-                             "expected seq 12:32, got 12:31")
-    assert 5 in v.bad_packets
-
-
-def test_wrong_seq(tmp_path, classic):
-    frames = lecture_frames()
-    data1 = bytearray(lecture.DATA1)
-    data1[27] += 1                                                     # raw seq + 1
-    frames[3] = (frames[3][0], fix_checksums(bytes(data1)))
-    v = judge_lecture(tmp_path, classic, frames)
-    assert not v.ok
-    assert v.reason.startswith("classic.scn:16: packet 4 (server→client): "
-                               "expected seq 1:12, got 2:13")
-
-
-def test_bad_tcp_checksum(tmp_path, classic):
-    frames = lecture_frames()
-    data3 = bytearray(lecture.DATA3)
-    data3[37] ^= 0x40
-    frames[6] = (frames[6][0], bytes(data3))
-    v = judge_lecture(tmp_path, classic, frames)
-    assert v.reason == ("classic.scn:20: packet 7 (server→client): "
-                        "expected a correct TCP checksum, got a bad one")
-
-
-def test_missing_packet_names_the_line(tmp_path, classic):
-    frames = lecture_frames()
-    del frames[4]                                                      # no seq 12:32
-    v = judge_lecture(tmp_path, classic, frames)
-    assert not v.ok
-    assert v.failures[0].startswith("classic.scn:17: no server→client packet [.] seq 12:32 "
-                                    "(packet 6 matches the next line, classic.scn:20)")
-
-
-def test_missing_packet_at_the_end(tmp_path, classic):
-    v = judge_lecture(tmp_path, classic, lecture_frames()[:6])
-    assert v.failures[0] == ("classic.scn:20: no server→client packet [.] seq 32:98 "
-                             "(capture ended after packet 6)")
-    assert v.failures[1].startswith("classic.scn:21: no client→server packet acking 98")
-
-
-def test_extra_retransmission_fails(tmp_path, classic):
-    frames = lecture_frames()
-    frames.insert(5, (frames[4][0] + 0.00001, lecture.DATA1))         # DATA1 again
-    v = judge_lecture(tmp_path, classic, frames)
-    assert not v.ok
-    # 30 µs after the original Wireshark calls it out-of-order rather than a retransmission
-    assert v.reason == ("classic.scn:20: packet 6 (server→client): unexpected packet [.] "
-                        "seq 1:12, ack 1, length 11 (Wireshark: out_of_order) before the one "
-                        "this line expects")
-
-
-def test_retransmission_after_the_end_fails_even_with_trailing_allow(tmp_path, classic):
-    frames = lecture_frames() + [(T0 + 1.5, lecture.DATA3)]
-    v = judge_lecture(tmp_path, classic, frames)
-    assert not v.ok
-    assert "packet 9 (server→client): unexpected packet [.] seq 32:98" in v.reason
-
-
-def test_wrong_payload(tmp_path, classic):
-    frames = lecture_frames()
-    data3 = bytearray(lecture.DATA3)
-    data3[52 + 5] = ord("W")                                           # "Nice Weather"
-    frames[6] = (frames[6][0], fix_checksums(bytes(data3)))
-    v = judge_lecture(tmp_path, classic, frames)
-    assert v.reason.startswith('classic.scn:20: packet 7 (server→client): expected payload '
-                               '"Nice weather')
-    assert "(first difference at byte 5)" in v.reason
+def judge(captures, scenario, name):
+    """Match the named case (read once per module, see ``captures``) against ``scenario``."""
+    return match(scenario, captures[name], C, S, SPORT)
 
 
 # ---------------------------------------------------------------- synthetic hello exchanges
@@ -193,66 +115,144 @@ def hello_frames(close="separate", *, fin_delay=0.0005, server_ecr=None, server_
     return out
 
 
-@pytest.mark.parametrize("close", ["separate", "cumulative", "folded"])
-def test_hello_client_ack_variants_all_pass(tmp_path, hello, close):
-    v = judge(tmp_path, hello, hello_frames(close))
-    assert v.ok, v.failures
-    fin_line = next(r for r in v.lines if r.line.flags_text == "F." and not r.line.from_server)
-    ack99 = next(r for r in v.lines if r.line.ack == 99 and r.line.is_pure_ack)
-    if close == "folded":
-        assert ack99.packet == fin_line.packet        # one FIN+ACK satisfied both lines
+
+# ---------------------------------------------------------------- the cases, as frames
+
+def _lecture_with(index, raw):
+    frames = lecture_frames()
+    frames[index] = (frames[index][0], raw)
+    return frames
 
 
-def test_hello_client_rst_fails(tmp_path, hello):
-    frames = hello_frames(extra=[(0.001, _seg(True, 2, 100, "RA"))])
-    v = judge(tmp_path, hello, frames)
-    assert not v.ok
-    assert "a client RST is never allowed unless stated" in v.reason
+def _flip(raw: bytes, offset: int, mask: int) -> bytes:
+    b = bytearray(raw)
+    b[offset] ^= mask
+    return bytes(b)
 
 
-def test_hello_extra_client_acks_allowed(tmp_path, hello):
+def _without(frames, index):
+    return [f for i, f in enumerate(frames) if i != index]
+
+
+def _inserted(frames, index, frame):
+    return frames[:index] + [frame] + frames[index:]
+
+
+def _with_extra_acks():
     frames = hello_frames("cumulative")
-    frames.insert(6, (frames[5][0] + 0.00001, _seg(True, 1, 12, "A", options=_ts(101, 9001))))
-    frames.insert(7, (frames[6][0] + 0.00001, _seg(True, 1, 12, "A", options=_ts(101, 9001))))
-    assert judge(tmp_path, hello, frames).ok
+    t = frames[5][0]
+    extra = _seg(True, 1, 12, "A", options=_ts(101, 9001))
+    return frames[:6] + [(t + 0.00001, extra), (t + 0.00002, extra)] + frames[6:]
 
 
-def test_hello_tsecr_that_the_client_never_sent_fails(tmp_path, hello):
-    v = judge(tmp_path, hello, hello_frames(server_ecr=4242))
+CASES = {
+    "lecture": lecture_frames,
+    # seq 12:32 cut to 12:31
+    "lecture_short": lambda: _lecture_with(4, fix_checksums(lecture.DATA2[:-1])),
+    # raw seq 0xaaaabbbc -> 0xaaaabbbd on "Hello TCP" (relative 2:13)
+    "lecture_seq": lambda: _lecture_with(3, fix_checksums(_flip(lecture.DATA1, 27, 0x01))),
+    "lecture_cksum": lambda: _lecture_with(6, _flip(lecture.DATA3, 37, 0x40)),
+    "lecture_no_data2": lambda: _without(lecture_frames(), 4),
+    "lecture_first6": lambda: lecture_frames()[:6],
+    "lecture_rexmit": lambda: _inserted(lecture_frames(), 5,
+                                        (T0 + LECTURE_TIMES[4] + 0.00001, lecture.DATA1)),
+    "lecture_rexmit_end": lambda: lecture_frames() + [(T0 + 1.5, lecture.DATA3)],
+    "lecture_payload": lambda: _lecture_with(6, fix_checksums(
+        lecture.DATA3[:57] + b"W" + lecture.DATA3[58:])),
+    "hello_separate": lambda: hello_frames("separate"),
+    "hello_cumulative": lambda: hello_frames("cumulative"),
+    "hello_folded": lambda: hello_frames("folded"),
+    "hello_rst": lambda: hello_frames(extra=[(0.001, _seg(True, 2, 99, "RA"))]),
+    "hello_extra_acks": _with_extra_acks,
+    "hello_bad_ecr": lambda: hello_frames(server_ecr=4242),
+    "hello_ts_back": lambda: hello_frames(server_tsvals=[9000, 9005, 9004, 9006, 9007, 9008]),
+    "hello_slow_fin": lambda: hello_frames(fin_delay=1.5),
+    "hello_no_fin": lambda: _without(hello_frames("folded"), 6),
+    "hello_fin_twice": lambda: (lambda f: f + [(f[-1][0] + 0.3, f[6][1])])(
+        hello_frames("folded")),
+}
+
+
+# ---------------------------------------------------------------- the lecture, classic.scn
+
+def test_lecture_capture_matches_classic(captures, classic):
+    v = judge(captures, classic, "lecture")
+    assert v.ok, v.failures
+    assert [r.packet for r in v.lines] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert v.reason == "classic.scn: all 8 lines matched (8 packets of the connection)"
+
+
+# Each broken case: the scenario, the case, and how the first failure must read (a prefix).
+FAILURES = [
+    ("classic", "lecture_short",
+     "classic.scn:17: packet 5 (server→client): expected seq 12:32, got 12:31"),
+    ("classic", "lecture_seq",
+     "classic.scn:16: packet 4 (server→client): expected seq 1:12, got 2:13"),
+    ("classic", "lecture_cksum",
+     "classic.scn:20: packet 7 (server→client): expected a correct TCP checksum, got a bad one"),
+    ("classic", "lecture_no_data2",
+     "classic.scn:17: no server→client packet [.] seq 12:32 (packet 6 matches the next line, "
+     "classic.scn:20)"),
+    ("classic", "lecture_first6",
+     "classic.scn:20: no server→client packet [.] seq 32:98 (capture ended after packet 6)"),
+    # 10 µs after the original, Wireshark calls it out-of-order rather than a retransmission
+    ("classic", "lecture_rexmit",
+     "classic.scn:20: packet 6 (server→client): unexpected packet [.] seq 1:12, ack 1, "
+     "length 11 (Wireshark: out_of_order) before the one this line expects"),
+    # trailing: allow does not excuse a retransmission
+    ("classic", "lecture_rexmit_end",
+     "classic.scn:20: packet 9 (server→client): unexpected packet [.] seq 32:98, ack 1, "
+     "length 66 (Wireshark: retransmission, spurious_retransmission) after the last server"),
+    ("classic", "lecture_payload",
+     'classic.scn:20: packet 7 (server→client): expected payload "Nice weather'),
+    ("hello", "hello_rst",
+     "hello.scn:29: packet 14 (client→server): unexpected packet [R.] seq 2, ack 99, length 0 "
+     "after the last client line — a client RST is never allowed unless stated"),
+    ("hello", "hello_bad_ecr",
+     "hello.scn:18: packet 4 (server→client): expected options [nop,nop,TS val * ecr echo], "
+     "got [nop,nop,TS val 9001 ecr 4242] (option 3: ecr 4242 is no TSval the client sent "
+     "before)"),
+    ("hello", "hello_slow_fin",
+     "hello.scn:22: packet 7 (server→client): expected after @hello within 0-1s, got 1.50"),
+    ("hello", "hello_no_fin", "hello.scn:22: no server→client packet [F.] seq 98"),
+    ("hello", "hello_fin_twice",
+     "hello.scn:30: packet 10 (server→client): unexpected packet [F.] seq 98, ack 1, length 0 "
+     "(Wireshark: retransmission) after the last server line"),
+]
+
+
+@pytest.mark.parametrize("scenario,case,first", FAILURES, ids=[c for _, c, _ in FAILURES])
+def test_broken_exchanges_fail_naming_line_packet_and_field(captures, scenario, case, first):
+    v = judge(captures, load_scenario(scenario), case)
     assert not v.ok
-    assert v.reason.startswith("hello.scn:18: packet 4 (server→client): expected options "
-                               "[nop,nop,TS val * ecr echo], got [nop,nop,TS val 9001 ecr "
-                               "4242] (option 3: ecr 4242 is no TSval the client sent before)")
+    assert v.failures[0].startswith(first), v.failures
+    assert v.reason.startswith(v.failures[0])
 
 
-def test_hello_tsval_going_backwards_fails(tmp_path, hello):
-    v = judge(tmp_path, hello, hello_frames(server_tsvals=[9000, 9005, 9004, 9006, 9007, 9008]))
+def test_a_mismatched_packet_is_marked(captures, classic):
+    v = judge(captures, classic, "lecture_short")
+    assert 5 in v.bad_packets and v.notes[5][0].startswith("✗ expected seq 12:32")
+    assert [r.line.lineno for r in v.lines if not r.ok][0] == 17
+
+
+def test_missing_lines_after_the_end_all_reported(captures, classic):
+    v = judge(captures, classic, "lecture_first6")
+    assert v.failures[1].startswith("classic.scn:21: no client→server packet acking 98 at or "
+                                    "after packet 6 (highest client ack seen: 32; capture "
+                                    "ended after packet 6)")
+
+
+def test_hello_client_ack_variants_pass_but_extra_acks_are_noted(captures, hello):
+    v = judge(captures, hello, "hello_extra_acks")
+    assert v.ok, v.failures
+    assert v.notes[8] == ["extra client ACK (allowed)"]
+
+
+def test_hello_tsval_going_backwards_fails(captures, hello):
+    v = judge(captures, hello, "hello_ts_back")
     assert not v.ok
-    assert any("packet 5 (server→client): TSval went backwards: 9004 after 9005 in packet 4"
-               in f for f in v.failures)
-
-
-def test_hello_timing_bound(tmp_path, hello):
-    v = judge(tmp_path, hello, hello_frames(fin_delay=1.5))
-    assert not v.ok
-    assert v.reason.startswith("hello.scn:22: packet 7 (server→client): expected after @hello "
-                               "within 0-1s, got 1.50")
-
-
-def test_hello_missing_fin(tmp_path, hello):
-    frames = [f for i, f in enumerate(hello_frames("folded")) if i != 6]
-    v = judge(tmp_path, hello, frames)
-    assert not v.ok
-    assert v.failures[0].startswith("hello.scn:22: no server→client packet [F.] seq 98")
-
-
-def test_unexpected_retransmitted_fin_fails(tmp_path, hello):
-    frames = hello_frames("folded")
-    frames.append((frames[-1][0] + 0.3, frames[6][1]))
-    v = judge(tmp_path, hello, frames)
-    assert not v.ok
-    assert "unexpected packet [F.] seq 98" in v.reason
-    assert "after the last server line" in v.reason
+    assert ("hello.scn:19: packet 5 (server→client): TSval went backwards: 9004 after 9005 in "
+            "packet 4") in v.failures
 
 
 def test_no_packets_at_all(hello):
@@ -262,21 +262,21 @@ def test_no_packets_at_all(hello):
                                "(capture has no packets)")
 
 
-def test_options_contains_and_window_range(tmp_path):
+def test_options_contains_window_range_and_latest(captures):
     sc = parse_scenario("""responder: --app hello
 expect:
 c>s [S] seq 0, win 60000-65535, options {wscale 7,TS val * ecr 0}
 s>c [S.] seq 0, ack 1, win 65535, options [mss 1460,sackOK,TS val * ecr latest,nop,wscale 7]
 """, "t.scn")
-    frames = hello_frames()[:2]
-    v = judge(tmp_path, sc, frames)
+    two = captures["hello_separate"][:2]
+    v = match(sc, two, C, S, SPORT)
     assert v.ok, v.failures
     sc_bad = parse_scenario("""responder: --app hello
 expect:
 c>s [S] seq 0, win 1-100, options {wscale 8}
 s>c [S.] seq 0, ack 1
 """, "t.scn")
-    v = judge(tmp_path, sc_bad, frames, "y.pcap")
+    v = match(sc_bad, two, C, S, SPORT)
     assert v.failures[0] == "t.scn:3: packet 1 (client→server): expected win 1-100, got 64240"
     assert v.failures[1].startswith("t.scn:3: packet 1 (client→server): expected options "
                                     "{wscale 8}, got [mss 1460,sackOK,TS val 100 ecr 0,nop,"

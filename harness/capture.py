@@ -1,0 +1,284 @@
+"""Live capture on the lab's host-side interface, proven live before the client starts.
+
+``tshark`` writes pcapng to ``out_path`` and, with ``-l -P -T fields``, also prints one line per
+captured packet (frame number, IP destination, UDP destination port) on stdout.  :meth:`start`
+sends the caller's canary (one UDP datagram to port 9 of the lab VM, say) again and again until
+such a line shows the canary captured: only then is it safe to start the client, or the first
+SYN may be lost (tshark needs ~0.3 s to "Capturing on" and ~0.5 s to its first packet in a
+namespace).
+
+tshark runs ``dumpcap`` as a child, so the capture runs in its own process group and every stop
+signals the whole group: SIGINT (tshark finishes the file), then SIGKILL after a grace period.
+A watchdog timer does the same to a capture that runs past ``watchdog_s``, and an ``atexit``
+hook to any capture still running when the interpreter exits.
+
+No pyshark here: reading the file is :mod:`harness.dissect`'s job.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+START_TIMEOUT_S = 10.0
+CANARY_INTERVAL_S = 0.2
+STOP_GRACE_S = 5.0
+
+_live: set["Capture"] = set()
+_live_lock = threading.Lock()
+
+
+class CaptureError(RuntimeError):
+    """The capture could not be started, or did not end cleanly."""
+
+
+class Capture:
+    """A tshark capture, as a context manager::
+
+        with Capture(["ip", "netns", "exec", "tcplab-host"], "vboxnet0", run / "capture.pcapng",
+                     "tcp port 80 or udp port 9", canary=send_udp_to_port_9) as cap:
+            run_the_client()
+        # cap.out_path now holds the finished pcapng
+
+    ``exec_prefix`` runs a command in the host-side namespace (empty: this namespace).  The
+    canary is called until one of its packets is captured; it must send something the filter
+    passes, to UDP port ``canary_port``.  Without a canary, :meth:`start` returns once tshark
+    says "Capturing on" plus ``settle_s`` (not proven live; avoid).
+    """
+
+    def __init__(self, exec_prefix: list[str], interface: str, out_path: Path, bpf_filter: str,
+                 canary: Callable[[], None] | None, watchdog_s: float = 120, *,
+                 canary_port: int = 9, start_timeout_s: float = START_TIMEOUT_S,
+                 settle_s: float = 0.5, stop_grace_s: float = STOP_GRACE_S,
+                 tshark: str = "tshark"):
+        self.exec_prefix = list(exec_prefix)
+        self.interface = interface
+        self.out_path = Path(out_path)
+        self.bpf_filter = bpf_filter
+        self.canary = canary
+        self.watchdog_s = watchdog_s
+        self.canary_port = canary_port
+        self.start_timeout_s = start_timeout_s
+        self.settle_s = settle_s
+        self.tshark = tshark
+        self.stop_grace_s = stop_grace_s
+        self.proc: subprocess.Popen | None = None
+        self.canary_frames: list[int] = []     # frame numbers of captured canary packets
+        self.packets_seen = 0
+        self.watchdog_fired = False
+        self.started_after_s: float | None = None
+        self._stderr: deque[str] = deque(maxlen=40)
+        self._capturing = threading.Event()
+        self._canary_seen = threading.Event()
+        self._readers: list[threading.Thread] = []
+        self._watchdog: threading.Timer | None = None
+        self._stop_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- command and output
+
+    def command(self) -> list[str]:
+        """The full command line (prefix + tshark ...)."""
+        return self.exec_prefix + [
+            self.tshark, "-i", self.interface, "-f", self.bpf_filter, "-w", str(self.out_path),
+            "-F", "pcapng", "-l", "-P", "-n",
+            "-T", "fields", "-e", "frame.number", "-e", "ip.dst", "-e", "udp.dstport"]
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        tail = [ln for ln in self._stderr if "dangerous" not in ln and ln.strip()]
+        return " | ".join(tail[-lines:]) or "(no output)"
+
+    def _read_stdout(self, stream):
+        for line in stream:
+            self.packets_seen += 1
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) >= 3 and fields[2].strip() == str(self.canary_port):
+                try:
+                    self.canary_frames.append(int(fields[0]))
+                except ValueError:
+                    pass
+                self._canary_seen.set()
+
+    def _read_stderr(self, stream):
+        for line in stream:
+            self._stderr.append(line.rstrip("\n"))
+            if line.startswith("Capturing on"):
+                self._capturing.set()
+
+    # ---------------------------------------------------------------- life cycle
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> "Capture":
+        if self.proc is not None:
+            raise CaptureError("capture already started")
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out_path.unlink()
+        except FileNotFoundError:
+            pass
+        t0 = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True, bufsize=1, start_new_session=True)
+        except OSError as exc:
+            raise CaptureError(f"cannot run {shlex.join(self.command()[:len(self.exec_prefix) + 1])}"
+                               f": {exc.strerror}") from None
+        with _live_lock:
+            _live.add(self)
+        for target, stream in ((self._read_stdout, self.proc.stdout),
+                               (self._read_stderr, self.proc.stderr)):
+            t = threading.Thread(target=target, args=(stream,), daemon=True,
+                                 name=f"tcplab-capture-{target.__name__}")
+            t.start()
+            self._readers.append(t)
+        try:
+            self._wait_live(t0)
+        except BaseException:
+            self._terminate()
+            raise
+        self.started_after_s = time.monotonic() - t0
+        if self.watchdog_s:
+            self._watchdog = threading.Timer(self.watchdog_s, self._on_watchdog)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+        return self
+
+    def _wait_live(self, t0: float) -> None:
+        deadline = t0 + self.start_timeout_s
+        last_canary_error = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._join_readers(1.0)
+                raise CaptureError(f"tshark did not start capturing on {self.interface} "
+                                   f"within {self.start_timeout_s:g} s (it exited with status "
+                                   f"{self.proc.returncode}): {self.stderr_tail()}")
+            if self.canary is None:
+                if self._capturing.wait(CANARY_INTERVAL_S):
+                    time.sleep(self.settle_s)
+                    return
+                continue
+            if self._capturing.is_set():
+                try:
+                    self.canary()
+                    last_canary_error = None
+                except Exception as exc:  # a canary that cannot be sent yet: try again
+                    last_canary_error = exc
+            if self._canary_seen.wait(CANARY_INTERVAL_S):
+                return
+        extra = f"; last canary error: {last_canary_error}" if last_canary_error else ""
+        proof = "a canary packet was never seen" if self.canary else "no 'Capturing on'"
+        raise CaptureError(f"tshark did not start capturing on {self.interface} within "
+                           f"{self.start_timeout_s:g} s ({proof}{extra}): {self.stderr_tail()}")
+
+    def _signal_group(self, sig) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _terminate(self) -> None:
+        """SIGINT the group, wait, SIGKILL; then reap and forget.  Idempotent."""
+        with self._stop_lock:
+            if self.proc is None:
+                return
+            if self.proc.poll() is None:
+                self._signal_group(signal.SIGINT)
+                try:
+                    self.proc.wait(self.stop_grace_s)
+                except subprocess.TimeoutExpired:
+                    pass
+            # dumpcap or a stuck tshark may still be around even if tshark itself exited
+            self._signal_group(signal.SIGKILL)
+            try:
+                self.proc.wait(self.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+            self._join_readers(2.0)
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream:
+                    stream.close()
+            if self._watchdog:
+                self._watchdog.cancel()
+            with _live_lock:
+                _live.discard(self)
+
+    def _join_readers(self, timeout: float) -> None:
+        for t in self._readers:
+            t.join(timeout)
+
+    def leftovers(self) -> list[int]:
+        """PIDs still alive (not zombies) in the capture's process group; [] after a stop."""
+        if self.proc is None:
+            return []
+        return [p.pid for p in processes() if p.pgid == self.proc.pid and p.state != "Z"]
+
+    def _on_watchdog(self) -> None:
+        self.watchdog_fired = True
+        self._terminate()
+
+    def stop(self) -> Path:
+        """End the capture and return the pcapng path.  Raises :class:`CaptureError` if the
+        watchdog had to end it or no file was written."""
+        if self.proc is None:
+            raise CaptureError("capture was never started")
+        self._terminate()
+        if self.watchdog_fired:
+            raise CaptureError(f"capture on {self.interface} ran past its {self.watchdog_s:g} s "
+                               "watchdog and was killed")
+        if not self.out_path.is_file():
+            raise CaptureError(f"tshark wrote no {self.out_path}: {self.stderr_tail()}")
+        return self.out_path
+
+    def __enter__(self) -> "Capture":
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.stop()
+        else:
+            self._terminate()   # the body's exception is the one to report
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    pgid: int
+
+
+def processes() -> list[ProcInfo]:
+    """Every process this namespace's /proc shows (Linux), for leftover checks."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        state, ppid, pgid = stat[stat.rindex(")") + 2:].split()[:3]
+        out.append(ProcInfo(int(entry), comm, state, int(ppid), int(pgid)))
+    return out
+
+
+@atexit.register
+def _kill_all() -> None:
+    with _live_lock:
+        live = list(_live)
+    for cap in live:
+        cap._terminate()
