@@ -29,6 +29,7 @@ import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
@@ -271,7 +272,7 @@ def _ip_offset(pkt) -> int:
     return int(raw[1])
 
 
-def _to_pkt(pkt, t0: float | None) -> Pkt:
+def _to_pkt(pkt, t0: Decimal | None) -> Pkt:
     frame = bytes(pkt.get_raw_packet())
     number = int(pkt.number)
     try:
@@ -279,12 +280,12 @@ def _to_pkt(pkt, t0: float | None) -> Pkt:
     except DissectError as exc:
         raise DissectError(f"frame {number}: {exc}") from None
     tcp, ipl = pkt.tcp, pkt.ip
-    epoch = float(pkt.frame_info._all_fields["frame.time_epoch"])
+    epoch = Decimal(pkt.frame_info._all_fields["frame.time_epoch"])  # ns, exactly
     calc = _field(tcp, "tcp.window_size")
     return Pkt(
         number=number,
-        time=0.0 if t0 is None else epoch - t0,
-        epoch=epoch,
+        time=0.0 if t0 is None else float(epoch - t0),
+        epoch=float(epoch),
         flags_str=flags_str(wire["flags"]),
         seq=int(_field(tcp, "tcp.seq", wire["seq_raw"])),
         ack=int(_field(tcp, "tcp.ack", wire["ack_raw"])),
@@ -350,7 +351,7 @@ def _read(path: Path, display_filter: str) -> list[Pkt]:
                     continue
                 p = _to_pkt(raw, t0)
                 if t0 is None:
-                    t0 = p.epoch
+                    t0 = Decimal(raw.frame_info._all_fields["frame.time_epoch"])
                 out.append(p)
         except pyshark.capture.capture.TSharkCrashException as exc:
             raise DissectError(f"tshark failed reading {path}: {exc}") from None

@@ -56,6 +56,8 @@ class Verdict:
     notes: dict = field(default_factory=dict)          # frame number -> [note, ...]
     failures: list = field(default_factory=list)       # every failure message, in line order
     bad_packets: set = field(default_factory=set)      # frame numbers marked ✗
+    client: str = ""                                   # "192.168.56.1.40000", tcpdump style
+    server: str = ""                                   # "192.168.56.100.80"
 
     def __bool__(self):
         return self.ok
@@ -64,7 +66,8 @@ class Verdict:
         return {"ok": self.ok, "reason": self.reason, "failures": list(self.failures),
                 "lines": [r.to_dict() for r in self.lines],
                 "notes": {str(k): v for k, v in sorted(self.notes.items())},
-                "bad_packets": sorted(self.bad_packets)}
+                "bad_packets": sorted(self.bad_packets),
+                "client": self.client, "server": self.server}
 
 
 def _seq_lt(a: int, b: int) -> bool:
@@ -94,6 +97,7 @@ class _Conv:
                 continue
             conv.append(p)
         self.client_port = cport
+        self.client_ip, self.server_port = client_ip, server_port
         self.pkts = conv
         self.server = [p for p in conv if p.src == server_ip]
         self.client = [p for p in conv if p.src != server_ip]
@@ -292,7 +296,7 @@ class _Judge:
             r.ok, r.message = False, text
         if p is not None:
             self.bad.add(p.number)
-            self.note(p, "✗ " + msg)
+            self.note(p, f"✗ {self.where(e)}: {msg}")
 
     def matched(self, e: Expect, p: Pkt, extra: str = ""):
         r = self.results[e.index - 1]
@@ -453,7 +457,10 @@ class _Judge:
                       f"({n} packets of the connection)")
         else:
             reason = msgs[0] + (f" (+{len(msgs) - 1} more)" if len(msgs) > 1 else "")
-        return Verdict(ok, reason, self.results, self.notes, msgs, self.bad)
+        c = self.conv
+        return Verdict(ok, reason, self.results, self.notes, msgs, self.bad,
+                       client=f"{c.client_ip}.{c.client_port if c.client_port else '*'}",
+                       server=f"{c.server_ip}.{c.server_port}")
 
 
 def _same_segment(a: Pkt, b: Pkt) -> bool:

@@ -231,7 +231,7 @@ def test_broken_exchanges_fail_naming_line_packet_and_field(captures, scenario, 
 
 def test_a_mismatched_packet_is_marked(captures, classic):
     v = judge(captures, classic, "lecture_short")
-    assert 5 in v.bad_packets and v.notes[5][0].startswith("✗ expected seq 12:32")
+    assert 5 in v.bad_packets and v.notes[5][0].startswith("✗ classic.scn:17: expected seq 12:32")
     assert [r.line.lineno for r in v.lines if not r.ok][0] == 17
 
 
