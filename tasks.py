@@ -6,6 +6,7 @@
     invoke demo [--scenario hello]                  run a scenario end to end and check it
     invoke doctor                                   check the lab piece by piece, explain failures
     invoke test [--quick]                           the test suite (pytest)
+    invoke bench [--quick]                          the responder and the lab vs references
 
 Run as root (``sudo .venv/bin/invoke ...``); ``./bootstrap TASK`` installs first, then runs it.
 """
@@ -149,4 +150,19 @@ def test(c, quick=False, k=None, x=False):
         raise Exit(code=rc)
 
 
-ns = Collection(up, down, status_, demo, doctor, test)
+@task(help={"quick": "small counts and 2 rounds, under a minute (CI's smoke test)",
+            "backend": "also time up/demo/down on this backend (netns always; qemu adds "
+                       "the QEMU VM)",
+            "prefix": "name of the bench's own lab (default bench + 4 random hex digits)",
+            "rounds": "rounds per figure (default 5; quick 2)",
+            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile"})
+def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only=""):
+    """Measure the responder and the lab against references in the same run: table, JSON, plot."""
+    from bench.runner import run_and_print
+    try:
+        run_and_print(quick=quick, backend=backend, prefix=prefix, rounds=rounds, only=only)
+    except LabError as e:
+        raise _fail(e)
+
+
+ns = Collection(up, down, status_, demo, doctor, test, bench)

@@ -1,0 +1,122 @@
+"""Processes the benchmark runs inside the lab's namespaces (``ip netns exec NS ...``).
+
+``ip netns exec`` enters the namespace and ``exec``s the command, so the ``Popen`` PID is the
+server's own PID: its ``/proc/PID/status`` (RSS) and ``/proc/PID/stat`` (CPU) can be read from
+here.  stderr goes to a file, never a pipe: the responder logs a line per state transition, and
+a full pipe would stall it mid-benchmark.  Every process runs in its own session, so a stop
+reaches its children too, and an ``atexit`` hook kills whatever is still running.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+_live: set = set()
+
+
+class ProcError(RuntimeError):
+    """A benchmark process did not start or did not say it was ready."""
+
+
+class NsProcess:
+    def __init__(self, argv: list[str], log_path: Path, *, cwd: Path | None = None,
+                 stdin: bool = False, stdout: bool = False, label: str | None = None):
+        self.argv = argv
+        self.log_path = Path(log_path)
+        self.label = label or " ".join(argv[-6:])
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, cwd=cwd, stderr=self._log,
+                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.pid = self.proc.pid
+        _live.add(self)
+
+    def stderr_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        """Wait for a stderr line matching ``pattern``; raise if it exits or times out."""
+        rx = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.stderr_text())
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                raise ProcError(f"{self.label} exited {self.proc.returncode}: "
+                                f"{self.stderr_text().strip()[-600:] or '(no stderr)'}")
+            if time.monotonic() > deadline:
+                raise ProcError(f"{self.label}: no line matching {pattern!r} within "
+                                f"{timeout:g} s; stderr: {self.stderr_text().strip()[-600:]!r}")
+            time.sleep(0.02)
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, wait; SIGKILL the whole session if it does not go.  Returns the status."""
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(5)
+        self._close()
+        return self.proc.returncode
+
+    def _close(self):
+        _live.discard(self)
+        for f in (self._log, self.proc.stdin, self.proc.stdout):
+            if f is not None and not f.closed:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+    def last_json(self) -> dict:
+        """The last JSON object line of its stderr (counters), or {}."""
+        from harness.demo import _counters      # the demo reads the responder's line the same way
+        return _counters(self.stderr_text())
+
+
+def proc_status(pid: int) -> dict:
+    """RSS and peak RSS (kB) and CPU seconds (user+system) of a process, from /proc."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line.split(":")[0]] = int(line.split()[1])
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        out["cpu_s"] = (int(fields[11]) + int(fields[12])) / tick   # utime, stime
+    except (OSError, IndexError, ValueError):
+        pass
+    return {"rss_kb": out.get("VmRSS"), "hwm_kb": out.get("VmHWM"), "cpu_s": out.get("cpu_s")}
+
+
+@atexit.register
+def _kill_leftovers():
+    for p in list(_live):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

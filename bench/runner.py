@@ -1,0 +1,812 @@
+"""``invoke bench``: run the six items on a lab of its own and report.
+
+One netns lab (prefix ``bench`` + 4 random hex digits unless given) is made and provisioned at
+the start and removed in ``finally``.  Every server runs alone in the VM namespace while it is
+measured (a raw-socket or sniffing server sees *all* traffic, so two at once would tax each
+other), and within a round each subject and its reference run back to back, in an order that
+rotates from round to round.  The load generator runs in the host namespace.  Everything is
+bounded: connection counts, per-connection timeouts, time budgets, ``--max-seconds`` on every
+server, subprocess timeouts.
+
+Items (keys of ``result["items"]``):
+
+1. ``handshake``: hello exchanges per second and connect latency: the responder (``--app
+   hello``, port 80) vs the kernel + asyncio (port 8080) vs Scapy (port 8081, with its own RST
+   rule, added and removed here).
+2. ``http``: requests per second and latency: miniweb (``--app http``) vs the kernel +
+   ``http.server`` (port 8082), and vs the kernel + asyncio with a precomputed response (8083).
+3. ``checksum``: :mod:`bench.micro`, in process.
+4. ``tarpit``: hold N connections; RSS growth and CPU of the responder (``--app tarpit``) vs a
+   kernel + asyncio server that accepts and holds (port 8084).
+5. ``lab``: ``invoke up`` from nothing and ``invoke down`` on a second, scratch lab (and the
+   QEMU backend with ``--backend qemu``), ``invoke demo`` on the warm bench lab; the step
+   shares; the same-run references are bare ``ip netns`` commands and a bare ``nc`` exchange.
+6. ``profile``: the responder and the asyncio server under cProfile for the same load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.lab import LAB_PORT, get_backend
+from harness.util import PROJECT_ROOT, LabError, progress, run
+
+from . import micro
+from .procs import NsProcess, proc_status
+from .report import ITEMS, format_errors, format_machine, format_missed, format_table, plot, \
+    write_json
+from .stats import comparison, shares
+
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+RESPONDER_PYTHON = "/usr/bin/python3"       # what the lab VM runs the responder with
+VENV_PYTHON = sys.executable                # has Scapy (the Scapy responder only)
+INVOKE = [VENV_PYTHON, "-m", "invoke"]
+
+PORT_KERNEL_HELLO = 8080
+PORT_SCAPY = 8081
+PORT_HTTP_SERVER = 8082
+PORT_HTTP_ASYNCIO = 8083
+PORT_HOLD = 8084
+SERVER_MAX_S = 300          # every server stops by itself after this long
+
+
+@dataclass(frozen=True)
+class Params:
+    rounds: int = 5
+    hello_n: int = 5000
+    hello_c: int = 50
+    scapy_n: int = 1000
+    http_n: int = 2000
+    http_c: int = 50
+    tarpit_n: int = 10000
+    tarpit_c: int = 200
+    tarpit_rounds: int = 3
+    micro_iters: int = 50000
+    lab_rounds: int = 3
+    demo_rounds: int = 3
+    profile_n: int = 3000
+    conn_timeout_s: float = 5.0
+    budget_s: float = 30.0
+
+
+FULL = Params()
+QUICK = Params(rounds=2, hello_n=400, hello_c=20, scapy_n=100, http_n=300, http_c=20,
+               tarpit_n=1000, tarpit_c=100, tarpit_rounds=1, micro_iters=5000, lab_rounds=1,
+               demo_rounds=1, profile_n=300, budget_s=8.0)
+
+
+def machine_info() -> dict:
+    model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    py = subprocess.run([RESPONDER_PYTHON, "-c", "import platform;print(platform.python_version())"],
+                        capture_output=True, text=True).stdout.strip()
+    return {"cpu_model": model, "cores": os.cpu_count(),
+            "cores_usable": len(os.sched_getaffinity(0)), "kernel": platform.release(),
+            "python": py, "mem_gb": mem, "loadavg_before": _loadavg()}
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def git_info() -> dict:
+    def g(*a):
+        r = subprocess.run(["git", *a], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        return r.stdout.strip()
+    return {"commit": g("rev-parse", "--short", "HEAD"),
+            "dirty": bool(g("status", "--porcelain", "--", "responder", "bench", "harness"))}
+
+
+class Bench:
+    def __init__(self, backend, params: Params, workdir: Path, log=progress):
+        self.b = backend
+        self.p = params
+        self.work = workdir
+        self.log = log
+        self.vm_ip = backend.vm_ip
+        self._n = 0
+
+    # --- processes ----------------------------------------------------------------------
+    def _logfile(self, name: str) -> Path:
+        self._n += 1
+        return self.work / f"{self._n:03d}-{name}.log"
+
+    def start_vm(self, name: str, argv: list[str], cwd: Path | str) -> NsProcess:
+        """Start a server in the VM namespace and wait until it says it is listening."""
+        p = NsProcess(self.b.vm_exec_prefix() + argv, self._logfile(name), cwd=cwd, label=name)
+        try:
+            p.wait_for(r"^listening on ", timeout=30)
+        except BaseException:
+            p.stop()
+            raise
+        return p
+
+    def responder(self, app: str, profile_to: Path | None = None) -> NsProcess:
+        pre = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
+        return self.start_vm(f"responder-{app}", [RESPONDER_PYTHON, *pre, "-m", "responder",
+                                                  "--listen", f"{self.vm_ip}:{LAB_PORT}",
+                                                  "--app", app], self.b.responder_dir())
+
+    def kernel(self, mode: str, port: int, profile_to: Path | None = None) -> NsProcess:
+        pre = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
+        return self.start_vm(f"kernel-{mode}", [RESPONDER_PYTHON, *pre, "-m", "bench.servers",
+                                                mode, "--listen", f"{self.vm_ip}:{port}",
+                                                "--max-seconds", str(SERVER_MAX_S)], PROJECT_ROOT)
+
+    def scapy(self, port: int) -> NsProcess:
+        return self.start_vm("scapy", [VENV_PYTHON, "-m", "bench.scapy_responder", "--listen",
+                                       f"{self.vm_ip}:{port}", "--iface", self.b.vm_interface,
+                                       "--max-seconds", str(SERVER_MAX_S)], PROJECT_ROOT)
+
+    def loadgen_argv(self, port: int, mode: str, n: int, c: int) -> list[str]:
+        return self.b.host_exec_prefix() + [
+            VENV_PYTHON, "-m", "bench.loadgen", "--connect", f"{self.vm_ip}:{port}",
+            "--mode", mode, "-n", str(n), "-c", str(c), "--timeout", str(self.p.conn_timeout_s),
+            "--budget", str(self.p.budget_s)]
+
+    def loadgen(self, port: int, mode: str, n: int, c: int) -> dict:
+        argv = self.loadgen_argv(port, mode, n, c)
+        limit = self.p.budget_s + self.p.conn_timeout_s + 30
+        try:
+            r = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                               timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"load generator did not finish within {limit:g} s")
+        for line in reversed(r.stdout.splitlines()):
+            if line.startswith("{"):
+                return json.loads(line)
+        raise LabError(f"load generator exited {r.returncode} without a result: "
+                       f"{r.stderr.strip()[-500:]}")
+
+    def measure(self, start, port: int, mode: str, n: int, c: int) -> dict:
+        """Start one server, run one load against it, stop it; the load's figures plus the
+        server's CPU per connection and its exit counters."""
+        p = start()
+        try:
+            before = proc_status(p.pid)
+            res = self.loadgen(port, mode, n, c)
+            after = proc_status(p.pid)
+        finally:
+            rc = p.stop()
+        if before["cpu_s"] is not None and after["cpu_s"] is not None and res.get("ok"):
+            res["server_cpu_us_per_conn"] = (after["cpu_s"] - before["cpu_s"]) / res["ok"] * 1e6
+        res["server_exit"] = rc
+        res["server_counters"] = p.last_json()
+        if rc != 0:
+            res["server_stderr_tail"] = p.stderr_text()[-800:]
+        return res
+
+    def rounds(self, targets: dict, port_mode_n_c: dict, rounds: int) -> dict:
+        """``rounds`` rounds; in each every target once, in an order rotated per round."""
+        names = list(targets)
+        out = {k: [] for k in names}
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                port, mode, n, c = port_mode_n_c[name]
+                res = self.measure(targets[name], port, mode, n, c)
+                self.log(f"  round {r + 1}/{rounds} {name}: {res['ok']}/{res['started']} ok, "
+                         f"{res['conn_per_s']} conn/s, connect p50 {res['connect_ms']['p50']} ms")
+                out[name].append(res)
+        return out
+
+    # --- item 1 -------------------------------------------------------------------------
+    def item_handshake(self) -> dict:
+        p = self.p
+        targets = {"tcplab": lambda: self.responder("hello"),
+                   "kernel": lambda: self.kernel("hello", PORT_KERNEL_HELLO),
+                   "scapy": lambda: self.scapy(PORT_SCAPY)}
+        how = {"tcplab": (LAB_PORT, "hello", p.hello_n, p.hello_c),
+               "kernel": (PORT_KERNEL_HELLO, "hello", p.hello_n, p.hello_c),
+               "scapy": (PORT_SCAPY, "hello", p.scapy_n, p.hello_c)}
+        with self.rst_rule(PORT_SCAPY):
+            res = self.rounds(targets, how, p.rounds)
+        return {"n": p.hello_n, "c": p.hello_c, "scapy_n": p.scapy_n, "results": res}
+
+    def rst_rule(self, port: int):
+        """The Scapy responder's own RST block, in the VM namespace, for the ``with`` body."""
+        rule = ["OUTPUT", "-p", "tcp", "--sport", str(port), "--tcp-flags", "RST", "RST",
+                "-j", "DROP"]
+        ipt = self.b.vm_exec_prefix() + ["iptables"]
+        b = self
+
+        class _Rule:
+            def __enter__(self):
+                run(ipt + ["-I", *rule], what="iptables -I (bench RST rule)")
+                b.log(f"  RST rule for port {port} added in {b.b.vm_ns}")
+
+            def __exit__(self, *exc):
+                while run(ipt + ["-C", *rule], check=False).returncode == 0:
+                    run(ipt + ["-D", *rule], what="iptables -D (bench RST rule)")
+        return _Rule()
+
+    # --- item 2 -------------------------------------------------------------------------
+    def item_http(self) -> dict:
+        p = self.p
+        targets = {"tcplab": lambda: self.responder("http"),
+                   "http.server": lambda: self.kernel("http", PORT_HTTP_SERVER),
+                   "asyncio": lambda: self.kernel("http-asyncio", PORT_HTTP_ASYNCIO)}
+        how = {"tcplab": (LAB_PORT, "http", p.http_n, p.http_c),
+               "http.server": (PORT_HTTP_SERVER, "http", p.http_n, p.http_c),
+               "asyncio": (PORT_HTTP_ASYNCIO, "http", p.http_n, p.http_c)}
+        return {"n": p.http_n, "c": p.http_c, "results": self.rounds(targets, how, p.rounds)}
+
+    # --- item 3 -------------------------------------------------------------------------
+    def item_checksum(self) -> dict:
+        return micro.run(self.p.rounds, self.p.micro_iters)
+
+    # --- item 4 -------------------------------------------------------------------------
+    def hold(self, start, port: int) -> dict:
+        """Start a server, let the generator open and hold N connections, sample the server's
+        RSS and CPU before, while holding, after release; stop it."""
+        p = self.p
+        srv = start()
+        gen = None
+        try:
+            time.sleep(0.2)
+            before = proc_status(srv.pid)
+            argv = self.loadgen_argv(port, "hold", p.tarpit_n, p.tarpit_c)
+            argv += ["--hold-seconds", "60"]
+            t0 = time.monotonic()
+            gen = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            holding = _read_event(gen, "holding", p.budget_s + p.conn_timeout_s + 30)
+            connect_s = time.monotonic() - t0
+            time.sleep(0.3)            # let the last ACKs and any lazy allocation land
+            during = proc_status(srv.pid)
+            gen.stdin.write("release\n")
+            gen.stdin.flush()
+            done = _read_event(gen, "done", 30)
+            time.sleep(0.3)
+            after = proc_status(srv.pid)
+        finally:
+            if gen is not None and gen.poll() is None:
+                gen.kill()
+            if gen is not None:
+                gen.wait(5)
+            rc = srv.stop()
+        mb = 1024.0
+        return {"held": holding["held"], "errors": holding["errors"],
+                "connect_s": round(connect_s, 3), "conn_per_s": holding["conn_per_s"],
+                "rss_before_mb": before["rss_kb"] / mb, "rss_holding_mb": during["rss_kb"] / mb,
+                "rss_after_mb": after["rss_kb"] / mb,
+                "rss_growth_mb": (during["rss_kb"] - before["rss_kb"]) / mb,
+                "peak_rss_mb": during["hwm_kb"] / mb,
+                "cpu_s": during["cpu_s"] - before["cpu_s"], "release_s": done.get("release_s"),
+                "server_exit": rc, "server_counters": srv.last_json()}
+
+    def item_tarpit(self) -> dict:
+        targets = {"tcplab": (lambda: self.responder("tarpit"), LAB_PORT),
+                   "kernel": (lambda: self.kernel("hold", PORT_HOLD), PORT_HOLD)}
+        out = {k: [] for k in targets}
+        names = list(targets)
+        for r in range(self.p.tarpit_rounds):
+            for name in names[r % 2:] + names[:r % 2]:
+                res = self.hold(*targets[name])
+                self.log(f"  round {r + 1}/{self.p.tarpit_rounds} {name}: held {res['held']}, "
+                         f"RSS +{res['rss_growth_mb']:.2f} MB, CPU {res['cpu_s']:.2f} s")
+                out[name].append(res)
+        return {"n": self.p.tarpit_n, "c": self.p.tarpit_c, "results": out}
+
+    # --- item 6 -------------------------------------------------------------------------
+    def item_profile(self) -> dict:
+        p = self.p
+        out = {"n": p.profile_n, "c": p.hello_c,
+               "note": "cProfile adds roughly 1.5-2x overhead to pure-Python code; compare "
+                       "the two servers with each other, not with the unprofiled figures"}
+        for name, start, port, loop in (
+                ("tcplab", lambda f: self.responder("hello", profile_to=f), LAB_PORT,
+                 ("io.py", "run")),
+                ("kernel", lambda f: self.kernel("hello", PORT_KERNEL_HELLO, profile_to=f),
+                 PORT_KERNEL_HELLO, ("base_events.py", "run_forever"))):
+            prof = self.work / f"{name}.prof"
+            res = self.measure(lambda: start(prof), port, "hello", p.profile_n, p.hello_c)
+            out[name] = summarize_profile(prof, res, loop)
+        return out
+
+    # --- item 5 -------------------------------------------------------------------------
+    def item_lab(self, backends: list[str], scratch_prefix: str, first_up: dict) -> dict:
+        """``first_up`` is the bench lab's own ``invoke up`` from nothing; more rounds use a
+        scratch lab.  The bench lab's final ``invoke down`` is added by :func:`run_bench`."""
+        out = {"rounds": self.p.lab_rounds, "shares": {},
+               "backends": {"netns": {"up": [first_up], "down": []}}}
+        out["floor"] = [self.netns_floor(scratch_prefix) for _ in range(self.p.lab_rounds)]
+        nb = out["backends"]["netns"]
+        if self.p.lab_rounds > 1:
+            more = self.lab_cycle("netns", scratch_prefix, self.p.lab_rounds - 1)
+            nb["up"] += more["up"]
+            nb["down"] += more["down"]
+        for be in backends:
+            if be != "netns":
+                try:
+                    out["backends"][be] = self.lab_cycle(be, scratch_prefix, 1)
+                except Exception as e:          # noqa: BLE001 -- one backend failing is data
+                    out["backends"][be] = {"error": f"{type(e).__name__}: {e}"}
+        out["demo"] = [_guarded(self.demo_once) for _ in range(self.p.demo_rounds)]
+        out["nc_alone"] = [_guarded(self.nc_alone) for _ in range(self.p.demo_rounds)]
+        out["shares"]["invoke up (netns)"] = _mean_shares([u["steps"] for u in nb["up"]])
+        demos = [d["steps"] for d in out["demo"] if "steps" in d]
+        if demos:
+            out["shares"]["invoke demo (warm)"] = _mean_shares(demos)
+        errors = [d["error"] for d in out["demo"] if "error" in d]
+        if errors:
+            out["demo_errors"] = errors
+        return out
+
+    def lab_cycle(self, backend: str, prefix: str, rounds: int) -> dict:
+        """``invoke up`` from nothing, then ``invoke down``, ``rounds`` times."""
+        get_backend(backend, prefix)          # LabError if the backend does not exist here
+        res = {"up": [], "down": []}
+        try:
+            for _ in range(rounds):
+                res["up"].append(timed_invoke(["up", "--backend", backend, "--prefix", prefix],
+                                              timeout=1800 if backend != "netns" else 300))
+                res["down"].append(timed_invoke(["down", "--backend", backend, "--prefix",
+                                                 prefix], timeout=300))
+        finally:
+            get_backend(backend, prefix).down()
+        return res
+
+    def netns_floor(self, prefix: str) -> dict:
+        """The bare cost of a lab's network: two namespaces and a veth pair made and removed
+        with ``ip`` alone (the reference for ``invoke up``/``down``)."""
+        h, v = f"{prefix}f-host", f"{prefix}f-vm"
+        t0 = time.monotonic()
+        try:
+            for ns in (h, v):
+                run(["ip", "netns", "add", ns], what="ip netns add")
+            run(["ip", "-n", h, "link", "add", "vboxnet0", "type", "veth", "peer", "name",
+                 "eth1", "netns", v], what="ip link add")
+            run(["ip", "-n", h, "addr", "add", "192.168.56.1/24", "dev", "vboxnet0"])
+            run(["ip", "-n", v, "addr", "add", "192.168.56.100/24", "dev", "eth1"])
+            run(["ip", "-n", h, "link", "set", "vboxnet0", "up"])
+            run(["ip", "-n", v, "link", "set", "eth1", "up"])
+            t1 = time.monotonic()
+        finally:
+            t2 = time.monotonic()
+            for ns in (h, v):
+                run(["ip", "netns", "del", ns], check=False)
+            t3 = time.monotonic()
+        return {"up_s": t1 - t0, "down_s": t3 - t2}
+
+    def demo_once(self) -> dict:
+        """``invoke demo`` on the warm bench lab, timed from outside; its own timings from the
+        run's result.json give the shares.  The run folder is removed afterwards."""
+        r = timed_invoke(["demo", "--prefix", self.b.prefix], timeout=120, capture_stdout=True)
+        run_dir = None
+        for line in r.pop("stdout", "").splitlines():
+            if line.startswith("run folder: "):
+                run_dir = PROJECT_ROOT / line.split(": ", 1)[1].strip()
+        t = {}
+        if run_dir and (run_dir / "result.json").exists():
+            t = json.loads((run_dir / "result.json").read_text()).get("timings", {})
+        if run_dir and run_dir.is_dir() and run_dir.parent.name == "runs":
+            shutil.rmtree(run_dir, ignore_errors=True)
+        r["timings"] = t
+        if t.get("demo_s") is not None:
+            lab = t.get("up_s", 0) + t.get("provision_s", 0)
+            parts = {"lab check": lab, "responder start (SSH)": t.get("responder_start_s", 0),
+                     "capture live": t.get("capture_live_s", 0),
+                     "client (nc)": t.get("client_s", 0)}
+            parts["stop capture+responder"] = max(0.0, t["demo_s"] - sum(
+                v for k, v in parts.items() if k != "lab check"))
+            parts["start, dissect, match, report"] = max(0.0, r["wall_s"] - lab - t["demo_s"])
+            r["steps"] = parts
+        else:
+            r["steps"] = {"invoke demo": r["wall_s"]}
+        return r
+
+    def nc_alone(self) -> dict:
+        """The same hello exchange with a bare ``nc`` from the host namespace against the
+        kernel hello server: what the demo's exchange costs without the harness around it."""
+        srv = self.kernel("hello", PORT_KERNEL_HELLO)
+        try:
+            t0 = time.monotonic()
+            r = subprocess.run(self.b.host_exec_prefix() + ["nc", "-w", "5", self.vm_ip,
+                                                            str(PORT_KERNEL_HELLO)],
+                               input=b"", capture_output=True, timeout=20)
+            wall = time.monotonic() - t0
+        finally:
+            srv.stop()
+        return {"wall_s": wall, "bytes": len(r.stdout), "rc": r.returncode}
+
+
+def _guarded(fn) -> dict:
+    """``fn()``, or {"error": ...} if it raised: one failed demo round is data, not the end."""
+    try:
+        return fn()
+    except Exception as e:                      # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _read_event(proc: subprocess.Popen, event: str, timeout: float) -> dict:
+    """Read the generator's JSON lines until one has ``"event": event``."""
+    import selectors
+    deadline = time.monotonic() + timeout
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        while time.monotonic() < deadline:
+            if not sel.select(max(0.0, deadline - time.monotonic())):
+                break
+            line = proc.stdout.readline()
+            if not line:
+                raise LabError(f"load generator exited {proc.poll()} before '{event}'")
+            if line.startswith("{"):
+                obj = json.loads(line)
+                if obj.get("event") == event:
+                    return obj
+    finally:
+        sel.close()
+    raise LabError(f"load generator: no '{event}' within {timeout:g} s")
+
+
+def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False) -> dict:
+    """Run ``invoke ARGS`` as a user would, timing each progress line it prints on stderr
+    ('tcplab: ...'), so the steps of ``up`` can be told apart."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(INVOKE + args, cwd=PROJECT_ROOT, stdout=subprocess.PIPE
+                            if capture_stdout else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    marks = []
+    stdout_chunks = []
+    try:
+        import threading
+        if capture_stdout:
+            th = threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()),
+                                  daemon=True)
+            th.start()
+        for line in proc.stderr:
+            marks.append((time.monotonic() - t0, line.rstrip()))
+        proc.wait(timeout)
+        if capture_stdout:
+            th.join(5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        tail = " / ".join(m[1] for m in marks[-3:])
+        raise LabError(f"`invoke {' '.join(args)}` exited {proc.returncode}: {tail}")
+    res = {"argv": args, "wall_s": wall, "marks": marks, "steps": up_steps(marks, wall)}
+    if capture_stdout:
+        res["stdout"] = "".join(stdout_chunks)
+    return res
+
+
+def up_steps(marks: list, wall: float, min_share: float = 0.05) -> dict:
+    """Group the timed progress lines of ``invoke up`` into steps: process start (until its
+    first line), namespaces + veth, sshd, Ansible's start (until its first task), then each
+    Ansible task ('TASK [role : name]') that takes at least ``min_share`` of the wall time,
+    the others together as 'Ansible: other tasks'."""
+    steps: dict = {}
+    prev_t, prev_step = 0.0, "process start"
+    for t, line in marks + [(wall, "tcplab: <end>")]:
+        text = line.removeprefix("tcplab: ").strip()
+        if text.startswith(("namespaces", "veth")):
+            step = "namespaces + veth"
+        elif text.startswith("sshd"):
+            step = "sshd"
+        elif text.startswith("provisioning"):
+            step = "Ansible: start"
+        elif text.startswith("TASK ["):
+            step = "Ansible: " + text[6:].rstrip("]").split(" : ", 1)[-1]
+        elif text == "<end>":
+            step = None
+        else:
+            step = prev_step
+        steps[prev_step] = steps.get(prev_step, 0.0) + (t - prev_t)
+        prev_t, prev_step = t, step
+    out: dict = {}
+    for k, v in steps.items():
+        if k.startswith("Ansible: ") and k != "Ansible: start" and wall and v / wall < min_share:
+            k = "Ansible: other tasks"
+        out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def _mean_shares(step_dicts: list[dict]) -> dict:
+    keys = []
+    for d in step_dicts:
+        keys += [k for k in d if k not in keys]
+    mean = {k: sum(d.get(k, 0.0) for d in step_dicts) / len(step_dicts) for k in keys}
+    return shares(mean)
+
+
+WAITS = ("~:0(<method 'poll' of 'select.", "~:0(<method 'select' of 'select.",
+         "~:0(<built-in method select.")
+
+
+def _is_wait(function: str) -> bool:
+    return function.startswith(WAITS)
+
+
+def summarize_profile(path: Path, res: dict, loop: tuple = ("io.py", "run"),
+                      top: int = 15) -> dict:
+    """The cProfile file as JSON: busy time (inside the event loop ``loop`` = (file name,
+    function), less waiting in the selector) per connection and per segment, and the top
+    functions by own time and by cumulative time (the selector wait left out)."""
+    if not path.exists():
+        return {"error": f"no profile written ({path.name}); server exit {res.get('server_exit')}",
+                "load": res}
+    st = pstats.Stats(str(path))
+    rows = []
+    for (file, line, fn), (cc, nc, tt, ct, _callers) in st.stats.items():
+        rows.append({"function": f"{Path(file).name}:{line}({fn})", "ncalls": nc,
+                     "tottime_s": round(tt, 6), "cumtime_s": round(ct, 6)})
+    total = st.total_tt
+    waiting = sum(r["tottime_s"] for r in rows if _is_wait(r["function"]))
+    # Only the event loop counts (start-up and imports would be charged to a short load
+    # otherwise): its cumulative time, less the time it slept in the selector.
+    in_loop = [r for r in rows if r["function"].startswith(loop[0] + ":")
+               and r["function"].endswith(f"({loop[1]})")]
+    loop_s = max((r["cumtime_s"] for r in in_loop), default=total)
+    busy = loop_s - waiting
+    ok = res.get("ok") or 0
+    counters = res.get("server_counters", {})
+    segs = (counters.get("segments_in") or 0) + (counters.get("segments_out") or 0)
+    for r in rows:
+        r["share_of_busy"] = round(r["tottime_s"] / busy, 4) if busy else None
+        r["us_per_conn"] = round(r["tottime_s"] / ok * 1e6, 2) if ok else None
+    by_tt = sorted((r for r in rows if not _is_wait(r["function"])),
+                   key=lambda r: -r["tottime_s"])
+    by_ct = sorted((r for r in rows if r["cumtime_s"] <= loop_s + 1e-9),
+                   key=lambda r: -r["cumtime_s"])
+    return {"connections": ok, "segments": segs or None, "total_s": round(total, 4),
+            "loop": f"{loop[0]}({loop[1]})", "loop_s": round(loop_s, 4),
+            "waiting_s": round(waiting, 4), "busy_s": round(busy, 4),
+            "busy_us_per_conn": round(busy / ok * 1e6, 1) if ok else None,
+            "busy_us_per_segment": round(busy / segs * 1e6, 2) if segs else None,
+            "conn_per_s_profiled": res.get("conn_per_s"),
+            "top_tottime": by_tt[:top], "top_cumtime": by_ct[:top]}
+
+
+# --- comparisons ----------------------------------------------------------------------------
+
+def _fig(results: list, *path):
+    out = []
+    for r in results:
+        v = r
+        for k in path:
+            v = v.get(k) if isinstance(v, dict) else None
+        out.append(v)
+    return out
+
+
+# Rows of the load items: (reference key, figure, unit, path into a load result, target op,
+# target on the ratio, better, note).
+HANDSHAKE_ROWS = (
+    ("kernel", "hello exchanges/s", "conn/s", ("conn_per_s",), ">=", 1.0, "higher", ""),
+    ("kernel", "connect p50", "ms", ("connect_ms", "p50"), "<=", 1.5, "lower", ""),
+    ("kernel", "connect p99", "ms", ("connect_ms", "p99"), None, None, "lower", ""),
+    ("kernel", "connect to EOF p50", "ms", ("complete_ms", "p50"), None, None, "lower", ""),
+    ("kernel", "server CPU per connection", "us", ("server_cpu_us_per_conn",), None, None,
+     "lower", "process CPU only: the kernel's TCP work is mostly in softirq, not charged to "
+              "the asyncio process"),
+    ("scapy", "hello exchanges/s", "conn/s", ("conn_per_s",), ">=", 15.0, "higher", ""),
+    ("scapy", "connect p50", "ms", ("connect_ms", "p50"), None, None, "lower", ""),
+)
+HTTP_ROWS = (
+    ("http.server", "requests/s", "req/s", ("conn_per_s",), ">=", 2.0, "higher", ""),
+    ("http.server", "request p99", "ms", ("complete_ms", "p99"), None, None, "lower", ""),
+    ("asyncio", "requests/s", "req/s", ("conn_per_s",), None, None, "higher", ""),
+)
+
+
+def _load_rows(item: str, results: dict, subject: str, ref_names: dict, spec) -> list:
+    label = subject if item.startswith("1") else f"{subject} miniweb"
+    return [comparison(item, figure, unit, label, ref_names[ref],
+                       _fig(results[subject], *path), _fig(results[ref], *path),
+                       target_op=op, target=target, better=better, note=note)
+            for ref, figure, unit, path, op, target, better, note in spec]
+
+
+def comparisons(items: dict) -> list[dict]:
+    """Every table row, from the raw per-round figures of each item."""
+    rows = []
+    h = items.get("handshake", {}).get("results")
+    if h:
+        rows += _load_rows("1 handshake", h, "tcplab", {"kernel": "kernel+asyncio",
+                                                          "scapy": "scapy"}, HANDSHAKE_ROWS)
+    hp = items.get("http", {}).get("results")
+    if hp:
+        rows += _load_rows("2 http", hp, "tcplab", {"http.server": "kernel+http.server",
+                                                      "asyncio": "kernel+asyncio"}, HTTP_ROWS)
+    c = items.get("checksum", {})
+    if c.get("full"):
+        rows += [
+            comparison("3 checksum", "full, 1460 B", "MB/s", "responder.wire",
+                       "scapy.utils.checksum", _fig(c["full"], "ours_mb_s"),
+                       _fig(c["full"], "scapy_mb_s"), target_op=">=", target=1.5),
+            comparison("3 checksum", "RFC 1624 update, one 32-bit field", "updates/s",
+                       "incremental", "full recompute", _fig(c["incremental"],
+                                                             "incremental_per_s"),
+                       _fig(c["incremental"], "full_per_s"), target_op=">=", target=5.0),
+            comparison("3 checksum", "miniweb per-packet patch", "segments/s",
+                       "Miniweb.encode", "wire.build_tcp", _fig(c["miniweb"], "patched_per_s"),
+                       _fig(c["miniweb"], "built_per_s"),
+                       note="encode patches 9 fields one by one (RFC 1624 each)"),
+        ]
+    tp = items.get("tarpit", {}).get("results")
+    if tp:
+        t, k = tp["tcplab"], tp["kernel"]
+        n = items["tarpit"]["n"]
+        rows += [
+            comparison("4 tarpit", f"RSS growth holding {n:,}", "MB", "tcplab tarpit",
+                       "kernel+asyncio hold", _fig(t, "rss_growth_mb"),
+                       _fig(k, "rss_growth_mb"), target_op="<", target=5.0,
+                       target_on="value", better="lower"),
+            comparison("4 tarpit", f"CPU to take {n:,}", "s", "tcplab tarpit",
+                       "kernel+asyncio hold", _fig(t, "cpu_s"), _fig(k, "cpu_s"),
+                       better="lower"),
+            comparison("4 tarpit", "connections held", "conns", "tcplab tarpit",
+                       "kernel+asyncio hold", _fig(t, "held"), _fig(k, "held")),
+        ]
+    lab = items.get("lab", {})
+    nb = lab.get("backends", {}).get("netns", {})
+    floor = lab.get("floor", [])
+    if nb.get("up"):
+        nr = len(nb["up"])
+        rows += [
+            comparison("5 lab", "invoke up (netns, from nothing)", "s", "invoke up",
+                       "bare ip netns+veth", _fig(nb["up"], "wall_s"),
+                       _fig(floor[:nr], "up_s") + [None] * (nr - len(floor[:nr])),
+                       target_op="<=", target=3.0, target_on="value", better="lower"),
+            comparison("5 lab", "invoke down (netns)", "s", "invoke down", "bare ip netns del",
+                       _fig(nb["down"], "wall_s"),
+                       _fig(floor[:nr], "down_s") + [None] * (nr - len(floor[:nr])),
+                       better="lower"),
+        ]
+    qb = lab.get("backends", {}).get("qemu", {})
+    if qb.get("up"):
+        rows += [comparison("5 lab", "invoke up (qemu, from nothing)", "s", "invoke up qemu",
+                            "invoke up netns", _fig(qb["up"], "wall_s"),
+                            _fig(nb.get("up", [])[:1], "wall_s") or [None], better="lower"),
+                 comparison("5 lab", "invoke down (qemu)", "s", "invoke down qemu",
+                            "invoke down netns", _fig(qb["down"], "wall_s"),
+                            _fig(nb.get("down", [])[:1], "wall_s") or [None], better="lower")]
+    if lab.get("demo"):
+        d = lab["demo"]
+        rows.append(comparison("5 lab", "invoke demo (warm lab)", "s", "invoke demo",
+                               "bare nc exchange", _fig(d, "wall_s"),
+                               _fig(lab.get("nc_alone", []), "wall_s"), target_op="<=",
+                               target=3.0, target_on="value", better="lower"))
+    pr = items.get("profile", {})
+    if pr.get("tcplab") and pr.get("kernel") and "error" not in pr["tcplab"]:
+        rows.append(comparison("6 profile", "busy Python time per connection (cProfile)", "us",
+                               "tcplab", "kernel+asyncio",
+                               [pr["tcplab"].get("busy_us_per_conn")],
+                               [pr["kernel"].get("busy_us_per_conn")], better="lower"))
+    return rows
+
+
+# --- the whole run --------------------------------------------------------------------------
+
+def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netns",),
+              rounds: int | None = None, only: list[str] | None = None,
+              results_dir: Path = RESULTS_DIR, log=progress) -> tuple[dict, Path, Path | None]:
+    """Run the benchmark; returns (result, json path, plot path).  Never leaves a lab."""
+    params = QUICK if quick else FULL
+    if rounds:
+        params = replace(params, rounds=rounds)
+    items = list(only or ITEMS)
+    unknown = set(items) - set(ITEMS)
+    if unknown:
+        raise LabError(f"unknown bench item(s) {', '.join(sorted(unknown))}; "
+                       f"choose from {', '.join(ITEMS)}")
+    prefix = prefix or f"bench{uuid.uuid4().hex[:4]}"
+    scratch = f"{prefix[:8]}lu"
+    started = datetime.now(timezone.utc)
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    result = {"version": 1, "started": started.isoformat(timespec="seconds"), "quick": quick,
+              "rounds": params.rounds, "params": asdict(params), "prefix": prefix,
+              "machine": machine_info(), "git": git_info(), "items": {}}
+    t_all = time.monotonic()
+    backend = get_backend("netns", prefix)
+    if backend.exists():
+        raise LabError(f"lab '{prefix}' exists already: the benchmark makes (and removes) a "
+                       f"lab of its own; choose another --prefix")
+    with tempfile.TemporaryDirectory(prefix="tcplab-bench-") as tmp:
+        work = Path(tmp)
+        final_down = None
+        try:
+            log(f"bench: making lab '{prefix}' with `invoke up` (timed: item lab)")
+            first_up = timed_invoke(["up", "--prefix", prefix], timeout=600)
+            result["bench_lab"] = {"up_s": first_up["wall_s"], "steps": first_up["steps"]}
+            b = Bench(backend, params, work, log)
+            steps = {"checksum": b.item_checksum, "handshake": b.item_handshake,
+                     "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
+                     "lab": lambda: b.item_lab(list(backends), scratch, first_up)}
+            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab"):
+                if name not in items:
+                    continue
+                log(f"bench: item {name}")
+                t0 = time.monotonic()
+                try:
+                    result["items"][name] = steps[name]()
+                except Exception as e:          # noqa: BLE001 -- an item's failure is reported
+                    result["items"][name] = {"error": f"{type(e).__name__}: {e}",
+                                             "traceback": traceback.format_exc()[-3000:]}
+                    log(f"bench: item {name} failed: {e}")
+                result["items"][name]["seconds"] = round(time.monotonic() - t0, 2)
+            log(f"bench: removing lab '{prefix}' with `invoke down` (timed: item lab)")
+            final_down = timed_invoke(["down", "--prefix", prefix], timeout=120)
+        finally:
+            backend.down()                      # a no-op after a clean `invoke down`
+            for be in backends:
+                try:
+                    get_backend(be, scratch).down()
+                except LabError:
+                    pass
+    lab = result["items"].get("lab", {})
+    if final_down and "backends" in lab:
+        lab["backends"]["netns"]["down"].append(final_down)
+    result["machine"]["loadavg_after"] = _loadavg()
+    result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["seconds"] = round(time.monotonic() - t_all, 1)
+    result["comparisons"] = comparisons(result["items"])
+    out = results_dir / f"{stamp}{'-quick' if quick else ''}.json"
+    write_json(result, out)
+    png = plot(result, out.with_suffix(".png"))
+    return result, out, png
+
+
+def render(result: dict) -> str:
+    parts = [format_machine(result), "", format_table(result)]
+    for extra in (format_missed(result), format_errors(result)):
+        if extra:
+            parts += ["", extra]
+    prof = result.get("items", {}).get("profile", {}).get("tcplab", {})
+    if prof.get("top_tottime"):
+        parts += ["", f"profile of the responder (hello, {prof['connections']} connections, "
+                      f"{prof.get('busy_us_per_conn')} us busy per connection, "
+                      f"{prof.get('busy_us_per_segment')} us per segment, under cProfile); "
+                      f"top own time:"]
+        for r in prof["top_tottime"][:8]:
+            parts.append(f"  {r['tottime_s']:8.3f} s  {100 * (r['share_of_busy'] or 0):5.1f}%  "
+                         f"{r['ncalls']:>8}  {r['function']}")
+    return "\n".join(parts)
+
+
+def run_and_print(*, quick: bool = False, backend: str = "netns", prefix: str | None = None,
+                  rounds: int = 0, only: str = "") -> dict:
+    """What ``invoke bench`` does: run, print the table, say where the files are."""
+    backends = ["netns"] + ([backend] if backend != "netns" else [])
+    items = [s.strip() for s in only.split(",") if s.strip()] or None
+    result, path, png = run_bench(quick=quick, prefix=prefix, backends=backends,
+                                  rounds=rounds or None, only=items)
+    print(render(result))
+    print(f"\nresults: {os.path.relpath(path)}" + (f", plot: {os.path.relpath(png)}" if png
+                                                    else " (no plot: matplotlib missing)"))
+    print(f"bench took {result['seconds']} s")
+    return result

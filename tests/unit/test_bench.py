@@ -1,0 +1,225 @@
+"""Unit tests of the benchmark's statistics, report and profile summary (no lab, no network),
+plus an in-process smoke run of the checksum micro-benchmarks."""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import math
+
+import pytest
+
+from bench import micro, report, runner, stats
+from bench.loadgen import Client, _check
+from bench.payloads import HELLO
+
+
+# --- stats -----------------------------------------------------------------------------------
+
+def test_percentile_interpolates_like_numpy():
+    xs = [4, 1, 3, 2]
+    assert stats.percentile(xs, 0) == 1
+    assert stats.percentile(xs, 100) == 4
+    assert stats.percentile(xs, 50) == 2.5
+    assert stats.percentile(xs, 99) == pytest.approx(3.97)
+    assert stats.percentile([7], 99) == 7
+    assert stats.percentile([], 50) is None
+    with pytest.raises(ValueError):
+        stats.percentile(xs, 101)
+
+
+def test_latency_summary_is_in_milliseconds():
+    s = stats.latency_summary([0.001, 0.002, 0.003])
+    assert s == {"p50": 2.0, "p90": 2.8, "p99": 2.98, "max": 3.0}
+    assert stats.latency_summary([]) == {"p50": None, "p90": None, "p99": None, "max": None}
+
+
+def test_summarize_median_min_max_and_skips_failed_rounds():
+    s = stats.summarize([3.0, None, 1.0, 2.0, float("nan")])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 3.0, 3)
+    assert stats.summarize([None])["median"] is None
+
+
+def test_ratios_pair_rounds_and_refuse_mismatched_lists():
+    assert stats.ratios([10, 20, None, 5], [5, 10, 1, 0]) == [2.0, 2.0, None, None]
+    with pytest.raises(ValueError):
+        stats.ratios([1, 2], [1])
+
+
+def test_ratio_is_median_of_per_round_ratios_not_ratio_of_medians():
+    # round-paired: 2x, 2x, 0.5x -> median 2x; ratio of medians would be 20/20 = 1x
+    row = stats.comparison("1", "f", "u", "s", "r", [10, 20, 30], [5, 10, 60])
+    assert row["ratio"]["median"] == 2.0
+    assert row["ratio"]["min"] == 0.5 and row["ratio"]["max"] == 2.0
+
+
+@pytest.mark.parametrize("op,bound,value,met", [
+    (">=", 1.0, 1.0, True), (">=", 1.0, 0.99, False), ("<=", 1.5, 1.6, False),
+    ("<", 5.0, 4.9, True), (">", 2.0, 2.0, False)])
+def test_target_met(op, bound, value, met):
+    assert stats.target_met(value, op, bound) is met
+
+
+def test_target_on_ratio_and_on_value_with_shortfall():
+    on_ratio = stats.comparison("1", "conn/s", "conn/s", "tcplab", "kernel", [500, 600],
+                                [1000, 1000], target_op=">=", target=1.0)
+    assert on_ratio["met"] is False
+    assert on_ratio["shortfall"] == "missed by 45% (0.55 vs >= 1)"
+    on_value = stats.comparison("4", "RSS", "MB", "tcplab", "kernel", [1.0, 2.0], [10, 10],
+                                target_op="<", target=5.0, target_on="value")
+    assert on_value["met"] is True and on_value["shortfall"] == ""
+    none = stats.comparison("1", "f", "u", "s", "r", [None], [1.0], target_op=">=", target=1)
+    assert none["met"] is None
+
+
+def test_shares_sum_to_one():
+    sh = stats.shares({"a": 1.0, "b": 3.0, "c": 0.0})
+    assert sh == {"a": 0.25, "b": 0.75, "c": 0.0}
+    assert stats.shares({"a": 0}) == {}
+
+
+# --- report ----------------------------------------------------------------------------------
+
+def _result():
+    rows = [stats.comparison("1 handshake", "hello exchanges/s", "conn/s", "tcplab",
+                             "kernel+asyncio", [9000, 8000, 8500], [8000, 8000, 8000],
+                             target_op=">=", target=1.0),
+            stats.comparison("4 tarpit", "RSS growth", "MB", "tcplab", "kernel", [6.0], [20.0],
+                             target_op="<", target=5.0, target_on="value", better="lower")]
+    return {"started": "2026-01-01T00:00:00+00:00", "quick": True, "rounds": 3,
+            "machine": {"cpu_model": "Test CPU", "cores": 2, "kernel": "6.1", "python": "3.11"},
+            "items": {"lab": {"shares": {"invoke up": {"Ansible": 0.8, "sshd": 0.2}}},
+                      "http": {"error": "LabError: boom"}},
+            "comparisons": rows}
+
+
+def test_format_numbers_and_summaries():
+    assert report.fmt_num(8512.3) == "8,512"
+    assert report.fmt_num(123.4) == "123"
+    assert report.fmt_num(12.34) == "12.3"
+    assert report.fmt_num(1.234) == "1.23"
+    assert report.fmt_num(0.01234) == "0.012"
+    assert report.fmt_num(None) == "-"
+    assert report.fmt_summary(stats.summarize([1.0, 2.0, 3.0]), "x") == "2.00 x [1.00-3.00]"
+    assert report.fmt_summary(stats.summarize([2.0])) == "2.00"
+    assert report.fmt_summary(None) == "-"
+
+
+def test_table_has_a_row_per_comparison_with_target_and_verdict():
+    res = _result()
+    text = report.format_table(res)
+    lines = text.splitlines()
+    assert len(lines) == 2 + 2
+    assert lines[0].split()[:2] == ["item", "figure"]
+    assert "8,500 [8,000-9,000]" in lines[2] and ">= 1x" in lines[2] and lines[2].endswith("yes")
+    assert "< 5 MB" in lines[3] and lines[3].endswith("NO")
+    md = report.format_table(res, markdown=True).splitlines()
+    assert md[0].startswith("| item | figure |") and md[1].startswith("|---|")
+    assert len(md) == 4
+    assert "missed by 20% (6 vs < 5)" in report.format_missed(res)
+    assert "http: LabError: boom" in report.format_errors(res)
+    assert "Test CPU, 2 cores, Linux 6.1" in report.format_machine(res)
+
+
+def test_json_and_plot_are_written(tmp_path):
+    res = _result()
+    path = report.write_json(res, tmp_path / "sub" / "r.json")
+    assert json.loads(path.read_text())["comparisons"][0]["item"] == "1 handshake"
+    pytest.importorskip("matplotlib")
+    png = report.plot(res, tmp_path / "r.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- runner pieces ---------------------------------------------------------------------------
+
+def test_up_steps_group_progress_lines():
+    marks = [(0.2, "tcplab: namespaces a and b"), (0.25, "tcplab: veth vboxnet0 <-> eth1"),
+             (0.3, "tcplab: sshd on 192.168.56.100:22 inside b"),
+             (1.3, "tcplab: provisioning with Ansible: provision/site.yml"),
+             (2.3, "tcplab:   TASK [role : Quick one]"),
+             (2.31, "tcplab:   TASK [role : Copy the sources]")]
+    steps = runner.up_steps(marks, 10.0)
+    assert steps["process start"] == pytest.approx(0.2)
+    assert steps["namespaces + veth"] == pytest.approx(0.1)
+    assert steps["sshd"] == pytest.approx(1.0)
+    assert steps["Ansible: start"] == pytest.approx(1.0)
+    assert steps["Ansible: Copy the sources"] == pytest.approx(7.69)
+    assert steps["Ansible: other tasks"] == pytest.approx(0.01)
+    assert sum(steps.values()) == pytest.approx(10.0)
+
+
+def fake_loop(n):
+    total = 0
+    for i in range(n):
+        total += busy_part(i)
+    return total
+
+
+def busy_part(i):
+    return sum(range(i % 50))
+
+
+def test_summarize_profile_counts_only_the_loop(tmp_path):
+    prof = cProfile.Profile()
+    prof.runcall(fake_loop, 2000)
+    path = tmp_path / "p.prof"
+    prof.dump_stats(str(path))
+    res = {"ok": 100, "server_counters": {"segments_in": 300, "segments_out": 300}}
+    s = runner.summarize_profile(path, res, loop=("test_bench.py", "fake_loop"), top=5)
+    assert s["connections"] == 100 and s["segments"] == 600
+    assert 0 < s["busy_s"] <= s["total_s"]
+    assert s["busy_us_per_conn"] == pytest.approx(s["busy_s"] / 100 * 1e6, abs=1.0)
+    assert any("busy_part" in r["function"] for r in s["top_tottime"])
+    assert len(s["top_tottime"]) <= 5
+    missing = runner.summarize_profile(tmp_path / "none.prof", {"server_exit": 1})
+    assert "no profile written" in missing["error"]
+
+
+def test_comparisons_cover_every_item():
+    load = {"conn_per_s": 100.0, "connect_ms": {"p50": 1.0, "p99": 2.0},
+            "complete_ms": {"p50": 2.0, "p99": 3.0}, "server_cpu_us_per_conn": 50.0}
+    hold = {"rss_growth_mb": 1.0, "cpu_s": 0.5, "held": 10}
+    items = {
+        "handshake": {"results": {"tcplab": [load], "kernel": [load], "scapy": [load]}},
+        "http": {"results": {"tcplab": [load], "http.server": [load], "asyncio": [load]}},
+        "checksum": {"full": [{"ours_mb_s": 2, "scapy_mb_s": 1}],
+                     "incremental": [{"incremental_per_s": 10, "full_per_s": 1}],
+                     "miniweb": [{"patched_per_s": 2, "built_per_s": 1}]},
+        "tarpit": {"n": 10, "results": {"tcplab": [hold], "kernel": [hold]}},
+        "lab": {"backends": {"netns": {"up": [{"wall_s": 2.0}], "down": [{"wall_s": 0.3}]}},
+                "floor": [{"up_s": 0.1, "down_s": 0.05}], "demo": [{"wall_s": 2.5}],
+                "nc_alone": [{"wall_s": 0.01}]},
+        "profile": {"tcplab": {"busy_us_per_conn": 100.0}, "kernel": {"busy_us_per_conn": 50.0}},
+    }
+    rows = runner.comparisons(items)
+    numbers = {r["item"].split()[0] for r in rows}
+    assert numbers == {"1", "2", "3", "4", "5", "6"}
+    targets = {(r["item"], r["figure"], r["reference"]) for r in rows if r["target"]}
+    assert len(targets) == 9       # the issue's nine targets
+    assert all(r["ratio"]["median"] is not None for r in rows)
+
+
+# --- load generator checks and the micro-benchmarks (smoke) ------------------------------------
+
+def test_loadgen_checks_bytes_and_http_status():
+    c = Client(0.0, None, None, False)
+    c.got, c.head = len(HELLO), HELLO
+    assert _check("hello", c, HELLO) is None
+    c.got = 96
+    assert "96 bytes" in _check("hello", c, HELLO)
+    c.got, c.head = len(HELLO), b"x" * len(HELLO)
+    assert _check("hello", c, HELLO) == "wrong bytes"
+    c.head = b"HTTP/1.0 200 OK\r\n"
+    assert _check("http", c, None) is None
+    c.head = b"HTTP/1.0 404 Not Found\r\n"
+    assert _check("http", c, None) == "not HTTP 200"
+
+
+def test_micro_benchmarks_run_and_agree():
+    pytest.importorskip("scapy")
+    r = micro.run(rounds=1, iters=200)
+    assert r["segment_bytes"] == 1460
+    for key in ("ours_mb_s", "scapy_mb_s"):
+        assert r["full"][0][key] > 0 and math.isfinite(r["full"][0][key])
+    assert r["incremental"][0]["incremental_per_s"] > 0
+    assert r["miniweb"][0]["patched_per_s"] > 0
