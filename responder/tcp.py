@@ -322,6 +322,18 @@ def _build_table() -> dict:
 #: --table``.
 TABLE = _build_table()
 
+_NO_TCB_NEVER = (Ev.DUP_SYN, Ev.RST_INWIN, Ev.RST_BAD, Ev.OUT_OF_WINDOW, Ev.NO_TIMESTAMP,
+                 Ev.BAD_ACK)
+#: Pairs :func:`classify` never yields, because in that state the distinction does not exist
+#: (no TCB has no window to be outside of; SYN-SENT has no window yet, and treats any segment
+#: without SYN or RST alike).  TABLE still gives them an outcome, so a future classify that
+#: yields one cannot fall through; the tests check that these, and only these, never occur.
+NOT_CLASSIFIED = frozenset(
+    {(S.LISTEN, e) for e in _NO_TCB_NEVER} | {(S.CLOSED, e) for e in _NO_TCB_NEVER}
+    | {(S.SYN_SENT, e) for e in (Ev.DUP_SYN, Ev.RST_INWIN, Ev.OUT_OF_WINDOW, Ev.NO_TIMESTAMP,
+                                 Ev.DATA, Ev.FIN)}
+    | {(st, Ev.DUP_SYN) for st in SYNCHRONIZED} | {(S.TIME_WAIT, Ev.SYN_ACK)})
+
 
 def classify(conn: "Connection | None", state: State, seg: Segment, now: float = 0.0) -> Ev:
     """Decide what kind of event ``seg`` is for a connection in ``state``.
@@ -601,6 +613,7 @@ class Connection:
         threshold = max(1, min(self.rcv_buf // 2, self.stack.config.mss))
         if self.state in _RECEIVING and self._window_to_advertise() - old >= threshold:
             self.ack_owed = 2
+            self.stack._output(self)        # data going out anyway carries the update
             self.stack._flush_ack(self)
 
     # --- segment construction -------------------------------------------------------
@@ -1311,9 +1324,9 @@ def describe_table() -> str:
     lines = []
     for st in State:
         for ev in Ev:
-            rule = TABLE.get((st, ev))
-            if rule:
-                nxt = "/".join(str(s) for s in rule.next)
-                lines.append(f"{st!s:13} {ev.value:17} {rule.action:18} -> {nxt:28} "
-                             f"RFC {rule.cite}")
+            rule = TABLE[st, ev]
+            nxt = "/".join(str(s) for s in rule.next)
+            note = " [classify never yields this pair]" if (st, ev) in NOT_CLASSIFIED else ""
+            lines.append(f"{st!s:13} {ev.value:17} {rule.action:18} -> {nxt:28} "
+                         f"RFC {rule.cite}{note}")
     return "\n".join(lines)

@@ -129,3 +129,41 @@ def test_miniweb_encode_ignores_foreign_segments():
 def test_make_app_names():
     assert isinstance(make_app("hello"), Hello)
     assert isinstance(make_app("http"), Miniweb)
+
+
+def test_echo_window_closes_then_reopens_with_window_update():
+    """A peer that sends but never reads (window 0 towards us): our echo buffer fills, our
+    window reaches 0, the peer's probe gets window 0; when the peer reads, the echo drains and
+    we announce the reopened window (RFC 1122 4.2.3.3) without being asked."""
+    app = Echo(buffer=3000)
+    p = conn_syn_received(app=app, wscale=None, timestamps=False)
+    p.send(p.seg(ACK, window=0))
+    for _ in range(3):
+        p.send(p.seg(ACK, payload=b"z" * 1000, window=0))
+    c = p.conn
+    assert c.send_buffered == 3000 and c.rcv_wnd == 0
+    probe = p.seg(ACK, seq=seq_add(p.snd_nxt, -1), window=0)
+    s = p.recv(p.send(probe, advance=False), flags=ACK, window=0)
+    assert s.ack == p.snd_nxt
+    out = p.send(p.seg(ACK, window=4000))            # the peer reads: echo goes out...
+    assert [len(x.payload) for x in out] == [1460, 1460]   # ...the 80-byte tail waits (Nagle)
+    p.rcv_nxt = seq_add(LOCAL_ISS, 2921)
+    out = p.send(p.seg(ACK, window=4000))             # ACKed: the tail goes, window reopens
+    s = p.recv(out, flags=ACK | PSH, payload=b"z" * 80)
+    assert s.window == 2920
+    p.rcv_nxt = seq_add(LOCAL_ISS, 3001)
+    p.recv_nothing(p.send(p.seg(ACK, window=4000)))   # < min(buf/2, MSS) more: no update
+    assert c.rcv_wnd == 2920 and c._window_to_advertise() == 3000
+
+
+def test_miniweb_falls_back_to_a_full_build_when_the_peer_mss_is_small():
+    app = Miniweb(b"y" * 2000, mss=1448)
+    p = Peer(app=app)
+    syn = p.syn()
+    syn.options = TcpOptions(mss=600, timestamps=(1, 0))
+    p.send(syn)
+    p.send(p.seg(ACK))
+    out = p.send(p.seg(ACK, payload=b"GET / HTTP/1.0\r\n\r\n"))
+    data = [s for s in out if len(s.payload)]
+    assert all(len(s.payload) <= 600 - 12 for s in data)
+    assert all(app.encode(s) is None for s in data)     # cut differently: built normally
