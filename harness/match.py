@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.dissect import ACK, RST, Pkt, format_options
+from harness.dissect import ACK, RST, SYN, Pkt, format_options
 from harness.scenario import DIRECTIONS, Expect, OptionsSpec, Scenario, Val, c_escape
 
 # Wireshark analysis flags that betray a responder bug unless a line states them.
@@ -82,7 +82,11 @@ class _Conv:
         self.all = packets
         self.others: list[Pkt] = []
         conv = []
-        cport = None
+        # The connection is the one whose SYN comes first (a stray packet of an earlier run
+        # must not choose it), else the one of the first packet.
+        cport = next((p.sport for p in packets
+                      if (p.src, p.dst, p.dport) == (client_ip, server_ip, server_port)
+                      and p.flags & SYN and not p.flags & ACK), None)
         for p in packets:
             to_server = (p.src, p.dst, p.dport) == (client_ip, server_ip, server_port)
             from_server = (p.src, p.dst, p.sport) == (server_ip, client_ip, server_port)

@@ -282,3 +282,50 @@ s>c [S.] seq 0, ack 1
                                     "{wscale 8}, got [mss 1460,sackOK,TS val 100 ecr 0,nop,"
                                     "wscale 7] (expected wscale 8, got wscale 7)")
     assert len(v.failures) == 2
+
+
+# ---------------------------------------------------------------- robustness, without tshark
+
+def _pkt(n, to_server, flags, seq=0, ack=0, length=0, cport=CPORT, options=()):
+    from harness.dissect import Pkt, flags_str
+
+    src, dst, sport, dport = (C, S, cport, SPORT) if to_server else (S, C, SPORT, cport)
+    return Pkt(number=n, time=n * 0.001, epoch=T0 + n * 0.001, src=src, dst=dst, sport=sport,
+               dport=dport, flags=flags, flags_str=flags_str(flags), seq=seq, ack=ack,
+               seq_raw=seq, ack_raw=ack, length=length, window=1000, window_calc=None,
+               payload=bytes(length), options=list(options), ip_id=0, ttl=64,
+               ip_checksum="good", tcp_checksum="good", ip_checksum_ok=True,
+               tcp_checksum_ok=True)
+
+
+def test_a_stray_packet_of_another_connection_does_not_choose_the_connection(hello):
+    from harness.dissect import ACK as A, SYN as SY
+
+    stray = _pkt(1, False, A, seq=5, ack=5, cport=12345)       # late packet of an earlier run
+    syn = _pkt(2, True, SY)
+    v = match(hello, [stray, syn], C, S, SPORT)
+    assert v.client == f"{C}.{CPORT}"
+    assert v.notes[1] == ["not this connection (ignored)"]
+    assert v.lines[0].packet == 2
+
+
+def test_matcher_never_crashes_on_any_packets(hello):
+    from hypothesis import given, settings, strategies as st
+
+    flag_sets = st.sampled_from([0x02, 0x12, 0x10, 0x18, 0x11, 0x19, 0x04, 0x14, 0x01, 0])
+    ts = st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+    opts = st.lists(st.one_of(st.just(("nop", None)), st.builds(lambda v: ("TS", v), ts),
+                              st.builds(lambda m: ("mss", m), st.integers(0, 65535))),
+                    max_size=4)
+    one = st.tuples(st.booleans(), flag_sets, st.integers(0, 200), st.integers(0, 200),
+                    st.integers(0, 100), opts)
+
+    @settings(max_examples=50, deadline=None)
+    @given(st.lists(one, max_size=20))
+    def run(specs):
+        pkts = [_pkt(i + 1, *spec[:5], options=spec[5]) for i, spec in enumerate(specs)]
+        v = match(hello, pkts, C, S, SPORT)
+        assert v.ok is False or not v.failures
+        assert v.reason
+
+    run()
