@@ -272,6 +272,20 @@ def _ip_offset(pkt) -> int:
     return int(raw[1])
 
 
+def _plain_ipv4_tcp(pkt) -> bool:
+    """IPv4 carrying TCP directly: not IPv6, not an ICMP error quoting a TCP header, not a
+    fragment (those pass a ``tcp`` display filter too)."""
+    if not hasattr(pkt, "tcp") or not hasattr(pkt, "ip"):
+        return False
+    layers = pkt.frame_info._all_fields.get("frame.protocols", "").split(":")
+    if layers.count("ip") != 1 or "ipv6" in layers:
+        return False
+    at = layers.index("ip")
+    return at + 1 < len(layers) and layers[at + 1] == "tcp" and \
+        _field(pkt.ip, "ip.frag_offset", "0") == "0" and \
+        _field(pkt.ip, "ip.flags_tree", {}).get("ip.flags.mf", "0") == "0"
+
+
 def _to_pkt(pkt, t0: Decimal | None) -> Pkt:
     frame = bytes(pkt.get_raw_packet())
     number = int(pkt.number)
@@ -347,7 +361,7 @@ def _read(path: Path, display_filter: str) -> list[Pkt]:
         t0 = None
         try:
             for raw in cap:
-                if not hasattr(raw, "tcp") or not hasattr(raw, "ip"):
+                if not _plain_ipv4_tcp(raw):
                     continue
                 p = _to_pkt(raw, t0)
                 if t0 is None:

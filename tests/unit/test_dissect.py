@@ -42,7 +42,8 @@ def write_pcap(path: Path, frames) -> Path:
         for t, ip in frames:
             client_sent = ip[12:16] == lecture.CLIENT
             src, dst = (HOST_MAC, VM_MAC) if client_sent else (VM_MAC, HOST_MAC)
-            pkt = Ether(src=src, dst=dst, type=0x0800) / Raw(load=bytes(ip))
+            etype = 0x86DD if ip[0] >> 4 == 6 else 0x0800
+            pkt = Ether(src=src, dst=dst, type=etype) / Raw(load=bytes(ip))
             pkt.time = t
             w.write(pkt)
     finally:
@@ -151,6 +152,19 @@ def test_retransmission_flagged_and_no_tshark_left(tmp_path):
     pkts = read_pcap(write_pcap(tmp_path / "rexmit.pcap", frames))
     assert "retransmission" in pkts[7].analysis
     assert children_named("tshark", "dumpcap") == []
+
+
+def test_only_plain_ipv4_tcp_is_returned(tmp_path):
+    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.inet6 import IPv6
+
+    frames = lecture_frames()[:2]
+    icmp = bytes(IP(src="192.168.56.100", dst="192.168.56.1") / ICMP(type=3, code=3)
+                 / lecture.SYN[:28])
+    v6 = bytes(IPv6(src="fd00::1", dst="fd00::64") / TCP(sport=1, dport=80, flags="S"))
+    frames[1:1] = [(T0 + 0.8497, icmp), (T0 + 0.8498, v6)]
+    pkts = read_pcap(write_pcap(tmp_path / "mixed.pcap", frames))
+    assert [(p.number, p.flags_str) for p in pkts] == [(1, "S"), (4, "S.")]
 
 
 def test_read_pcap_inside_a_running_event_loop(tmp_path):
