@@ -329,3 +329,96 @@ def test_matcher_never_crashes_on_any_packets(hello):
         assert v.reason
 
     run()
+
+
+# ---------------------------------------------------------------- the real responder, offline
+# The shipped scenarios must describe what the responder really sends.  Here the responder's
+# own code (the sans-I/O stack with the hello app, and the classic copy-and-swap) answers a
+# scripted Linux-like client; the packets are written as a pcap, read by tshark and matched.
+# No network: packets go from function to function.
+
+def _linux_client_exchange(answer, close):
+    """Drive ``answer(ip_bytes, now) -> [ip_bytes]`` with a client that behaves like Linux
+    running nc with empty stdin: SYN with Linux's options, ACK, an immediate ACK of each data
+    segment (quickack) or one cumulative ACK, and on the server's FIN a FIN of its own."""
+    from responder import wire
+    from responder.wire import ACK as A, FIN as F, SYN as SY
+
+    cli, srv = wire.ip_bytes(C), wire.ip_bytes(S)
+    frames, t = [], [T0]
+    ts = [5000]
+    state = {"snd": C_ISN, "rcv": 0, "peer_ts": 0}
+
+    def send(flags, **kw):
+        ts[0] += 1
+        opts = (wire.TcpOptions(mss=1460, sack_permitted=True, wscale=7,
+                                timestamps=(ts[0], 0)) if flags & SY
+                else wire.TcpOptions(timestamps=(ts[0], state["peer_ts"])))
+        seg = wire.Segment(cli, srv, CPORT, SPORT, state["snd"], state["rcv"], flags,
+                           64240 if flags & SY else 502, options=opts, ident=ts[0] & 0xFFFF)
+        raw = bytes(wire.build_packet(seg))
+        t[0] += 0.0001
+        frames.append((t[0], raw))
+        if flags & (SY | F):
+            state["snd"] = (state["snd"] + 1) & 0xFFFFFFFF
+        replies = []
+        for out in answer(raw, t[0]):
+            t[0] += 0.0002
+            frames.append((t[0], out))
+            replies.append(wire.parse(out))
+        return replies
+
+    queue = send(SY)
+    fin_seen = False
+    while queue:
+        seg = queue.pop(0)
+        if seg.options.timestamps:
+            state["peer_ts"] = seg.options.timestamps[0]
+        end = (seg.seq + len(seg.payload) + bool(seg.flags & SY) + bool(seg.flags & F))
+        state["rcv"] = end & 0xFFFFFFFF
+        if seg.flags & SY:
+            queue += send(A)
+        elif seg.flags & F:
+            fin_seen = True
+            if close == "separate":
+                queue += send(A)
+            queue += send(F | A)
+        elif seg.payload and (close != "cumulative" or not queue):
+            queue += send(A)
+    assert fin_seen or close == "classic"
+    return frames
+
+
+def _hello_stack():
+    from responder import wire
+    from responder.apps import make_app
+    from responder.tcp import Config, Stack
+
+    stack = Stack(Config(), isn_key=b"offline-test")
+    stack.listen(wire.ip_bytes(S), SPORT, make_app("hello"))
+
+    def answer(raw, now):
+        return [bytes(wire.build_packet(s)) for s in stack.on_segment(wire.parse(raw), now)]
+    return answer
+
+
+def _classic():
+    from responder.classic import ClassicResponder
+
+    responder = ClassicResponder(port=SPORT)
+    return lambda raw, now: [bytes(p) for p in responder.on_packet(raw)]
+
+
+@pytest.mark.parametrize("close", ["separate", "quickack", "cumulative"])
+def test_hello_scn_describes_the_real_hello_responder(tmp_path, hello, close):
+    frames = _linux_client_exchange(_hello_stack(), close)
+    pkts = read_many([write_pcap(tmp_path / "real.pcap", frames)])[0]
+    v = match(hello, pkts, C, S, SPORT)
+    assert v.ok, v.failures
+
+
+def test_classic_scn_describes_the_real_classic_responder(tmp_path, classic):
+    frames = _linux_client_exchange(_classic(), "classic")
+    pkts = read_many([write_pcap(tmp_path / "real.pcap", frames)])[0]
+    v = match(classic, pkts, C, S, SPORT)
+    assert v.ok, v.failures
