@@ -82,6 +82,7 @@ class Capture:
         self._readers: list[threading.Thread] = []
         self._watchdog: threading.Timer | None = None
         self._stop_lock = threading.Lock()
+        self._terminated = False
 
     # ---------------------------------------------------------------- command and output
 
@@ -191,8 +192,9 @@ class Capture:
     def _terminate(self) -> None:
         """SIGINT the group, wait, SIGKILL; then reap and forget.  Idempotent."""
         with self._stop_lock:
-            if self.proc is None:
+            if self.proc is None or self._terminated:
                 return
+            self._terminated = True     # never signal the group id again: it may be reused
             if self.proc.poll() is None:
                 self._signal_group(signal.SIGINT)
                 try:
