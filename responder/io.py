@@ -179,16 +179,21 @@ class Responder:
         try:
             self.tx.sendto(data, (wire.ip_str(seg.dst), 0))
         except OSError as e:
-            self.counters["send_errors"] += 1
-            log(f"send error: {e}")
+            self._send_error(e)
 
     def send_packet(self, pkt) -> None:
         try:
             self.tx_raw.sendto(pkt, (socket.inet_ntoa(bytes(pkt[16:20])), 0))
             self.counters["classic_out"] = self.counters.get("classic_out", 0) + 1
         except OSError as e:
-            self.counters["send_errors"] += 1
-            log(f"send error: {e}")
+            self._send_error(e)
+
+    def _send_error(self, e: OSError) -> None:
+        """A send failed (e.g. EPERM from a firewall rule, ENOBUFS): the stack treats the
+        segment as lost and retransmits.  Logged the first 10 times, then every 1000th."""
+        n = self.counters["send_errors"] = self.counters["send_errors"] + 1
+        if n <= 10 or n % 1000 == 0:
+            log(f"send error #{n}: {e}")
 
     # --- the loop -------------------------------------------------------------------------
     def is_ours(self, view, n: int) -> bool:
@@ -299,8 +304,9 @@ class Responder:
         try:
             fn()
         except Exception:       # noqa: BLE001 -- deliberately broad, see docstring
-            self.counters["internal_errors"] += 1
-            log("internal error (packet dropped):\n" + traceback.format_exc().rstrip())
+            n = self.counters["internal_errors"] = self.counters["internal_errors"] + 1
+            if n <= 10 or n % 1000 == 0:
+                log(f"internal error #{n} (packet dropped):\n" + traceback.format_exc().rstrip())
 
     def _on_term(self, signum, frame) -> None:
         self.stop = True

@@ -519,6 +519,7 @@ class Connection:
         self.rtt_seq = None                 # sequence number being timed (Karn)
         self.rtt_time = 0.0
         self.retries = 0
+        self.recover = None                 # SND.NXT when the last timeout happened
         self.persist_backoff = 0
         self.probes_out = 0                 # zero-window probes not answered yet
         # delayed ACK: 0 nothing owed, 1 owed (timer), 2 owed now
@@ -1037,6 +1038,12 @@ class Stack:
         conn.timers.pop("rto", None)
         if conn.snd_una != conn.snd_nxt:
             self._arm_rto(conn)
+        if conn.recover is not None:
+            if seq_lt(ack, conn.recover):
+                self.counters["retransmissions"] += 1
+                self._retransmit_head(conn)
+            else:
+                conn.recover = None
         if acked_data:
             conn.events.append(("on_send_space",))
 
@@ -1234,17 +1241,26 @@ class Stack:
             self._emit(conn._seg(conn.iss, conn.rcv_nxt, SYN | ACK,
                                  options=conn._syn_options(True)))
         else:
-            una = conn.snd_una
-            data_left = max(0, seq_diff(seq_add(conn.buf_seq, conn.buffered), una))
-            n = min(data_left, conn.snd_mss)
-            flags = ACK | (PSH if n and n == data_left else 0)
-            if n == data_left and conn.fin_sent:
-                flags |= FIN
-            if n:
-                self._send_data(conn, una, n, flags)
-            else:
-                self._emit(conn._seg(una, conn.rcv_nxt, flags))
+            conn.recover = conn.snd_nxt
+            self._retransmit_head(conn)
         self._set_timer(conn, "rto", conn.rto)
+
+    def _retransmit_head(self, conn: Connection) -> None:
+        """Send again the first unacknowledged segment (up to one MSS from SND.UNA, with our
+        FIN if it fits).  After a timeout, each ACK that advances but stays below the point
+        where the timeout happened (``conn.recover``) means the next segment was lost too:
+        it is resent at once instead of after another, doubled, RTO (the partial-ACK rule of
+        RFC 6582 section 3.2, without the rest of NewReno)."""
+        una = conn.snd_una
+        data_left = max(0, seq_diff(seq_add(conn.buf_seq, conn.buffered), una))
+        n = min(data_left, conn.snd_mss)
+        flags = ACK | (PSH if n and n == data_left else 0)
+        if n == data_left and conn.fin_sent:
+            flags |= FIN
+        if n:
+            self._send_data(conn, una, n, flags)
+        else:
+            self._emit(conn._seg(una, conn.rcv_nxt, flags))
 
     def _timer_persist(self, conn: Connection) -> None:
         """Zero-window probe (RFC 9293 3.8.6.1, RFC 1122 4.2.2.17), Linux style: a segment with

@@ -196,3 +196,29 @@ def test_syn_sent_retransmits_syn_then_gives_up_silently():
     out = p.tick(4.0)
     p.recv_nothing(out)
     assert p.state is State.CLOSED and ("closed", "timeout") in p.app.events
+
+
+def test_after_a_timeout_partial_acks_resend_the_next_lost_segment_at_once():
+    p = conn_established(nodelay=True)
+    for chunk in (b"a" * 10, b"b" * 10, b"c" * 10):
+        p.conn.send(chunk)
+    assert len(p.stack.take_output()) == 3                 # all three are lost
+    out = p.tick(1.0)
+    p.recv(out, seq=LOCAL_ISS + 1, payload=b"a" * 10 + b"b" * 10 + b"c" * 10)
+    # (the retransmission may repacketize: one MSS from SND.UNA)
+    p.rcv_nxt = seq_add(LOCAL_ISS, 31)
+    p.recv_nothing(p.send(p.seg(ACK)))
+    assert p.conn.recover is None
+    q = conn_established(nodelay=True, mss=1460)
+    q.conn.snd_mss = 10                                     # one chunk per segment
+    for chunk in (b"a" * 10, b"b" * 10, b"c" * 10):
+        q.conn.send(chunk)
+    q.stack.take_output()
+    q.recv(q.tick(1.0), seq=LOCAL_ISS + 1, payload=b"a" * 10)
+    q.rcv_nxt = seq_add(LOCAL_ISS, 11)                      # partial ACK: "b" was lost too
+    q.recv(q.send(q.seg(ACK)), seq=LOCAL_ISS + 11, payload=b"b" * 10)
+    q.rcv_nxt = seq_add(LOCAL_ISS, 21)
+    q.recv(q.send(q.seg(ACK)), seq=LOCAL_ISS + 21, payload=b"c" * 10)
+    q.rcv_nxt = seq_add(LOCAL_ISS, 31)
+    q.recv_nothing(q.send(q.seg(ACK)))
+    assert q.stack.stats()["retransmissions"] == 3 and q.stack.next_deadline() is None
