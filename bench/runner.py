@@ -127,10 +127,12 @@ def git_info() -> dict:
 
 
 class Bench:
-    def __init__(self, backend, params: Params, workdir: Path, log=progress):
+    def __init__(self, backend, params: Params, workdir: Path, log=progress,
+                 keep_as: Path | None = None):
         self.b = backend
         self.p = params
         self.work = workdir
+        self.keep_as = keep_as          # profiles are kept as <keep_as>-<name>.prof
         self.log = log
         self.vm_ip = backend.vm_ip
         self._n = 0
@@ -331,6 +333,11 @@ class Bench:
             prof = self.work / f"{name}.prof"
             res = self.measure(lambda: start(prof), port, "hello", p.profile_n, p.hello_c)
             out[name] = summarize_profile(prof, res, loop)
+            if self.keep_as and prof.exists():
+                kept = self.keep_as.with_name(f"{self.keep_as.name}-{name}.prof")
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(prof, kept)
+                out[name]["file"] = os.path.relpath(kept, PROJECT_ROOT)
         return out
 
     # --- item 5 -------------------------------------------------------------------------
@@ -408,7 +415,11 @@ class Bench:
                 run_dir = PROJECT_ROOT / line.split(": ", 1)[1].strip()
         t = {}
         if run_dir and (run_dir / "result.json").exists():
-            t = json.loads((run_dir / "result.json").read_text()).get("timings", {})
+            data = json.loads((run_dir / "result.json").read_text())
+            # the demo's own step timings sit under "run" (the top-level "timings" are the
+            # capture's: packets, duration, SYN,ACK delay)
+            t = data.get("run", {}).get("timings") or {}
+            r["capture_timings"] = data.get("timings", {})
         if run_dir and run_dir.is_dir() and run_dir.parent.name == "runs":
             shutil.rmtree(run_dir, ignore_errors=True)
         r["timings"] = t
@@ -578,6 +589,19 @@ def summarize_profile(path: Path, res: dict, loop: tuple = ("io.py", "run"),
     for r in rows:
         r["share_of_busy"] = round(r["tottime_s"] / busy, 4) if busy else None
         r["us_per_conn"] = round(r["tottime_s"] / ok * 1e6, 2) if ok else None
+    modules: dict = {}
+    for r in rows:
+        if _is_wait(r["function"]):
+            continue
+        name = r["function"].split(":", 1)[0]
+        if name == "~":         # C functions: name the system calls, the rest are builtins
+            fn = r["function"]
+            name = "syscall " + fn.split("'")[1] if "of '_socket.socket'" in fn \
+                else "builtins (C)"
+        elif name not in ("wire.py", "tcp.py", "apps.py", "io.py"):
+            name = "other Python"
+        modules[name] = modules.get(name, 0.0) + r["tottime_s"]
+    mod_total = sum(modules.values())
     by_tt = sorted((r for r in rows if not _is_wait(r["function"])),
                    key=lambda r: -r["tottime_s"])
     by_ct = sorted((r for r in rows if r["cumtime_s"] <= loop_s + 1e-9),
@@ -588,6 +612,10 @@ def summarize_profile(path: Path, res: dict, loop: tuple = ("io.py", "run"),
             "busy_us_per_conn": round(busy / ok * 1e6, 1) if ok else None,
             "busy_us_per_segment": round(busy / segs * 1e6, 2) if segs else None,
             "conn_per_s_profiled": res.get("conn_per_s"),
+            # own time by module over the whole profile (start-up included), >= 0.5 %
+            "by_module_share": {k: round(v / mod_total, 4) for k, v in
+                                sorted(modules.items(), key=lambda kv: -kv[1])
+                                if v / mod_total >= 0.005} if mod_total else {},
             "top_tottime": by_tt[:top], "top_cumtime": by_ct[:top]}
 
 
@@ -743,7 +771,8 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
             log(f"bench: making lab '{prefix}' with `invoke up` (timed: item lab)")
             first_up = timed_invoke(["up", "--prefix", prefix], timeout=600)
             result["bench_lab"] = {"up_s": first_up["wall_s"], "steps": first_up["steps"]}
-            b = Bench(backend, params, work, log)
+            b = Bench(backend, params, work, log,
+                      keep_as=results_dir / f"{stamp}{'-quick' if quick else ''}")
             steps = {"checksum": b.item_checksum, "handshake": b.item_handshake,
                      "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
                      "lab": lambda: b.item_lab(list(backends), scratch, first_up)}
@@ -775,7 +804,7 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["seconds"] = round(time.monotonic() - t_all, 1)
     result["comparisons"] = comparisons(result["items"])
-    out = results_dir / f"{stamp}{'-quick' if quick else ''}.json"
+    out = results_dir / f"{stamp}{'-quick' if quick else ''}.json"      # as keep_as above
     write_json(result, out)
     png = plot(result, out.with_suffix(".png"))
     return result, out, png
@@ -792,6 +821,8 @@ def render(result: dict) -> str:
                       f"{prof.get('busy_us_per_conn')} us busy per connection, "
                       f"{prof.get('busy_us_per_segment')} us per segment, under cProfile); "
                       f"top own time:"]
+        parts.append("  by module: " + ", ".join(
+            f"{k} {100 * v:.0f}%" for k, v in prof.get("by_module_share", {}).items()))
         for r in prof["top_tottime"][:8]:
             parts.append(f"  {r['tottime_s']:8.3f} s  {100 * (r['share_of_busy'] or 0):5.1f}%  "
                          f"{r['ncalls']:>8}  {r['function']}")
