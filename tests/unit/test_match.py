@@ -409,16 +409,20 @@ def _classic():
     return lambda raw, now: [bytes(p) for p in responder.on_packet(raw)]
 
 
+CASES.update({
+    "real_hello_separate": lambda: _linux_client_exchange(_hello_stack(), "separate"),
+    "real_hello_quickack": lambda: _linux_client_exchange(_hello_stack(), "quickack"),
+    "real_hello_cumulative": lambda: _linux_client_exchange(_hello_stack(), "cumulative"),
+    "real_classic": lambda: _linux_client_exchange(_classic(), "classic"),
+})
+
+
 @pytest.mark.parametrize("close", ["separate", "quickack", "cumulative"])
-def test_hello_scn_describes_the_real_hello_responder(tmp_path, hello, close):
-    frames = _linux_client_exchange(_hello_stack(), close)
-    pkts = read_many([write_pcap(tmp_path / "real.pcap", frames)])[0]
-    v = match(hello, pkts, C, S, SPORT)
+def test_hello_scn_describes_the_real_hello_responder(captures, hello, close):
+    v = judge(captures, hello, f"real_hello_{close}")
     assert v.ok, v.failures
 
 
-def test_classic_scn_describes_the_real_classic_responder(tmp_path, classic):
-    frames = _linux_client_exchange(_classic(), "classic")
-    pkts = read_many([write_pcap(tmp_path / "real.pcap", frames)])[0]
-    v = match(classic, pkts, C, S, SPORT)
+def test_classic_scn_describes_the_real_classic_responder(captures, classic):
+    v = judge(captures, classic, "real_classic")
     assert v.ok, v.failures
