@@ -1327,6 +1327,9 @@ class Stack:
 def _drop_reason(conn, seg, ev) -> str:
     if ev is None or not isinstance(ev, Ev):
         return "dropped"
+    if ev is Ev.OUT_OF_WINDOW and conn is not None and conn.ts_ok and not seg.flags & RST \
+            and seg.options.timestamps and seq_lt(seg.options.timestamps[0], conn.ts_recent):
+        return "paws"                                   # RFC 7323 5.3
     return {Ev.OUT_OF_WINDOW: "out_of_window", Ev.NO_TIMESTAMP: "missing_timestamp",
             Ev.RST_BAD: "rst_out_of_window", Ev.RST_INWIN: "rst_in_window",
             Ev.NO_ACK: "no_ack", Ev.BAD_ACK: "bad_ack", Ev.SYN: "syn_in_synchronized",

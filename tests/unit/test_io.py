@@ -152,3 +152,44 @@ def test_stdlib_only_imports():
     r = subprocess.run(["/usr/bin/python3", "-S", "-E", "-c", code], cwd=ROOT, capture_output=True,
                        text=True)
     assert r.stdout.strip() == "[]", r.stderr
+
+
+def _responder_in_empty_netns(*args):
+    """The real responder, as root, in a new empty network namespace (``unshare -n``): nothing
+    can reach it and it reaches nothing, but its sockets, signals and output are real."""
+    import os
+    import shutil
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare")
+    return subprocess.Popen(["unshare", "-n", "/usr/bin/python3", "-m", "responder",
+                             "--listen", "192.168.56.100:80", "--app", "hello", *args],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+
+
+def test_process_contract_listening_line_sigusr1_sigterm():
+    import signal
+    import time
+    proc = _responder_in_empty_netns()
+    try:
+        lines = []
+        deadline = time.monotonic() + 10
+        while not any(l.startswith("listening on") for l in lines):
+            assert time.monotonic() < deadline, lines
+            lines.append(proc.stderr.readline().rstrip("\n"))
+        assert "listening on 192.168.56.100:80 app=hello" in lines
+        assert "capabilities dropped" in lines
+        status = open(f"/proc/{proc.pid}/status").read()
+        # the child of unshare is the responder; unshare execs, so the pid is the same
+        assert "CapEff:\t0000000000000000" in status, status
+        proc.send_signal(signal.SIGUSR1)
+        counters = json.loads(proc.stderr.readline())
+        assert {"segments_in", "segments_out", "drops", "connections_open",
+                "connections_total", "retransmissions", "challenge_acks"} <= set(counters)
+        assert proc.poll() is None                         # SIGUSR1 does not stop it
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        rest = proc.stderr.read().strip().splitlines()
+        assert json.loads(rest[-1])["segments_out"] == 0  # the exit line
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -122,7 +122,7 @@ def test_paws_rejects_old_timestamp():
     out = p.send(p.seg(ACK, payload=b"b"), advance=False)
     p.recv(out, flags=ACK, ack=REMOTE_ISS + 2)
     assert p.app.data == b"a"
-    assert p.stack.drops["out_of_window"] == 1
+    assert p.stack.drops["paws"] == 1
 
 
 def test_missing_timestamp_dropped():
