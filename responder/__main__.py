@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app", required=True, choices=APPS, help="what to say (see below)")
     p.add_argument("--classic", action="store_true",
                    help="run the lecture's copy-and-swap program instead of the state machine "
-                        "(byte for byte, bugs included; IPPROTO_RAW socket)")
+                        "(byte for byte, bugs included; IPPROTO_RAW socket); it always says the "
+                        "lecture's three lines, whatever --app says")
     p.add_argument("--isn", type=_int, metavar="N",
                    help="fixed initial sequence number (decimal or 0x..); default: RFC 6528 "
                         "keyed hash + 4 us clock (classic: 0xaaaabbbb)")

@@ -297,6 +297,11 @@ class Responder:
                 n = self.rx.recv_into(self.rbuf)
             except (BlockingIOError, InterruptedError):
                 return
+            except OSError as e:                # e.g. ENOBUFS: count it, keep serving
+                n = self.counters["recv_errors"] = self.counters.get("recv_errors", 0) + 1
+                if n <= 10:
+                    log(f"receive error #{n}: {e}")
+                return
             self._guard(lambda: self.handle_packet(n))
 
     def _guard(self, fn) -> None:

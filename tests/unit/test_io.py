@@ -193,3 +193,19 @@ def test_process_contract_listening_line_sigusr1_sigterm():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_receive_errors_are_counted_not_fatal():
+    r = make_responder()
+
+    class Sock:
+        calls = 0
+
+        def recv_into(self, buf):
+            Sock.calls += 1
+            if Sock.calls == 1:
+                raise OSError(105, "No buffer space available")
+            raise BlockingIOError
+    r.rx = Sock()
+    r._drain()
+    assert r.counters["recv_errors"] == 1
