@@ -163,3 +163,23 @@ def test_c_escapes_round_trip():
     assert c_unescape(c_escape(raw)) == raw
     assert c_unescape(r"\101\0\x41") == b"A\0A"
     assert parse_flags("S.") == SYN | ACK and parse_flags("F.") == FIN | ACK
+
+
+def test_any_text_is_a_scenario_or_a_scenario_error():
+    from hypothesis import given, settings, strategies as st
+
+    pieces = st.sampled_from(["c>s", "s>c", "[S.]", "[", "]", "{", "}", "seq", "1:12", ",",
+                              "ack", "win", "*", "options", "mss", "TS val", "ecr", "echo",
+                              '"', "\\", "payload", "after", "@a", "within", "1-2s", "#",
+                              "analysis", "none", "length", "0x1", " ", "\n"])
+    line = st.lists(st.one_of(pieces, st.text(max_size=3)), max_size=12).map("".join)
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(line, max_size=5))
+    def run(lines):
+        try:
+            parse("\n".join(lines) + "\n")
+        except ScenarioError as exc:
+            assert str(exc).startswith("t.scn")
+
+    run()
