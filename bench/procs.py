@@ -120,3 +120,28 @@ def _kill_leftovers():
             os.killpg(p.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def cpu_times() -> dict:
+    """This machine's CPU time so far (all cores, seconds) by kind, from /proc/stat, plus the
+    CPU time of this process's waited-for children (the load generator)."""
+    import resource
+    tick = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        vals = [int(x) / tick for x in f.readline().split()[1:8]]
+    user, nice, system, idle, iowait, irq, softirq = vals
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"user": user + nice, "system": system + irq, "softirq": softirq,
+            "idle": idle + iowait, "children": ru.ru_utime + ru.ru_stime}
+
+
+def cpu_delta(before: dict, after: dict) -> dict:
+    """Shares of the machine's CPU time between two :func:`cpu_times` (busy = not idle), and
+    the children's CPU seconds."""
+    d = {k: after[k] - before[k] for k in before}
+    total = d["user"] + d["system"] + d["softirq"] + d["idle"]
+    out = {f"{k}_share": round(d[k] / total, 3) if total else None
+           for k in ("user", "system", "softirq")}
+    out["busy_share"] = round(1 - d["idle"] / total, 3) if total else None
+    out["children_cpu_s"] = round(d["children"], 3)
+    return out

@@ -176,3 +176,24 @@ def plot(result: dict, path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def main(argv=None) -> int:
+    """``python -m bench.report RESULT.json [--markdown]``: show a saved run again (the
+    README's table is made this way)."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    p.add_argument("path", type=Path)
+    p.add_argument("--markdown", action="store_true", help="a Markdown table")
+    args = p.parse_args(argv)
+    result = json.loads(args.path.read_text())
+    print(format_machine(result) + "\n")
+    print(format_table(result, markdown=args.markdown))
+    for extra in (format_missed(result), format_errors(result)):
+        if extra:
+            print("\n" + extra)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
