@@ -260,8 +260,8 @@ def _analysis_names(tree) -> set[str]:
 
 
 def _field(layer, name, default=None):
-    value = layer._all_fields.get(name, default)
-    return value
+    """A field of a pyshark JSON layer, by its Wireshark name."""
+    return layer._all_fields.get(name, default)
 
 
 def _ip_offset(pkt) -> int:
