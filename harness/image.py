@@ -43,9 +43,10 @@ GUEST_FILES: dict[str, tuple[int, str]] = {
     "/etc/hostname": (0o644, "tcplab-vm\n"),
     "/etc/hosts": (0o644, "127.0.0.1 localhost\n127.0.1.1 tcplab-vm\n"),
     "/etc/fstab": (0o644, "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n"),
-    # Default network: DHCP on every NIC (a Vagrant box's management network).  A tcplab qemu
+    # Default network: DHCP on every NIC (a Vagrant box's management network); sorts after
+    # Vagrant's own 50-vagrant-ethN.network for its private_network.  A tcplab qemu
     # lab overrides it with a static address from fw_cfg (/run/systemd/network sorts first).
-    "/etc/systemd/network/50-tcplab-dhcp.network": (0o644, """\
+    "/etc/systemd/network/80-tcplab-dhcp.network": (0o644, """\
 [Match]
 Name=eth*
 

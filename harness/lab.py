@@ -170,7 +170,10 @@ def get_backend(name: str, prefix: str = DEFAULT_PREFIX, **kw) -> Backend:
     if name == "netns":
         from .netns import NetnsBackend
         return NetnsBackend(prefix=prefix, **kw)
-    raise LabError(f"unknown backend {name!r}: choose netns (more backends arrive with issue 6)")
+    if name == "qemu":
+        from .qemu import QemuBackend
+        return QemuBackend(prefix=prefix, **kw)
+    raise LabError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 
-BACKENDS = ("netns",)
+BACKENDS = ("netns", "qemu")

@@ -77,12 +77,11 @@ def test_guest_is_a_real_debian_vm_reached_over_ssh(qemu_lab):
 
 
 def test_provisioned_by_the_same_playbook(qemu_lab):
-    from harness.provision import provision
+    # Idempotence of the playbook is tested on the netns lab; under TCG a second run costs
+    # ~1.5 min, so here one run and its effects.
     from harness.ssh import LabSSH
     first = qemu_lab.extra["first_recap"]
     assert first.get("failed") == 0 and first.get("changed", 0) >= 1, first
-    again = provision(qemu_lab)
-    assert again["changed"] == 0, f"second provisioning changed something: {again}"
     with LabSSH(qemu_lab.ssh_endpoint()) as ssh:
         rules = ssh.run("iptables -S OUTPUT").stdout
         assert RST_RULE in rules and rules.count("--tcp-flags RST RST") == 1, rules
