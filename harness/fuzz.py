@@ -498,7 +498,7 @@ def write_seed_corpus(directory: Path) -> int:
     return n
 
 
-def run_atheris(inputs: int, workdir: Path, max_len: int = 512) -> dict:
+def run_atheris(inputs: int, workdir: Path, max_len: int = 512, seconds: int = 0) -> dict:
     """Run atheris for ``inputs`` inputs in a child process (libFuzzer exits the process);
     parse its final "Done N runs" line."""
     corpus = workdir / "corpus"
@@ -509,6 +509,7 @@ def run_atheris(inputs: int, workdir: Path, max_len: int = 512) -> dict:
     proc = subprocess.run(
         [sys.executable, "-c", _ATHERIS_CHILD, f"-runs={inputs}",
          f"-max_len={max_len}", "-print_final_stats=1", f"-artifact_prefix={workdir}/",
+         *([f"-max_total_time={seconds}"] if seconds else []),
          str(corpus)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, env=env)
     elapsed = time.monotonic() - t0
@@ -526,7 +527,8 @@ def run_atheris(inputs: int, workdir: Path, max_len: int = 512) -> dict:
             "buffers": fed.get("buffers"), "seconds": round(elapsed, 1),
             "escapes": len(crash), "crash_files": crash, "exit_status": proc.returncode,
             "last_status": cov[-1].strip() if cov else "", "log": str(workdir / "atheris.log"),
-            "ok": proc.returncode == 0 and runs is not None and runs >= inputs and not crash}
+            "ok": proc.returncode == 0 and runs is not None and not crash
+            and (runs >= inputs or bool(seconds))}
 
 
 def run_hypothesis(inputs: int) -> dict:
@@ -570,14 +572,16 @@ def have_atheris() -> bool:
         return False
 
 
-def fuzz(inputs: int = 1_000_000, engine: str = "auto", workdir: Path | None = None) -> dict:
-    """The long fuzz (``invoke fuzz``): returns a result dict (inputs run, escapes, time)."""
+def fuzz(inputs: int = 1_000_000, engine: str = "auto", workdir: Path | None = None,
+         seconds: int = 0) -> dict:
+    """The long fuzz (``invoke fuzz``): returns a result dict (inputs run, escapes, time).
+    ``seconds`` (atheris only) ends the run early; the inputs done are still reported."""
     if engine == "auto":
         engine = "atheris" if have_atheris() else "hypothesis"
     from .lab import responder_tree_hash
     if engine == "atheris":
         workdir = workdir or Path(tempfile.mkdtemp(prefix="tcplab-fuzz-"))
-        res = run_atheris(inputs, workdir)
+        res = run_atheris(inputs, workdir, seconds=seconds)
     else:
         res = run_hypothesis(inputs)
     res["responder_sha256"] = responder_tree_hash()
@@ -596,14 +600,115 @@ atheris.Fuzz()
 """
 
 
+# ---------------------------------------------------------------------------------------------
+# Long runs on a real lab: the full flood, and many demos in a row.
+# ---------------------------------------------------------------------------------------------
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def lab_processes(backend, names=("tshark", "dumpcap")) -> list[str]:
+    """Processes called ``names`` that belong to the lab: in its namespaces, children of this
+    process, or mentioning its state directory."""
+    from .util import pids_mentioning
+    pids = set(pids_mentioning(str(backend.state_dir) + "/"))
+    for ns in (getattr(backend, "host_ns", None), getattr(backend, "vm_ns", None)):
+        if ns:
+            out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+            pids |= {int(p) for p in out.stdout.split() if p.isdigit()}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    if f"PPid:\t{os.getpid()}\n" in f.read():
+                        pids.add(int(entry))
+            except OSError:
+                pass
+    found = []
+    for pid in sorted(pids):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm in names:
+            found.append(f"{comm}[{pid}]")
+    return found
+
+
+def soak(count: int, prefix: str = "relsoak", scenario: str = "hello",
+         runs_dir: Path | None = None) -> dict:
+    """``count`` demos in a row in this process on one lab (made here, removed at the end):
+    each must match; after each, no tshark/dumpcap of the lab may be left and the number of
+    open file descriptors (after a garbage collection) must not grow."""
+    import gc
+    from .demo import run_demo
+    from .lab import get_backend
+    from .provision import bring_up
+    backend = get_backend("netns", prefix)
+    runs_dir = runs_dir or Path(tempfile.mkdtemp(prefix="tcplab-soak-"))
+    fds, failures, leftovers, seconds = [], [], [], []
+    bring_up(backend)
+    try:
+        for i in range(count):
+            t0 = time.monotonic()
+            res = run_demo(backend, scenario, runs_dir=runs_dir)
+            seconds.append(time.monotonic() - t0)
+            if not res.ok:
+                failures.append(f"demo {i}: {res.reason}")
+            left = lab_processes(backend)
+            if left:
+                leftovers.append(f"after demo {i}: {', '.join(left)}")
+            gc.collect()
+            fds.append(open_fds())
+    finally:
+        backend.down()
+    return {"demos": count, "failures": failures, "leftover_captures": leftovers,
+            "open_fds": fds, "fd_growth": fds[-1] - fds[0] if fds else 0,
+            "demo_s_p50": round(sorted(seconds)[len(seconds) // 2], 2) if seconds else None,
+            "ok": not failures and not leftovers and bool(fds) and fds[-1] <= fds[0]}
+
+
+def flood_run(count: int = 100_000, prefix: str = "relflood", clients: int = 1000) -> dict:
+    """The full SYN flood on a lab of its own: hello responder, ``count`` spoofed-port SYNs,
+    hello clients during it; the responder's memory and counters."""
+    from . import attack
+    from .lab import get_backend
+    from .provision import bring_up
+    backend = get_backend("netns", prefix)
+    bring_up(backend)
+    try:
+        with attack.Target(backend, "hello") as t:
+            idle, _ = t.memory_kb()
+            res = attack.syn_flood(backend, count, clients=clients, watch_pid=t.proc.pid)
+            rss, peak = t.memory_kb()
+            counters = t.counters()
+    finally:
+        backend.down()
+    res.update(idle_rss_kb=idle, rss_kb=rss, peak_rss_kb=peak, counters=counters,
+               completion=round(res["clients_ok"] / res["clients"], 3) if res["clients"] else None)
+    res["ok"] = bool(res["clients"]) and res["completion"] >= 0.9
+    return res
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m harness.fuzz", description=__doc__.split("\n")[0])
     p.add_argument("--inputs", type=int, default=1_000_000)
     p.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
     p.add_argument("--workdir", type=Path)
+    p.add_argument("--seconds", type=int, default=0, help="stop after this long (atheris)")
+    p.add_argument("--flood", type=int, default=0, help="run the SYN flood of this size instead")
+    p.add_argument("--soak", type=int, default=0, help="run this many demos in a row instead")
+    p.add_argument("--prefix", default="relfuzz", help="lab name for --flood / --soak")
     a = p.parse_args(argv)
-    res = fuzz(a.inputs, a.engine, a.workdir)
+    if a.flood:
+        res = flood_run(a.flood, a.prefix)
+    elif a.soak:
+        res = soak(a.soak, a.prefix)
+    else:
+        res = fuzz(a.inputs, a.engine, a.workdir, seconds=a.seconds)
     print(json.dumps(res, indent=2))
     return 0 if res["ok"] else 1
 

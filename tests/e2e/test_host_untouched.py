@@ -1,0 +1,113 @@
+"""The machine the harness runs on (as root) stays as it was: the root network namespace
+(addresses, routes, links, iptables, nft) and the host's SSH and Ansible files are identical
+after every step of a lab's life, and the harness refuses names and paths that would make it
+act on something that is not its lab."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, new_prefix, require_lab_machine, root_ns_state
+
+pytestmark = pytest.mark.e2e
+
+
+def invoke(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def listing(d: Path) -> list | str:
+    """Every file under ``d`` with its size and modification time (or "absent")."""
+    if not d.exists():
+        return "absent"
+    out = []
+    for p in sorted(d.rglob("*")):
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        out.append((str(p.relative_to(d)), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def host_state() -> dict:
+    s = root_ns_state()
+    home = Path(os.environ.get("HOME", "/root"))
+    for name, d in (("home_ssh", home / ".ssh"), ("home_ansible", home / ".ansible"),
+                    ("etc_ssh", Path("/etc/ssh")), ("etc_netns", Path("/etc/netns"))):
+        s[name] = listing(d)
+    return s
+
+
+def changes(before: dict, after: dict) -> dict:
+    return {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
+
+
+def scenarios() -> list[str]:
+    return sorted(p.stem for p in (ROOT / "scenarios").glob("*.scn"))
+
+
+def test_up_demo_every_scenario_and_down_leave_the_host_as_it_was(tmp_path):
+    require_lab_machine()
+    prefix = new_prefix("rel")
+    before = host_state()
+    steps = [("up",), ("demo",)] + [("demo", "--scenario", s) for s in scenarios()] + [("down",)]
+    done = []
+    try:
+        for step in steps:
+            r = invoke(*step, "--prefix", prefix)
+            done.append((" ".join(step), r.returncode))
+            if step[0] in ("up", "down"):
+                assert r.returncode == 0, f"invoke {' '.join(step)}: {r.stderr[-1500:]}"
+            diff = changes(before, host_state())
+            assert not diff, f"after `invoke {' '.join(step)}` the host changed: {diff}"
+    finally:
+        invoke("down", "--prefix", prefix)
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert prefix not in names
+    assert not changes(before, host_state())
+    assert len(done) == len(steps) >= 4, done
+
+
+@pytest.mark.parametrize("root, prefix", [("/", "etc"), ("/", "usr"), ("/usr", "lib"),
+                                          ("/var", "lib"), ("/", "root")])
+def test_a_state_root_that_makes_the_state_dir_a_system_directory_is_refused(
+        monkeypatch, root, prefix):
+    """`invoke down` removes the state directory and kills every process that mentions it;
+    with TCPLAB_STATE_ROOT=/ and --prefix etc that would be /etc.  Only checked, never run."""
+    from harness.lab import get_backend
+    from harness.util import LabError
+    monkeypatch.setenv("TCPLAB_STATE_ROOT", root)
+    with pytest.raises(LabError):
+        b = get_backend("netns", prefix)
+        raise AssertionError(f"accepted: the lab's state directory would be {b.state_dir}")
+
+
+def test_down_leaves_alone_a_namespace_tcplab_did_not_make():
+    """`ip netns` names are global and chosen by anyone: `invoke down --prefix work` must not
+    kill what runs in someone's own namespace `work-vm` and delete it (as `up` already refuses
+    to take it over)."""
+    require_lab_machine()
+    prefix = new_prefix("rel")
+    ns = f"{prefix}-vm"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "60"])
+    try:
+        time.sleep(0.2)
+        r = invoke("down", "--prefix", prefix)
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        alive = sleeper.poll() is None
+        assert ns in names and alive, (f"`invoke down --prefix {prefix}` (exit {r.returncode}) "
+                                       f"removed namespace {ns} or killed its process "
+                                       f"(namespace there: {ns in names}, process alive: {alive})")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
