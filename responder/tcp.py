@@ -49,6 +49,8 @@ from .wire import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, Segment, TcpOptions, ip_s
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
+#: MSS values a SYN cookie can remember (3 bits), as in Linux's msstab.
+COOKIE_MSS = (536, 1200, 1360, 1440, 1452, 1460)
 
 # --------------------------------------------------------------------------------------------
 # Sequence-number arithmetic (RFC 9293 section 3.4): a circle of 2**32 numbers.  "a < b" means
@@ -197,6 +199,11 @@ def _build_table() -> dict:
                             "<SEQ=SEG.ACK><CTL=RST>")
     for e in (Ev.RST, Ev.RST_INWIN, Ev.RST_BAD):
         t[S.LISTEN, e] = _r("drop", S.LISTEN, "9293 3.10.7.2 first: an incoming RST is ignored")
+    for e in (Ev.ACK, Ev.DATA, Ev.FIN):
+        t[S.LISTEN, e] = _r("cookie_or_reset", (S.LISTEN, S.ESTABLISHED, S.CLOSE_WAIT),
+                            "9293 3.10.7.2 second: ACK in LISTEN -> <SEQ=SEG.ACK><CTL=RST>; "
+                            "unless it carries our SYN cookie (4987 3.6): the TCB a flood "
+                            "pushed out is rebuilt and the segment processed (-> ESTABLISHED)")
     t[S.LISTEN, Ev.SYN] = _r("passive_open", (S.LISTEN, S.SYN_RECEIVED),
                              "9293 3.10.7.2 third: SYN -> send SYN,ACK, SYN-RECEIVED (half-open "
                              "table bounded, oldest dropped; data in the SYN is not kept or "
@@ -423,6 +430,7 @@ class Config:
     msl2: float = 2.0               # TIME-WAIT length; 2 MSL is 4 minutes in RFC 9293, 2 s in a lab
     fin_wait_2_timeout: float = 60.0  # Linux tcp_fin_timeout; not in the RFC
     max_half_open: int = 1024       # bound on SYN-RECEIVED TCBs (oldest dropped)
+    syn_cookies: bool = True        # under pressure, make SYN,ACKs rebuildable (RFC 4987 3.6)
     challenge_ack_limit: int = 10   # per connection per second (RFC 5961 7)
 
 
@@ -507,6 +515,7 @@ class Connection:
         self.ts_recent = 0
         self.ts_recent_age = 0.0
         self.ts_offset = 0
+        self.synack_tsval = None            # a SYN cookie's TSval with options in its low bits
         # send buffer: chunks as the app wrote them, first byte at sequence buf_seq
         self.chunks: collections.deque = collections.deque()
         self.buffered = 0
@@ -662,10 +671,11 @@ class Connection:
             ts = (self.tsval(now), 0) if cfg.timestamps else None
             return TcpOptions(mss=cfg.mss, wscale=cfg.wscale if cfg.wscale is not None else None,
                               sack_permitted=cfg.sack_permitted, timestamps=ts)
+        tsval = self.synack_tsval if self.synack_tsval is not None else self.tsval(now)
         return TcpOptions(mss=cfg.mss,
                           wscale=self.rcv_wscale if self.ws_ok else None,
                           sack_permitted=self.sack_ok,
-                          timestamps=(self.tsval(now), self.ts_recent) if self.ts_ok else None)
+                          timestamps=(tsval, self.ts_recent) if self.ts_ok else None)
 
     def _take_peer_syn_options(self, seg: Segment) -> None:
         """Negotiate from the peer's SYN (or SYN,ACK): RFC 9293 3.7.1 (MSS), RFC 7323 2.2-2.3
@@ -702,7 +712,7 @@ class Connection:
 
 COUNTER_NAMES = ("segments_in", "segments_out", "connections_open", "connections_total",
                  "established_total", "retransmissions", "challenge_acks", "resets_sent",
-                 "resets_received", "stateless_replies")
+                 "resets_received", "stateless_replies", "syn_cookies_accepted")
 
 
 class Stack:
@@ -864,9 +874,14 @@ class Stack:
         self._out.append(rst)
 
     def _act_passive_open(self, _conn, seg, ev, lst=None) -> None:
-        """LISTEN + SYN (RFC 9293 3.10.7.2 third): new TCB in SYN-RECEIVED, send SYN,ACK.  The
-        half-open table is bounded: when full, the oldest SYN-RECEIVED TCB is dropped silently
-        (no RST: answering a flood with RSTs only doubles it)."""
+        """LISTEN + SYN (RFC 9293 3.10.7.2 third): new TCB in SYN-RECEIVED, send SYN,ACK.
+
+        SYN floods (RFC 4987).  Memory: the half-open table is bounded; when full, the oldest
+        SYN-RECEIVED TCB is dropped silently (no RST: answering a flood with RSTs only doubles
+        it).  Service: once the table is half full, new SYN,ACKs carry a SYN cookie as their
+        ISS (see :meth:`_cookie`) instead of the RFC 6528 ISN, so if their TCB is then pushed
+        out by the flood before the peer's ACK is processed, that ACK still proves the
+        handshake and the TCB is rebuilt (:meth:`_act_cookie_or_reset`)."""
         cfg = self.config
         while len(self.half_open) >= cfg.max_half_open:
             _, old = self.half_open.popitem(last=False)
@@ -876,11 +891,78 @@ class Stack:
         local, remote = (bytes(seg.dst), seg.dport), (bytes(seg.src), seg.sport)
         conn = self._new_conn(local, remote, lst.app, passive=True, rcv_buf=lst.app.rcv_buf)
         conn._take_peer_syn_options(seg)
+        if cfg.syn_cookies and cfg.fixed_isn is None \
+                and len(self.half_open) >= max(1, cfg.max_half_open // 2):
+            self._make_cookie_tcb(conn, seg)
         conn.state = S.LISTEN           # the TCB is born from the listener (RFC 9293 3.10.7.2)
         self._set_state(conn, S.SYN_RECEIVED)
         self.half_open[conn.key] = conn
         conn.rtt_seq, conn.rtt_time = conn.iss, self._now
         self._send_synack(conn)
+
+    # --- SYN cookies (RFC 4987 3.6, as Linux does them) ---------------------------------
+    def _cookie(self, local, remote, peer_isn: int, count: int, mss_idx: int) -> int:
+        """ISS = 24 bits of keyed hash (4-tuple, peer's ISN, time slot, MSS index) | 5 bits of
+        the 64-second time slot | 3 bits of MSS index.  Only we can make one; it is valid for
+        two slots (64-128 s); it tells us, from the ACK alone, that we sent that SYN,ACK."""
+        h = _keyed_hash(self.isn_key, b"cookie" + count.to_bytes(8, "big", signed=True)
+                        + peer_isn.to_bytes(4, "big") + bytes((mss_idx,)), local, remote)
+        return (h & 0xFFFFFF00) | ((count & 0x1F) << 3) | mss_idx
+
+    def _make_cookie_tcb(self, conn: Connection, seg: Segment) -> None:
+        """Give ``conn`` a cookie ISS.  The options it negotiated must also be recoverable
+        from the ACK: with timestamps they ride in the low 6 bits of our SYN,ACK's TSval, which
+        the peer echoes as TSecr (Linux's trick; the TSval is rounded down so ours never goes
+        backwards); without timestamps we offer neither window scaling nor SACK."""
+        idx = max(i for i, m in enumerate(COOKIE_MSS) if m <= max(seg.options.mss or 536, 536))
+        count = int(self._now // 64)
+        conn.iss = conn.snd_una = conn.snd_nxt = self._cookie(conn.local, conn.remote, seg.seq,
+                                                              count, idx)
+        conn.buf_seq = seq_add(conn.iss, 1)
+        if conn.ts_ok:
+            bits = (conn.snd_wscale if conn.ws_ok else 0xF) | (0x10 if conn.sack_ok else 0)
+            conn.synack_tsval = (seq_add(conn.tsval(self._now), -64) & ~0x3F) | bits
+        else:
+            conn.ws_ok = conn.sack_ok = False
+            conn.snd_wscale = conn.rcv_wscale = 0
+
+    def _act_cookie_or_reset(self, _conn, seg, ev, lst=None) -> None:
+        """LISTEN + ACK: a RST (RFC 9293 3.10.7.2 second) -- unless SEG.ACK - 1 is a SYN
+        cookie we made for this 4-tuple and SEG.SEQ - 1 in the last two time slots: then the
+        SYN-RECEIVED TCB that the flood pushed out is rebuilt from it and the segment processed
+        as in SYN-RECEIVED."""
+        local, remote = (bytes(seg.dst), seg.dport), (bytes(seg.src), seg.sport)
+        cookie, peer_isn = seq_add(seg.ack, -1), seq_add(seg.seq, -1)
+        idx, slot = cookie & 7, (cookie >> 3) & 0x1F
+        now_count = int(self._now // 64)
+        valid = self.config.syn_cookies and idx < len(COOKIE_MSS) and any(
+            (c & 0x1F) == slot and self._cookie(local, remote, peer_isn, c, idx) == cookie
+            for c in (now_count, now_count - 1))
+        if not valid:
+            self._act_reset(None, seg, ev, lst)
+            return
+        cfg = self.config
+        self.counters["syn_cookies_accepted"] += 1
+        conn = self._new_conn(local, remote, lst.app, passive=True, rcv_buf=lst.app.rcv_buf)
+        conn.iss = conn.snd_una = cookie
+        conn.snd_nxt = conn.buf_seq = seg.ack
+        conn.irs, conn.rcv_nxt = peer_isn, seg.seq
+        conn.rcv_adv = seq_add(seg.seq, min(conn.rcv_buf, 65535))     # what the SYN,ACK said
+        conn.last_ack_sent = seg.seq
+        conn.snd_wl1, conn.snd_wl2 = peer_isn, seg.ack
+        ts = seg.options.timestamps
+        conn.ts_ok = cfg.timestamps and ts is not None
+        bits = ts[1] & 0x3F if conn.ts_ok else 0xF
+        if conn.ts_ok:
+            conn.ts_recent, conn.ts_recent_age = ts[0], self._now
+        conn.ws_ok = (bits & 0xF) != 0xF and cfg.wscale is not None
+        conn.snd_wscale = bits & 0xF if conn.ws_ok else 0
+        conn.rcv_wscale = min(cfg.wscale, 14) if conn.ws_ok else 0
+        conn.sack_ok = bool(bits & 0x10) and cfg.sack_permitted
+        conn.snd_mss = min(COOKIE_MSS[idx], cfg.mss) - (12 if conn.ts_ok else 0)
+        conn.state = S.LISTEN
+        self._set_state(conn, S.SYN_RECEIVED)
+        self._dispatch(conn, conn.state, seg)
 
     def _act_simultaneous_open(self, conn, seg, ev, lst=None) -> None:
         """SYN-SENT + SYN (RFC 9293 3.10.7.3 fourth, figure 7): both sides opened at once."""

@@ -245,6 +245,7 @@ def segment_for(p, pick, pick_flags):
 OUTCOME_CHECKS = {
     "drop": lambda out, c: out == [],
     "reset": lambda out, c: len(out) == 1 and out[0].flags & RST,
+    "cookie_or_reset": lambda out, c: len(out) == 1 and out[0].flags & RST,  # random: no cookie
     "peer_reset": lambda out, c: out == [],
     "ack_drop": lambda out, c: len(out) <= 1 and all(s.flags == ACK for s in out),
     "challenge_ack": lambda out, c: len(out) <= 1 and all(s.flags == ACK for s in out),
@@ -301,3 +302,65 @@ def test_sweep_reaches_every_reachable_pair():
     segment_events = [e for e in Ev if e not in (Ev.CLOSE, Ev.TIMEOUT)]
     expected = {(s, e) for s in State for e in segment_events} - NOT_CLASSIFIED
     assert seen == expected, (sorted(map(str, expected - seen)), sorted(map(str, seen - expected)))
+
+
+# --- SYN cookies -----------------------------------------------------------------------
+
+def _flood_then_legit(ts=True, wscale=5, max_half_open=4):
+    """Half-fill the table, then a legitimate SYN (cookie ISS), then a flood that pushes its
+    TCB out; returns the peer and the legitimate SYN,ACK."""
+    p = conn_listen(max_half_open=max_half_open, fixed_isn=None, timestamps=ts, wscale=wscale)
+    for port in range(3000, 3000 + max_half_open // 2):
+        p.port = port
+        p.send(p.syn(), advance=False)
+    p.port = RPORT
+    synack = p.recv(p.send(p.syn()), flags=SYN | ACK)
+    for port in range(4000, 4000 + max_half_open):
+        p.port = port
+        p.send(p.syn(), advance=False)
+    p.port = RPORT
+    assert p.conn is None                                  # pushed out
+    return p, synack
+
+
+def test_syn_cookie_rebuilds_pushed_out_tcb_with_its_options():
+    p, synack = _flood_then_legit()
+    p.rcv_nxt = seq_add(synack.seq, 1)
+    p.last_tsval_seen = synack.options.timestamps[0]
+    out = p.send(p.seg(ACK, payload=b"hi"))
+    c = p.conn
+    assert c is not None and c.state is State.ESTABLISHED
+    p.recv(out, flags=ACK, ack=REMOTE_ISS + 3)
+    assert p.app.data == b"hi"
+    assert c.snd_wscale == 5 and c.rcv_wscale == 7 and c.sack_ok and c.ts_ok
+    assert c.snd_mss == 1460 - 12
+    assert p.stack.stats()["syn_cookies_accepted"] == 1
+    # our TSval never goes backwards after the cookie's rounded-down one
+    c.send(b"x")
+    assert p.stack.take_output()[0].options.timestamps[0] >= synack.options.timestamps[0]
+
+
+def test_syn_cookie_without_timestamps_offers_no_wscale_or_sack():
+    p, synack = _flood_then_legit(ts=False)
+    assert synack.options.wscale is None and not synack.options.sack_permitted
+    p.rcv_nxt = seq_add(synack.seq, 1)
+    p.send(p.seg(ACK))
+    assert p.conn.state is State.ESTABLISHED and p.conn.snd_wscale == 0
+
+
+def test_forged_or_stale_cookie_gets_rst():
+    p, synack = _flood_then_legit()
+    out = p.send(p.seg(ACK, ack=seq_add(synack.seq, 2)), advance=False)   # off by one
+    p.recv(out, flags=RST)
+    p.now += 200                                            # > two 64 s slots
+    out = p.send(p.seg(ACK, ack=seq_add(synack.seq, 1)), advance=False)
+    p.recv(out, flags=RST)
+    assert p.conn is None
+
+
+def test_no_cookies_without_pressure_rfc6528_isn():
+    p = conn_listen(fixed_isn=None)
+    s = p.recv(p.send(p.syn()), flags=SYN | ACK)
+    from responder.tcp import isn_rfc6528
+    from tests.unit.tcp_helpers import LOCAL, LPORT, REMOTE
+    assert s.seq == isn_rfc6528(b"test-key", (LOCAL, LPORT), (REMOTE, RPORT), p.now)
