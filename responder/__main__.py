@@ -24,8 +24,15 @@ faults (--fault, for testing the harness; the demo must then fail naming the fie
 
 output on stderr: 'listening on ADDR:PORT app=NAME' once the sockets are open; one line per
 state transition ('192.168.56.100:80 <> 192.168.56.1:62438 SYN-RECEIVED => ESTABLISHED');
-one JSON line of counters on SIGUSR1 and at exit.  SIGTERM exits 0.  Exit 2 without
-CAP_NET_RAW.  Needs the lab's rule dropping unmarked RSTs from the port, e.g.
+one JSON line of counters on SIGUSR1 and at exit: segments_in, segments_out, drops (by reason:
+the wire layer's names such as bad_checksum, truncated, and the state machine's such as
+out_of_window, paws, bad_ack, rst_in_window, syn_queue_overflow, closed_port, listen_ack),
+connections_open, connections_total, established_total, half_open, retransmissions,
+challenge_acks, resets_sent, resets_received, syn_cookies_accepted, stateless_replies,
+packets_ignored, send_errors, internal_errors (+ tarpit_held, http_packets_patched).
+SIGTERM exits 0.  Exit 2 without CAP_NET_RAW.  After opening its sockets it drops all
+capabilities.  --connect opens from the --listen address:port, so the same RST rule covers it.
+Needs the lab's rule dropping unmarked RSTs from the port, e.g.
   iptables -A OUTPUT -p tcp --sport 80 --tcp-flags RST RST -m mark ! --mark 0x5e -j DROP
 """
 

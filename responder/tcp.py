@@ -28,6 +28,16 @@ How to read it, for a student:
 3. Sequence numbers are 32-bit and wrap: always compare them with :func:`seq_lt` and friends
    (RFC 9293 section 3.4), never with ``<``.
 
+Timers (all driven by ``now``): retransmission (RFC 6298: RTO 1 s initially, SRTT/RTTVAR,
+Karn, doubling up to 60 s, RST after ``max_retries`` timeouts), delayed ACK (RFC 1122 4.2.3.2:
+0.2 s, every second segment at once), Nagle (RFC 896, per connection, ``nodelay``), zero-window
+probes (RFC 9293 3.8.6.1), TIME-WAIT (``msl2``, 2 s by default for a lab) and a Linux-style
+FIN-WAIT-2 timeout.
+
+SYN floods (RFC 4987): at most ``max_half_open`` SYN-RECEIVED TCBs, the oldest dropped when full
+(memory stays bounded); once the table is half full, SYN,ACKs carry SYN cookies so that a
+legitimate TCB pushed out by the flood is rebuilt from its ACK.
+
 What this implementation deliberately leaves out (and what a real stack adds): congestion control
 (RFC 5681: no cwnd, no slow start, no fast retransmit -- a timeout retransmits the first
 unacknowledged segment only); keeping out-of-order data (it is dropped and a duplicate ACK is sent
