@@ -165,4 +165,28 @@ def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only=""):
         raise _fail(e)
 
 
-ns = Collection(up, down, status_, demo, doctor, test, bench)
+@task(help={"inputs": "fuzz inputs (sessions of packets) to run (default 1,000,000)",
+            "engine": "atheris (coverage-guided, if installed), hypothesis, or auto",
+            "seconds": "stop the fuzzing after this many seconds (atheris; 0: no limit)",
+            "flood": "instead: a SYN flood of this many SYNs at a hello responder on a lab of "
+                     "its own, with legitimate clients during it (e.g. 100000)",
+            "soak": "instead: this many demos in a row on one lab (e.g. 100)",
+            "prefix": "lab name for --flood and --soak (default relfuzz)"})
+def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix="relfuzz"):
+    """Fuzz the responder's receive path (>= 10^6 inputs), or run the full flood or a soak."""
+    from harness.fuzz import flood_run, fuzz as run_fuzz, soak as run_soak
+    try:
+        if flood:
+            res = flood_run(flood, prefix)
+        elif soak:
+            res = run_soak(soak, prefix)
+        else:
+            res = run_fuzz(inputs, engine, seconds=seconds)
+    except LabError as e:
+        raise _fail(e)
+    print(json.dumps(res, indent=2))
+    if not res["ok"]:
+        raise Exit("tcplab: fuzz/flood/soak found a problem (see above)", code=1)
+
+
+ns = Collection(up, down, status_, demo, doctor, test, bench, fuzz)
