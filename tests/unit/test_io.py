@@ -209,3 +209,20 @@ def test_receive_errors_are_counted_not_fatal():
     r.rx = Sock()
     r._drain()
     assert r.counters["recv_errors"] == 1
+
+
+def test_classic_wiring_reproduces_the_lecture_synack_on_the_raw_path():
+    from tests.unit import lecture
+    r = io.Responder(opts("--classic"), clock=lambda: 5.0)
+    r.rbuf = bytearray(65536)
+    r.rview = memoryview(r.rbuf)
+    sent = []
+
+    class Raw:
+        def sendto(self, pkt, addr):
+            sent.append((bytes(pkt), addr))
+    r.tx_raw = Raw()
+    feed(r, lecture.SYN)
+    assert sent == [(lecture.SYNACK, ("192.168.56.1", 0))]       # byte for byte
+    st = r.stats()
+    assert st["segments_in"] == 1 and st["segments_out"] == 1
