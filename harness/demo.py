@@ -23,11 +23,10 @@ from .lab import LAB_PORT, Backend
 from .match import match
 from .provision import bring_up
 from .report import format_summary, write_run
-from .scenario import load_scenario
+from .scenario import ScenarioError, list_scenarios, load_scenario, scenario_path
 from .ssh import LabSSH
 from .util import PROJECT_ROOT, LabError, progress
 
-SCENARIO_DIR = PROJECT_ROOT / "scenarios"
 RUNS_DIR = PROJECT_ROOT / "runs"
 CANARY_PORT = 9
 RESPONDER_PYTHON = "/usr/bin/python3"
@@ -45,15 +44,17 @@ class DemoResult:
     timings: dict = field(default_factory=dict)
 
 
-def scenario_path(name: str) -> Path:
-    p = Path(name)
-    if p.suffix == ".scn" and p.exists():
-        return p
-    p = SCENARIO_DIR / f"{name}.scn"
+def _load(name: str):
+    """The scenario called ``name`` (or at path ``name``); a bad one is a LabError naming the
+    file, line and field."""
+    p = scenario_path(name)
     if not p.exists():
-        known = ", ".join(sorted(s.stem for s in SCENARIO_DIR.glob("*.scn")))
-        raise LabError(f"no scenario {name!r} (no {p}); known scenarios: {known}")
-    return p
+        raise LabError(f"no scenario {name!r} (no {p}); known scenarios: "
+                       f"{', '.join(list_scenarios())}")
+    try:
+        return load_scenario(p)
+    except ScenarioError as e:
+        raise LabError(f"bad scenario: {e}") from e
 
 
 def _canary(backend: Backend):
@@ -70,7 +71,9 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
              client_timeout: float = 30.0) -> DemoResult:
     """Run one scenario on ``backend`` and return its verdict (never raises on a mismatch;
     raises LabError when the lab itself fails)."""
-    scn = load_scenario(scenario_path(scenario_name))
+    scn = _load(scenario_name)
+    if scn.timeout:
+        client_timeout = scn.timeout
     timings = bring_up(backend, verbose=verbose)["timings"]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = runs_dir / f"{stamp}-{scn.name}{'-fault-' + fault if fault else ''}"
@@ -85,7 +88,8 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
             *shlex.split(scn.responder)]
     if fault:
         argv += ["--fault", fault]
-    client_argv = backend.host_exec_prefix() + ["nc", backend.vm_ip, str(LAB_PORT)]
+    client_argv = backend.host_exec_prefix() + [scn.client, *scn.client_args, backend.vm_ip,
+                                                 str(LAB_PORT)]
 
     t0 = time.monotonic()
     ssh = LabSSH(backend.ssh_endpoint())
@@ -105,7 +109,7 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
         capture.start()
         timings["capture_live_s"] = time.monotonic() - t1
 
-        progress(f"running the client on the host side: nc {backend.vm_ip} {LAB_PORT}")
+        progress(f"running the client on the host side: {' '.join(client_argv[len(backend.host_exec_prefix()):])}")
         t2 = time.monotonic()
         try:
             res = subprocess.run(client_argv, input=scn.stdin, capture_output=True,
@@ -114,7 +118,7 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
         except subprocess.TimeoutExpired as e:
             client_out = e.stdout or b""
             client_err = (e.stderr or b"") + (
-                f"\ntcplab: nc did not finish within {client_timeout:g} s (the responder never "
+                f"\ntcplab: the client did not finish within {client_timeout:g} s (the responder never "
                 f"closed the connection?); it was stopped".encode())
             client_rc = None
         timings["client_s"] = time.monotonic() - t2
