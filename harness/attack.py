@@ -411,12 +411,15 @@ def blind(settle: float = 0.3) -> dict:
         """``where(rcv_nxt, snd_nxt) -> (seq, ack)``, from the live values once traffic has
         settled.  A timestamp option rides along when the connection uses them (RFC 7323 would
         drop a segment without one before any RFC 5961 check): TSval = the responder's latest
-        TSecr (our own latest TSval, so PAWS passes), TSecr = its latest TSval."""
+        TSecr plus 10,000 (Linux's TSval ticks in ms; the kernel's ACKs may have moved TS.Recent
+        on since that segment, and PAWS must not be what drops ours), TSecr = its latest
+        TSval."""
         sn.collect(settle)
         rcv_nxt, snd_nxt = live()
         seq, ack = where(rcv_nxt, snd_nxt)
         ts = sn.last.options.timestamps
-        opts = wire.TcpOptions(timestamps=(ts[1], ts[0])) if ts and not flags & RST \
+        opts = wire.TcpOptions(timestamps=((ts[1] + 10_000) & 0xFFFFFFFF, ts[0])) \
+            if ts and not flags & RST \
             else wire.NO_OPTIONS
         send_all(sock, [packet(HOST, cport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, flags,
                                payload, options=opts)])
