@@ -265,9 +265,11 @@ def _build_table() -> dict:
     sr = S.SYN_RECEIVED
     t[sr, Ev.RST] = _r("peer_reset", S.CLOSED, "9293 3.10.7.4 second: RST in SYN-RECEIVED: a "
                        "passive TCB returns to LISTEN (deleted), an active one is refused")
-    t[sr, Ev.SYN] = _r("delete", S.CLOSED, "9293 3.10.7.4 fourth: SYN in SYN-RECEIVED, passive "
-                       "open -> back to LISTEN (TCB deleted)")
-    t[sr, Ev.SYN_ACK] = _r("challenge_ack", sr, "5961 4.2: SYN,ACK in SYN-RECEIVED -> challenge ACK")
+    t[sr, Ev.SYN] = _r("delete", S.CLOSED, "9293 3.10.7.4 fourth: in-window SYN in SYN-RECEIVED, "
+                       "passive open -> back to LISTEN (TCB deleted); out of window it is "
+                       "'out of window' (first check)")
+    t[sr, Ev.SYN_ACK] = _r("challenge_ack", sr, "in-window SYN,ACK in SYN-RECEIVED (not a "
+                           "simultaneous open's) -> ACK, drop, as 5961 4.2 does")
     t[sr, Ev.DUP_SYN] = _r("resend_synack", sr, "9293 3.8.1: the peer did not get our SYN,ACK "
                            "(its SYN again, seq = IRS) -> send SYN,ACK again")
     t[sr, Ev.BAD_ACK] = _r("reset", sr, "9293 3.10.7.4 fifth: SYN-RECEIVED, unacceptable ACK -> "
@@ -383,16 +385,24 @@ def classify(conn: "Connection | None", state: State, seg: Segment, now: float =
             return Ev.RST
         return Ev.RST_INWIN if c.acceptable(seg.seq, 0) else Ev.RST_BAD
     if f & SYN:
-        if state is S.SYN_RECEIVED and seg.seq == c.irs and not f & ACK:
-            return Ev.DUP_SYN
+        if state is S.SYN_RECEIVED:
+            if seg.seq == c.irs and not f & ACK:
+                return Ev.DUP_SYN
+            if (not c.passive and f & ACK and seg.seq == c.irs and seg.ack == c.snd_nxt
+                    and not seg.payload and not f & FIN):
+                # Simultaneous open (RFC 9293 figure 8): the peer's SYN,ACK answers our SYN; its
+                # SYN is old (we ACKed it), its ACK is new: "only the new parts are processed"
+                # (RFC 9293 3.10.7.4).  Linux makes the same exception.
+                return Ev.ACK
+            # RFC 5961 4.2 covers the synchronized states only; here RFC 9293's order holds:
+            # the sequence check comes first, so a stray SYN with some other sequence number
+            # (a SYN flood that hits this 4-tuple) gets an ACK and the TCB survives (Linux's
+            # tcp_check_req does the same); only an in-window SYN resets it.
+            if not c.acceptable(seg.seq, seg.seg_len):
+                return Ev.OUT_OF_WINDOW
+            return Ev.SYN_ACK if f & ACK else Ev.SYN
         if state is S.TIME_WAIT:
             return Ev.SYN
-        if (state is S.SYN_RECEIVED and not c.passive and f & ACK and seg.seq == c.irs
-                and seg.ack == c.snd_nxt and not seg.payload and not f & FIN):
-            # Simultaneous open (RFC 9293 figure 8): the peer's SYN,ACK answers our SYN; its SYN
-            # is old (we ACKed it), its ACK is new: "only the new parts are processed" (RFC
-            # 9293 3.10.7.4).  Linux makes the same exception to RFC 5961 4.2.
-            return Ev.ACK
         return Ev.SYN_ACK if f & ACK else Ev.SYN
     if c.ts_ok:
         ts = seg.options.timestamps

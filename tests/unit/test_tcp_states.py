@@ -364,3 +364,16 @@ def test_no_cookies_without_pressure_rfc6528_isn():
     from responder.tcp import isn_rfc6528
     from tests.unit.tcp_helpers import LOCAL, LPORT, REMOTE
     assert s.seq == isn_rfc6528(b"test-key", (LOCAL, LPORT), (REMOTE, RPORT), p.now)
+
+
+def test_stray_syn_on_a_half_open_tuple_gets_ack_and_tcb_survives():
+    """A flood SYN that happens to use a live half-open 4-tuple (random sequence number)."""
+    p = conn_syn_received()
+    out = p.send(p.syn(seq=REMOTE_ISS + 5_000_000), advance=False)
+    p.recv(out, flags=ACK, seq=LOCAL_ISS + 1, ack=REMOTE_ISS + 1)
+    assert p.state is State.SYN_RECEIVED
+    p.recv_nothing(p.send(p.seg(ACK)))
+    assert p.state is State.ESTABLISHED
+    q = conn_syn_received()
+    q.recv_nothing(q.send(q.syn(seq=REMOTE_ISS + 10), advance=False))   # in window: reset
+    assert q.state is State.CLOSED
