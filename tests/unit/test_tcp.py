@@ -178,3 +178,20 @@ def test_segment_for_unknown_port_gets_rst():
 def test_ack_to_listen_gets_rst():
     p = conn_listen()
     p.recv(p.send(p.seg(ACK, ack=999)), flags=RST, seq=999)
+
+
+def test_abort_sends_rst_and_deletes():
+    p = conn_established()
+    p.conn.abort()
+    out = p.stack.take_output()
+    p.recv(out, flags=RST, seq=LOCAL_ISS + 1)
+    assert p.state is State.CLOSED and ("closed", "aborted") in p.app.events
+    assert p.log[-1].endswith("ESTABLISHED => CLOSED")
+
+
+def test_send_after_close_is_an_error():
+    from responder.tcp import TcpError
+    p = conn_established()
+    p.conn.close()
+    with pytest.raises(TcpError):
+        p.conn.send(b"late")
