@@ -119,3 +119,80 @@ def run(rounds: int, iters: int, seed: int = 7) -> dict:
         out["incremental"].append(incremental_round(iters, rng))
         out["miniweb"].append(miniweb_round(max(1, iters // 4), rng))
     return out
+
+
+# --- the responder's per-segment path, in process --------------------------------------------
+# The hello exchange driven through the real layers (wire.parse -> tcp.Stack.on_segment with
+# the hello app -> wire.build_tcp, as io.Responder does) with no socket and no clock: what one
+# segment costs in Python alone, against what Scapy needs to dissect and build the same packets
+# (the Scapy responder's per-packet work).
+
+HOST = bytes([192, 168, 56, 1])
+ISN = 1000
+
+
+def client_packets(conns: int, first_port: int = 20000) -> list:
+    """Per connection, the client's four packets of a hello exchange: SYN, the handshake's
+    ACK, the ACK of the 97 bytes and the FIN, then its own FIN (the server's ISN is fixed)."""
+    from responder.apps import HELLO_LINES
+    end = ISN + 1 + sum(len(x) for x in HELLO_LINES) + 1
+    out = []
+    for i in range(conns):
+        port, c = first_port + i, 5000 + 7 * i
+        syn_opts = TcpOptions(mss=1460, wscale=7, sack_permitted=True)
+        out.append([bytes(wire.build_packet(Segment(HOST, SRC, port, 80, c, 0, wire.SYN, 64240,
+                                                    options=syn_opts))),
+                    bytes(wire.build_packet(Segment(HOST, SRC, port, 80, c + 1, ISN + 1, ACK,
+                                                    502))),
+                    bytes(wire.build_packet(Segment(HOST, SRC, port, 80, c + 1, end, ACK, 502))),
+                    bytes(wire.build_packet(Segment(HOST, SRC, port, 80, c + 1, end,
+                                                    ACK | wire.FIN, 502)))])
+    return out
+
+
+def _new_stack():
+    from responder.apps import make_app
+    from responder.tcp import Config, Stack
+    stack = Stack(Config(fixed_isn=ISN), isn_key=b"\x07" * 32)
+    stack.listen(SRC, 80, make_app("hello"))
+    return stack
+
+
+def stack_round(conns: int) -> dict:
+    """One round: tcplab's path and Scapy's for ``conns`` hello exchanges; us per segment."""
+    from scapy.compat import raw
+    from scapy.layers.inet import IP, TCP
+    pkts = client_packets(conns)
+    # tcplab: parse, state machine, build -- exactly io.Responder.handle_packet's work
+    stack, parse, build = _new_stack(), wire.parse, wire.build_tcp
+    outs = []
+    n_out = 0
+    t0 = time.perf_counter()
+    for i, conn in enumerate(pkts):
+        now = i * 1e-4
+        for p in conn:
+            for seg in stack.on_segment(parse(p), now):
+                build(seg)
+                n_out += 1
+    t_ours = time.perf_counter() - t0
+    n_in = 4 * conns
+    # what the same exchange sends, for Scapy to build (taken from a fresh stack, untimed)
+    stack2 = _new_stack()
+    for i, conn in enumerate(pkts):
+        for p in conn:
+            for s in stack2.on_segment(wire.parse(p), i * 1e-4):
+                outs.append((wire.ip_str(s.src), wire.ip_str(s.dst), s.sport, s.dport, s.seq,
+                             s.ack, int(s.flags), s.window, bytes(s.payload)))
+    flat = [p for conn in pkts for p in conn]
+    t0 = time.perf_counter()
+    for p in flat:
+        IP(p)
+    for src, dst, sport, dport, seq, ack, flags, window, payload in outs:
+        raw(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags,
+                                       window=window) / payload)
+    t_scapy = time.perf_counter() - t0
+    segs = n_in + n_out
+    return {"conns": conns, "segments_in": n_in, "segments_out": n_out,
+            "out_per_conn": n_out / conns, "ours_us_per_segment": t_ours / segs * 1e6,
+            "ours_us_per_conn": t_ours / conns * 1e6,
+            "scapy_us_per_segment": t_scapy / (len(flat) + len(outs)) * 1e6}

@@ -190,13 +190,14 @@ def test_comparisons_cover_every_item():
         "lab": {"backends": {"netns": {"up": [{"wall_s": 2.0}], "down": [{"wall_s": 0.3}]}},
                 "floor": [{"up_s": 0.1, "down_s": 0.05}], "demo": [{"wall_s": 2.5}],
                 "nc_alone": [{"wall_s": 0.01}]},
-        "profile": {"tcplab": {"busy_us_per_conn": 100.0}, "kernel": {"busy_us_per_conn": 50.0}},
+        "profile": {"tcplab": {"busy_us_per_conn": 100.0}, "kernel": {"busy_us_per_conn": 50.0},
+                    "in_process": [{"ours_us_per_segment": 15.0, "scapy_us_per_segment": 300.0}]},
     }
     rows = runner.comparisons(items)
     numbers = {r["item"].split()[0] for r in rows}
     assert numbers == {"1", "2", "3", "4", "5", "6"}
     targets = {(r["item"], r["figure"], r["reference"]) for r in rows if r["target"]}
-    assert len(targets) == 9       # the nine targets
+    assert len(targets) == 10      # the nine targets and the per-packet budget
     assert all(r["ratio"]["median"] is not None for r in rows)
 
 
@@ -214,6 +215,13 @@ def test_loadgen_checks_bytes_and_http_status():
     assert _check("http", c, None) is None
     c.head = b"HTTP/1.0 404 Not Found\r\n"
     assert _check("http", c, None) == "not HTTP 200"
+
+
+def test_in_process_hello_path_sends_six_segments_per_connection():
+    pytest.importorskip("scapy")
+    r = micro.stack_round(5)
+    assert r["segments_in"] == 20 and r["out_per_conn"] == 6.0
+    assert r["ours_us_per_segment"] > 0 and r["scapy_us_per_segment"] > 0
 
 
 def test_micro_benchmarks_run_and_agree():
