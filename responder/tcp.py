@@ -628,11 +628,13 @@ class Connection:
             self.stack.counters["resets_sent"] += 1
             self.stack._emit(self._seg(self.snd_nxt, 0, RST, window=False))
         self.stack._delete(self, "aborted")
+        self.stack._deliver(self)           # on_closed, also when called outside a callback
 
     def forget(self) -> None:
         """Delete the TCB without telling the peer (the tarpit's way to hold a connection at
         no memory cost; further segments from the peer reach ``App.on_stray``)."""
         self.stack._delete(self, "forgotten", log=False)
+        self.stack._deliver(self)
 
     def set_receive_window(self, space: int) -> None:
         """Set the buffer space we grant the peer (flow control).  The right edge we advertised
