@@ -43,7 +43,7 @@ from pathlib import Path
 
 from harness.lab import LAB_PORT, get_backend
 from harness.provision import bring_up
-from harness.util import PROJECT_ROOT, LabError, progress, run
+from harness.util import PROJECT_ROOT, LabError, progress, require_root, run
 
 from . import micro
 from .procs import NsProcess, cpu_delta, cpu_times, proc_status
@@ -767,6 +767,7 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
               rounds: int | None = None, only: list[str] | None = None,
               results_dir: Path = RESULTS_DIR, log=progress) -> tuple[dict, Path, Path | None]:
     """Run the benchmark; returns (result, json path, plot path).  Never leaves a lab."""
+    require_root("invoke bench")
     params = QUICK if quick else FULL
     if rounds:
         params = replace(params, rounds=rounds)
