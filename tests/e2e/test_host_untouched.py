@@ -1,5 +1,5 @@
 """The machine the harness runs on (as root) stays as it was: the root network namespace
-(addresses, routes, links, iptables, nft) and the host's SSH and Ansible files are identical
+(addresses, routes, links, iptables, nft) and the host's SSH files are identical
 after every step of a lab's life, and the harness refuses names and paths that would make it
 act on something that is not its lab."""
 
@@ -40,8 +40,10 @@ def listing(d: Path) -> list | str:
 def host_state() -> dict:
     s = root_ns_state()
     home = Path(os.environ.get("HOME", "/root"))
-    for name, d in (("home_ssh", home / ".ssh"), ("home_ansible", home / ".ansible"),
-                    ("etc_ssh", Path("/etc/ssh")), ("etc_netns", Path("/etc/netns"))):
+    # Not ~/.ansible: other Ansible runs on the machine (ansible-lint, other labs' tests) use
+    # it; the lab's Ansible home, temp files and SSH control sockets are in its state directory.
+    for name, d in (("home_ssh", home / ".ssh"), ("etc_ssh", Path("/etc/ssh")),
+                    ("etc_netns", Path("/etc/netns"))):
         s[name] = listing(d)
     return s
 
