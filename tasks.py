@@ -36,19 +36,23 @@ def _fail(e: Exception) -> Exit:
     return Exit(f"tcplab: error: {e}", code=1)
 
 
-def _backend(backend: str, prefix: str):
+def _backend(backend: str, prefix: str, **kw):
     try:
-        return get_backend(backend, prefix)
+        return get_backend(backend, prefix, **kw)
     except LabError as e:
         raise _fail(e)
 
 
 @task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP,
-            "verbose": "show Ansible's whole output"})
-def up(c, backend="netns", prefix=DEFAULT_PREFIX, verbose=False):
+            "verbose": "show Ansible's whole output",
+            "provider": "with --backend vagrant: virtualbox or libvirt (default: virtualbox "
+                        "when VBoxManage exists, else libvirt)"})
+def up(c, backend="netns", prefix=DEFAULT_PREFIX, verbose=False, provider=None):
     """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
     from harness.provision import bring_up
-    b = _backend(backend, prefix)
+    if provider and backend != "vagrant":
+        raise Exit("tcplab: error: --provider goes with --backend vagrant", code=1)
+    b = _backend(backend, prefix, **({"provider": provider} if provider else {}))
     try:
         with b.locked():
             res = bring_up(b, verbose=verbose, force=True)
@@ -165,6 +169,16 @@ def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only=""):
         raise _fail(e)
 
 
+@task
+def box(c):
+    """Build the local Vagrant box (libvirt) from the qemu backend's Debian image; cached."""
+    from harness.vagrant import build_box
+    try:
+        print(build_box())
+    except LabError as e:
+        raise _fail(e)
+
+
 @task(help={"inputs": "fuzz inputs (sessions of packets) to run (default 1,000,000)",
             "engine": "atheris (coverage-guided, if installed), hypothesis, or auto",
             "seconds": "stop the fuzzing after this many seconds (atheris; 0: no limit)",
@@ -189,4 +203,4 @@ def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix=
         raise Exit("tcplab: fuzz/flood/soak found a problem (see above)", code=1)
 
 
-ns = Collection(up, down, status_, demo, doctor, test, bench, fuzz)
+ns = Collection(up, down, status_, demo, doctor, test, bench, box, fuzz)

@@ -204,17 +204,20 @@ def ensure_image() -> Path:
     return d
 
 
-def _run_logged(cmd: list[str], log, *, what: str, show=None, timeout: float = 1200) -> None:
-    """Run ``cmd`` with its output appended to ``log``; ``show(line)`` may report progress."""
+def run_logged(cmd: list[str], log, *, what: str, show=None, timeout: float = 1200,
+               **popen) -> str:
+    """Run ``cmd`` with its output appended to the open file ``log`` (and returned);
+    ``show(line)`` may report progress.  A failure raises LabError with the last line."""
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL, **popen)
     deadline = time.monotonic() + timeout
-    tail = []
+    lines = []
     try:
         for line in proc.stdout:
             log.write(line)
-            tail = (tail + [line.rstrip()])[-5:]
+            lines.append(line)
             if show:
                 show(line.rstrip())
             if time.monotonic() > deadline:
@@ -224,9 +227,12 @@ def _run_logged(cmd: list[str], log, *, what: str, show=None, timeout: float = 1
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        log.flush()
     if proc.returncode != 0:
-        raise LabError(f"{what} failed (exit {proc.returncode}): {tail[-1] if tail else ''}; "
+        tail = [l.strip() for l in lines if l.strip()][-3:]
+        raise LabError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail)}; "
                        f"full log: {log.name}")
+    return "".join(lines)
 
 
 class _DebootstrapProgress:
@@ -264,7 +270,7 @@ def _build(d: Path) -> None:
              f"recipe; log: {d}/build.log)")
     try:
         with open(logpath, "w") as log:
-            _run_logged(["debootstrap", "--variant=minbase", "--components=main",
+            run_logged(["debootstrap", "--variant=minbase", "--components=main",
                          "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror],
                         log, what="debootstrap", show=_DebootstrapProgress())
             progress("  configuring the guest (sshd, networkd, fw_cfg unit)")
@@ -273,7 +279,7 @@ def _build(d: Path) -> None:
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_text(content)
                 os.chmod(p, mode)
-            _run_logged(["chroot", str(root), "/bin/sh", "-c", CHROOT_SCRIPT], log,
+            run_logged(["chroot", str(root), "/bin/sh", "-c", CHROOT_SCRIPT], log,
                         what="configuring the guest in chroot", timeout=300)
             kernels = sorted((root / "boot").glob("vmlinuz-*"))
             initrds = sorted((root / "boot").glob("initrd.img-*"))
@@ -284,7 +290,7 @@ def _build(d: Path) -> None:
             used_mb = int(run(["du", "-sm", "-x", str(root)], what="du").stdout.split()[0])
             size_mb = used_mb + IMAGE_EXTRA_MB
             progress(f"  mkfs.ext4 -d: {used_mb} MB of files into a {size_mb} MB image")
-            _run_logged(["mkfs.ext4", "-q", "-F", "-L", "tcplab-root", "-d", str(root),
+            run_logged(["mkfs.ext4", "-q", "-F", "-L", "tcplab-root", "-d", str(root),
                          str(work / "rootfs.raw"), f"{size_mb}M"], log, what="mkfs.ext4 -d",
                         timeout=600)
             shutil.rmtree(root)

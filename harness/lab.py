@@ -173,7 +173,10 @@ def get_backend(name: str, prefix: str = DEFAULT_PREFIX, **kw) -> Backend:
     if name == "qemu":
         from .qemu import QemuBackend
         return QemuBackend(prefix=prefix, **kw)
+    if name == "vagrant":
+        from .vagrant import VagrantBackend
+        return VagrantBackend(prefix=prefix, **kw)
     raise LabError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 
-BACKENDS = ("netns", "qemu")
+BACKENDS = ("netns", "qemu", "vagrant")

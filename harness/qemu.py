@@ -92,6 +92,15 @@ def kvm_usable(img: Path) -> tuple[bool, str]:
     return usable, why
 
 
+def live_pid(pidfile: Path) -> int | None:
+    """The PID in ``pidfile`` if that process is alive (daemons started by a lab)."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
 @dataclass
 class QemuBackend(NetnsBackend):
     name: str = "qemu"
@@ -107,11 +116,7 @@ class QemuBackend(NetnsBackend):
 
     # --- queries ----------------------------------------------------------------------------
     def _qemu_pid(self) -> int | None:
-        try:
-            pid = int((self.state_dir / "qemu.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if pid_alive(pid) else None
+        return live_pid(self.state_dir / "qemu.pid")
 
     def _console_tail(self, lines: int = 15) -> str:
         try:
