@@ -371,7 +371,9 @@ class Bench:
         out["warm_up"] = bring_up(self.b)["timings"]
         out["demo"] = [_guarded(self.demo_once) for _ in range(self.p.demo_rounds)]
         out["nc_alone"] = [_guarded(self.nc_alone) for _ in range(self.p.demo_rounds)]
-        out["shares"]["invoke up (netns)"] = _mean_shares([u["steps"] for u in nb["up"]])
+        for be, res in out["backends"].items():
+            if res.get("up"):
+                out["shares"][f"invoke up ({be})"] = _mean_shares([u["steps"] for u in res["up"]])
         demos = [d["steps"] for d in out["demo"] if "steps" in d]
         if demos:
             out["shares"]["invoke demo (warm)"] = _mean_shares(demos)
@@ -528,15 +530,20 @@ def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False) 
 
 def up_steps(marks: list, wall: float, min_share: float = 0.05) -> dict:
     """Group the timed progress lines of ``invoke up`` into steps: process start (until its
-    first line), namespaces + veth, sshd, Ansible's start (until its first task), then each
+    first line), network, sshd (netns) or guest image and boot (qemu), Ansible's start
+    (until its first task), then each
     Ansible task ('TASK [role : name]') that takes at least ``min_share`` of the wall time,
     the others together as 'Ansible: other tasks'."""
     steps: dict = {}
     prev_t, prev_step = 0.0, "process start"
     for t, line in marks + [(wall, "tcplab: <end>")]:
         text = line.removeprefix("tcplab: ").strip()
-        if text.startswith(("namespaces", "veth")):
-            step = "namespaces + veth"
+        if text.startswith(("namespace", "veth")):
+            step = "network (namespaces, veth/tap)"
+        elif text.startswith("guest image"):
+            step = "guest image"
+        elif text.startswith(("accelerator", "booting")):
+            step = "boot until sshd answers"        # qemu: the waiting lines stay in it
         elif text.startswith("sshd"):
             step = "sshd"
         elif text.startswith("provisioning"):

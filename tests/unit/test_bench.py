@@ -140,12 +140,22 @@ def test_up_steps_group_progress_lines():
              (2.31, "tcplab:   TASK [role : Copy the sources]")]
     steps = runner.up_steps(marks, 10.0)
     assert steps["process start"] == pytest.approx(0.2)
-    assert steps["namespaces + veth"] == pytest.approx(0.1)
+    assert steps["network (namespaces, veth/tap)"] == pytest.approx(0.1)
     assert steps["sshd"] == pytest.approx(1.0)
     assert steps["Ansible: start"] == pytest.approx(1.0)
     assert steps["Ansible: Copy the sources"] == pytest.approx(7.69)
     assert steps["Ansible: other tasks"] == pytest.approx(0.01)
     assert sum(steps.values()) == pytest.approx(10.0)
+    qemu = runner.up_steps([(0.2, "tcplab: guest image: cached in /x"),
+                            (0.2, "tcplab: namespace q-host with tap vboxnet0"),
+                            (0.3, "tcplab: accelerator: TCG"),
+                            (0.3, "tcplab: booting the guest"),
+                            (10.6, "tcplab:   waiting for the guest's sshd (10 s)"),
+                            (20.0, "tcplab: guest sshd answers"),
+                            (20.1, "tcplab: provisioning with Ansible: provision/site.yml")],
+                           30.0)
+    assert qemu["boot until sshd answers"] == pytest.approx(19.8)
+    assert qemu["Ansible: start"] == pytest.approx(9.9)
 
 
 def fake_loop(n):
