@@ -175,16 +175,20 @@ Subsystem sftp internal-sftp
         nothing to remove, and after a crash (works from what exists, not from records)."""
         require_root("invoke down")
         have = self._namespaces()
+        victims = set()
         for ns in (self.host_ns, self.vm_ns):
             if ns in have:
                 out = run(["ip", "netns", "pids", ns], check=False).stdout.decode().split()
-                kill_pids([int(p) for p in out if p.isdigit()], signal.SIGKILL)
+                victims |= {int(p) for p in out if p.isdigit()}
         # Processes outside the namespaces that belong to the lab: SSH ControlPersist masters
         # and anything else started with the state directory on its command line.
-        kill_pids(pids_mentioning(str(self.state_dir) + "/"), signal.SIGKILL)
+        victims |= set(pids_mentioning(str(self.state_dir) + "/"))
         pid = self._sshd_pid()
         if pid:
-            kill_pids([pid], signal.SIGKILL)
+            victims.add(pid)
+        left = kill_pids(victims, signal.SIGKILL, wait=5)
+        if left:
+            raise LabError(f"processes of lab '{self.prefix}' survived SIGKILL: {left}")
         for ns in (self.host_ns, self.vm_ns):
             if ns in have:
                 # A namespace's veth end disappears with it, and its peer with the pair; iptables

@@ -67,13 +67,13 @@ def wait_until(pred, timeout: float, interval: float = 0.05) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """Is ``pid`` a running process?  A zombie (exited, not yet reaped) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def pids_mentioning(text: str) -> list[int]:
@@ -94,9 +94,15 @@ def pids_mentioning(text: str) -> list[int]:
     return found
 
 
-def kill_pids(pids, sig: int = 9) -> None:
+def kill_pids(pids, sig: int = 9, wait: float = 0.0) -> list[int]:
+    """Signal every PID; with ``wait``, wait up to that long for them to be gone.  Returns the
+    PIDs still running."""
+    pids = list(pids)
     for pid in pids:
         try:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+    if wait:
+        wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=wait, interval=0.02)
+    return [p for p in pids if pid_alive(p)]
