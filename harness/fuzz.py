@@ -199,8 +199,8 @@ def gen_flags(src: Source) -> int:
     """Every combination of the eight flags can come out; the usual ones come out often."""
     if not src.int(0, 3):
         return src.int(0, 255)
-    return src.pick((SYN, ACK, ACK, ACK | PSH, ACK | PSH, ACK | FIN, ACK | PSH, ACK | FIN, RST, RST | ACK, SYN | ACK, ACK | URG,
-                     SYN | FIN, SYN | RST, 0))
+    return src.pick((SYN, ACK, ACK, ACK | PSH, ACK | PSH, ACK | FIN, RST, RST | ACK, SYN | ACK,
+                     ACK | URG, SYN | FIN, SYN | RST, 0))
 
 
 def gen_step(src: Source) -> tuple:

@@ -99,7 +99,8 @@ def test_syn_flood_memory_is_bounded(flooded):
     assert f["counters"]["half_open"] <= 1024
     growth = f["peak_rss_kb"] - f["idle_rss_kb"]
     assert growth <= FLOOD_RSS_GROWTH_KB, \
-        f"peak RSS {f['peak_rss_kb']} kB, idle {f['idle_rss_kb']} kB: +{growth} kB during {FLOOD} SYNs"
+        f"peak RSS {f['peak_rss_kb']} kB, idle {f['idle_rss_kb']} kB: +{growth} kB " \
+        f"during {FLOOD} SYNs"
 
 
 def test_legitimate_clients_complete_during_a_syn_flood(flooded):
