@@ -4,7 +4,12 @@ Data flow (design.md): make sure the lab is up and provisioned -> start the resp
 over SSH (paramiko) -> start a capture on the host side's ``vboxnet0`` and prove it live with a
 canary datagram -> run the real ``nc`` on the host side -> stop the capture and the responder ->
 dissect the pcapng with pyshark -> match it against the scenario's expected exchange -> write
-``runs/<time>-<scenario>/`` (pcapng, transcript, result.json) -> verdict.
+``runs/<time>-<scenario>/`` (pcapng, transcript, ladder.svg, result.json) -> verdict.
+
+The client is the scenario's (``nc``, the Python socket client or the Scapy peer, see
+:mod:`harness.clients`); its lab conditions (:mod:`harness.conditions`) are in force in the VM
+while it runs; after the packets, the responder's logged states, its counters and the client's
+``hold`` are checked too (:func:`harness.match.check_run`).
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .capture import Capture
+from .clients import ClientRun, client_argv, run_client
+from .conditions import Conditions
 from .dissect import read_pcap
+from .ladder import write_ladder
 from .lab import LAB_PORT, Backend
-from .match import match
+from .match import check_run, match, measurements
 from .provision import bring_up
 from .report import format_summary, write_run
 from .scenario import ScenarioError, list_scenarios, load_scenario, scenario_path
@@ -42,6 +50,8 @@ class DemoResult:
     summary: str = ""
     counters: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    measurements: dict = field(default_factory=dict)
+    verdict: object = None
 
 
 def _load(name: str):
@@ -68,10 +78,12 @@ def _canary(backend: Backend):
 
 def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | None = None,
              runs_dir: Path = RUNS_DIR, verbose: bool = False,
-             client_timeout: float = 30.0) -> DemoResult:
+             client_timeout: float = 30.0, responder: str | None = None) -> DemoResult:
     """Run one scenario on ``backend`` and return its verdict (never raises on a mismatch;
-    raises LabError when the lab itself fails)."""
+    raises LabError when the lab itself fails).  ``responder`` replaces the scenario's
+    responder arguments (to show that a check fails on a responder that behaves otherwise)."""
     scn = _load(scenario_name)
+    responder_args = shlex.split(responder) if responder is not None else list(scn.responder_args)
     if scn.timeout:
         client_timeout = scn.timeout
     timings = bring_up(backend, verbose=verbose)["timings"]
@@ -85,16 +97,15 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
     pcap = run_dir / "capture.pcapng"
 
     argv = [RESPONDER_PYTHON, "-m", "responder", "--listen", f"{backend.vm_ip}:{LAB_PORT}",
-            *shlex.split(scn.responder)]
+            *responder_args]
     if fault:
         argv += ["--fault", fault]
-    client_argv = backend.host_exec_prefix() + [scn.client, *scn.client_args, backend.vm_ip,
-                                                 str(LAB_PORT)]
+    cargv = client_argv(backend, scn, LAB_PORT)
 
     t0 = time.monotonic()
     ssh = LabSSH(backend.ssh_endpoint())
     responder = capture = None
-    client_out, client_err, client_rc = b"", b"", None
+    client = ClientRun(cargv)
     counters: dict = {}
     try:
         progress(f"starting the responder in the VM: {' '.join(argv[1:])}")
@@ -109,21 +120,16 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
         capture.start()
         timings["capture_live_s"] = time.monotonic() - t1
 
-        progress(f"running the client on the host side: {' '.join(client_argv[len(backend.host_exec_prefix()):])}")
+        shown = cargv[len(backend.host_exec_prefix()):]
+        progress(f"running the client on the host side: {' '.join(shown[:8])}"
+                 f"{' ...' if len(shown) > 8 else ''}")
         t2 = time.monotonic()
-        try:
-            res = subprocess.run(client_argv, input=scn.stdin, capture_output=True,
-                                 timeout=client_timeout)
-            client_out, client_err, client_rc = res.stdout, res.stderr, res.returncode
-        except subprocess.TimeoutExpired as e:
-            client_out = e.stdout or b""
-            client_err = (e.stderr or b"") + (
-                f"\ntcplab: the client did not finish within {client_timeout:g} s (the responder never "
-                f"closed the connection?); it was stopped".encode())
-            client_rc = None
-        timings["client_s"] = time.monotonic() - t2
-        # Let the last ACKs of the close cross the wire before the capture stops.
-        time.sleep(0.3)
+        with Conditions(ssh, scn, backend.host_ip, LAB_PORT):
+            client = run_client(backend, scn, LAB_PORT, client_timeout)
+            timings["client_s"] = time.monotonic() - t2
+            # Let the last ACKs of the close cross the wire before the capture stops (and the
+            # responder's timers, e.g. TIME-WAIT, run out when the scenario lingers).
+            time.sleep(max(0.3, scn.linger))
     finally:
         if capture is not None:
             capture.stop()
@@ -138,21 +144,36 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
     packets = read_pcap(pcap, display_filter=f"tcp.port == {LAB_PORT}")
     verdict = match(scn, packets, client_ip=backend.host_ip, server_ip=backend.vm_ip,
                     server_port=LAB_PORT)
+    log_text = (run_dir / "responder.log").read_text() if (run_dir / "responder.log").exists() \
+        else ""
+    check_run(scn, verdict, responder_log=log_text, counters=counters, held=client.held)
+    measured = measurements(scn, verdict)
     ok, reason = verdict.ok, verdict.reason
-    if ok and client_rc not in (0,):
-        ok, reason = False, f"the client nc did not exit cleanly (status {client_rc}): " \
-                            f"{client_err.decode(errors='replace').strip()}"
+    client_rc, client_err = client.status, client.stderr
+    if ok and not (client_rc == 0 or (scn.hold is not None and client.held)):
+        ok, reason = False, f"the client {scn.client} did not exit cleanly (status {client_rc}): " \
+                            f"{client_err.decode(errors='replace').strip()[-500:]}"
+    if ok and client.report is not None and not client.report.get("ok"):
+        ok, reason = False, f"the {scn.client} client failed: {client.report.get('error')}"
     if ok and counters.get("exit_status") not in (0,):
         ok, reason = False, (f"the responder exited {counters.get('exit_status')} on SIGTERM "
                              f"(expected 0); see {run_dir / 'responder.log'}")
+    client_out = client.received
     (run_dir / "client.out").write_bytes(client_out)
+    if not ok and reason not in verdict.failures:
+        verdict.failures.append(reason)
+    verdict.ok, verdict.reason = ok, reason
     extra = {"backend": backend.name, "prefix": backend.prefix, "fault": fault,
-             "responder_argv": argv, "client_argv": client_argv, "client_status": client_rc,
+             "responder_argv": argv, "client_argv": cargv, "client_status": client_rc,
+             "client_held": client.held, "client_report": client.report,
              "client_stderr": client_err.decode(errors="replace"), "counters": counters,
-             "timings": timings, "ok": ok, "reason": reason}
+             "measurements": measured, "timings": timings, "ok": ok, "reason": reason}
     write_run(run_dir, scn, packets, verdict, extra)
-    summary = format_summary(scn, packets, verdict)
-    return DemoResult(scn.name, ok, reason, run_dir, client_out, summary, counters, timings)
+    write_ladder(run_dir / "ladder.svg", packets, verdict,
+                 f"{scn.filename} — {scn.lesson}" if scn.lesson else scn.filename)
+    summary = format_summary(scn, packets, verdict, measurements=measured)
+    return DemoResult(scn.name, ok, reason, run_dir, client_out, summary, counters, timings,
+                      measured, verdict)
 
 
 def _counters(stderr: str) -> dict:

@@ -368,8 +368,10 @@ class _Judge:
             if e.is_pure_ack:
                 pos = self.client_ack(e, cpk, pos)
                 continue
-            # skip client retransmissions of the segment consumed last
-            while (kpos < len(consuming) and prev_consumed is not None
+            # skip client retransmissions of the segment consumed last (unless this line is
+            # about one: ``analysis retransmission``)
+            wants_rexmit = e.analysis is not None and "retransmission" in e.analysis
+            while (kpos < len(consuming) and prev_consumed is not None and not wants_rexmit
                    and _same_segment(cpk[consuming[kpos]], prev_consumed)):
                 self.note(cpk[consuming[kpos]], "client retransmission (allowed)")
                 self.used.add(cpk[consuming[kpos]].number)
@@ -401,6 +403,8 @@ class _Judge:
 
     def client_ack(self, e: Expect, cpk, pos: int) -> int:
         want = e.ack if e.ack is not None else 0
+        if e.analysis or e.seq is not None:
+            return self.client_distinct_ack(e, cpk, pos)
         for k in range(pos, len(cpk)):
             p = cpk[k]
             if p.flags & ACK and not p.flags & RST and p.ack >= want:
@@ -419,19 +423,57 @@ class _Judge:
         self.fail(e, f"no client→server packet acking {want}{start} ({seen}{self.ended()})")
         return pos
 
+    def client_distinct_ack(self, e: Expect, cpk, pos: int) -> int:
+        """A pure-ACK line that states ``analysis`` or ``seq`` (a window probe, a keep-alive,
+        a duplicate ACK) names one packet of its own: the first unused client ACK from ``pos``
+        on whose fields all match."""
+        first_diffs = None
+        for k in range(pos, len(cpk)):
+            p = cpk[k]
+            if p.number in self.used or not p.is_pure_ack:
+                continue
+            diffs = check_fields(e, p, self.conv)
+            if not diffs:
+                self.matched(e, p)
+                return k
+            first_diffs = first_diffs or (p, diffs)
+        if first_diffs:
+            p, diffs = first_diffs
+            self.fail(e, f"no client→server ACK matches {e.describe()} (the first candidate, "
+                         f"packet {p.number}: {'; '.join(diffs)})")
+        else:
+            self.fail(e, f"no client→server ACK {e.describe()} ({self.ended()})")
+        return pos
+
     # -- cross-line checks
+    def interval(self, e: Expect) -> tuple[float, int] | None:
+        """(seconds, ref packet) from line ``e.timing.ref``'s packet to ``e``'s, if both came."""
+        r, ref = self.results[e.index - 1], self.results[e.timing.ref]
+        if r.packet is None or ref.packet is None or r.time is None or ref.time is None:
+            return None
+        return r.time - ref.time, ref.packet
+
     def timing(self):
         for e in self.sc.expects:
             if e.timing is None:
                 continue
-            r, ref = self.results[e.index - 1], self.results[e.timing.ref]
-            if r.packet is None or ref.packet is None or r.time is None or ref.time is None:
+            got = self.interval(e)
+            if got is None:
                 continue
-            dt = r.time - ref.time
-            if not e.timing.lo <= dt <= e.timing.hi:
-                p = next(q for q in self.conv.pkts if q.number == r.packet)
-                self.fail(e, f"expected {e.timing}, got {dt:.3f}s after packet {ref.packet}",
-                          p)
+            dt, ref_packet = got
+            lo, hi, base = e.timing.lo, e.timing.hi, ""
+            if e.timing.relative:
+                ref_line = self.sc.expects[e.timing.ref]
+                ref_got = self.interval(ref_line)
+                if ref_got is None:
+                    continue
+                lo, hi = lo * ref_got[0], hi * ref_got[0]
+                base = f" ({dt / ref_got[0]:.2f}x the {ref_got[0]:.3f}s before it)" \
+                    if ref_got[0] > 0 else ""
+            if not lo <= dt <= hi:
+                p = next(q for q in self.conv.pkts if q.number == self.results[e.index - 1].packet)
+                self.fail(e, f"expected {e.timing}, got {dt:.3f}s after packet {ref_packet}"
+                             f"{base}", p)
 
     def server_timestamps(self):
         by_packet = {r.packet: r.line for r in self.results if r.packet is not None}
@@ -492,3 +534,65 @@ def match(scenario: Scenario, packets: list[Pkt], client_ip: str = "192.168.56.1
     judge.timing()
     judge.server_timestamps()
     return judge.verdict()
+
+
+# ---------------------------------------------------------------- checks beyond the packets
+
+def transitions(responder_log: str) -> list[tuple[str, str]]:
+    """The responder's logged state changes (``... SYN-RECEIVED => ESTABLISHED``), in order."""
+    out = []
+    for line in responder_log.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[-2] == "=>":
+            out.append((words[-3], words[-1]))
+    return out
+
+
+def measurements(scenario: Scenario, verdict: Verdict) -> dict:
+    """``measure: NAME @a @b`` -> {NAME: seconds from @a's packet to @b's} (None if missing)."""
+    out = {}
+    for m in scenario.measures:
+        a, b = verdict.lines[m.start], verdict.lines[m.end]
+        out[m.name] = (round(b.time - a.time, 6) if a.time is not None and b.time is not None
+                       else None)
+    return out
+
+
+def check_run(scenario: Scenario, verdict: Verdict, *, responder_log: str = "",
+              counters: dict | None = None, held: bool | None = None) -> Verdict:
+    """Add the scenario's run-level checks to ``verdict`` (in place, and returned): the
+    responder's state transitions (``states:``, in this order, others may come between), its
+    exit counters (``counters:``), and whether the client was held (``hold:``)."""
+    fails = []
+    where = scenario.filename
+    if scenario.states:
+        seen = transitions(responder_log)
+        k = 0
+        for want in scenario.states:
+            while k < len(seen) and seen[k] != want:
+                k += 1
+            if k == len(seen):
+                logged = ", ".join(f"{a} => {b}" for a, b in seen) or "none"
+                fails.append(f"{where}: states: the responder never logged {want[0]} => "
+                             f"{want[1]} (after the ones before it); it logged: {logged}")
+                break
+            k += 1
+    counters = counters or {}
+    drops = counters.get("drops") if isinstance(counters.get("drops"), dict) else {}
+    for c in scenario.counters:
+        actual = counters.get(c.name, drops.get(c.name))
+        if not c.holds(actual):
+            got = actual if actual is not None else (
+                "no such counter" if counters else "no counters (the responder printed none)")
+            fails.append(f"{where}: counters: expected {c}, got {got}")
+    if scenario.hold is not None and held is False:
+        fails.append(f"{where}: hold: expected the client to be still held after "
+                     f"{scenario.hold:g} s, but it had finished")
+    if fails:
+        verdict.failures.extend(fails)
+        if verdict.ok:
+            verdict.ok = False
+            verdict.reason = fails[0] + (f" (+{len(fails) - 1} more)" if len(fails) > 1 else "")
+        else:
+            verdict.reason += f" (+{len(fails)} more)"
+    return verdict

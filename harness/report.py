@@ -95,8 +95,8 @@ def _packet_line(p: Pkt, verdict: Verdict) -> str:
 
 
 def format_summary(scenario: Scenario, packets: list[Pkt], verdict: Verdict,
-                   *, max_failures: int = 10) -> str:
-    """The terminal view of a run: packets, failures, verdict."""
+                   *, max_failures: int = 10, measurements: dict | None = None) -> str:
+    """The terminal view of a run: packets, measurements, failures, verdict."""
     out = [f"{scenario.filename} — {scenario.lesson}" if scenario.lesson else scenario.filename]
     if verdict.client:
         out.append(f"client {verdict.client}, server {verdict.server}; "
@@ -104,6 +104,10 @@ def format_summary(scenario: Scenario, packets: list[Pkt], verdict: Verdict,
     out += [_packet_line(p, verdict) for p in packets]
     if not packets:
         out.append("(no packets captured)")
+    for m in scenario.measures:
+        value = (measurements or {}).get(m.name)
+        shown = f"{value * 1000:.1f} ms" if value is not None else "not measured (a line failed)"
+        out.append(f"measured: {m.name} = {shown}  ({m.text})")
     for f in verdict.failures[:max_failures]:
         out.append(f"  ✗ {f}")
     if len(verdict.failures) > max_failures:

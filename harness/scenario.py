@@ -32,11 +32,20 @@ from harness.dissect import ACK, ANALYSIS_FLAGS, CWR, ECE, FIN, PSH, RST, SYN, U
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 SUFFIX = ".scn"
 
-# Clients the harness knows how to drive.  Later: "python" (a socket script), "scapy".
-CLIENTS = ("nc",)
+# Clients the harness knows how to drive (harness/clients.py): the real nc, a Python socket
+# client with socket options, a Scapy-crafted peer.  Each accepts these arguments and steps.
+CLIENTS = ("nc", "python", "scapy")
+CLIENT_OPTIONS = {"python": ("--nodelay", "--no-quickack"), "scapy": ()}
+STEPS = {"nc": ("send", "sleep"),
+         "python": ("send", "sleep", "recv", "recv-all", "shutdown", "close"),
+         "scapy": ("connect", "send", "sleep", "recv", "wait-fin", "fin", "ack", "rst", "syn")}
 DIRECTIONS = {"c>s": "client→server", "s>c": "server→client"}
 FLAG_CHARS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "U": URG, "E": ECE, "W": CWR, ".": ACK}
-HEADER_KEYS = ("lesson", "responder", "client", "stdin", "conditions", "timeout", "trailing")
+HEADER_KEYS = ("lesson", "responder", "client", "stdin", "script", "conditions", "timeout",
+               "hold", "linger", "trailing", "counters", "states", "measure")
+COUNTER_OPS = ("==", "!=", ">=", "<=", ">", "<")
+STATE_NAMES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
+               "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT")
 FIELDS = ("seq", "rawseq", "ack", "win", "options", "length", "payload", "analysis", "after")
 RESPONDER_APPS = ("hello", "http", "tarpit", "echo")
 
@@ -101,15 +110,81 @@ class OptionsSpec:
 
 @dataclass(frozen=True)
 class Timing:
-    """``after REF within LO-HI``: this packet comes LO..HI seconds after REF's packet."""
+    """``after REF within LO-HI``: this packet comes LO..HI seconds after REF's packet.
+    ``relative`` (``within 1.6x-2.5x``): LO..HI times REF's own interval (REF's line has an
+    ``after`` too) -- "each retransmission waits about twice as long as the one before"."""
 
     ref: int          # 0-based index of the referenced expect line
     ref_text: str
     lo: float
     hi: float
+    relative: bool = False
 
     def __str__(self):
+        if self.relative:
+            return f"after {self.ref_text} within {self.lo:g}x-{self.hi:g}x"
         return f"after {self.ref_text} within {self.lo:g}-{self.hi:g}s"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the client's ``script``: ``send "..."``, ``sleep 0.5s``, ``recv 5``, ``rst 100``."""
+
+    kind: str
+    arg: object = None
+
+    def __str__(self):
+        if self.kind == "send":
+            return f'send "{c_escape(self.arg)}"'
+        if self.kind == "sleep":
+            return f"sleep {self.arg:g}s"
+        return self.kind if self.arg is None else f"{self.kind} {self.arg}"
+
+
+@dataclass(frozen=True)
+class CounterCheck:
+    """``counters: NAME OP N``: one of the responder's exit counters (its JSON line)."""
+
+    name: str
+    op: str
+    value: int
+
+    def holds(self, actual) -> bool:
+        if not isinstance(actual, (int, float)):
+            return False
+        return {"==": actual == self.value, "!=": actual != self.value,
+                ">=": actual >= self.value, "<=": actual <= self.value,
+                ">": actual > self.value, "<": actual < self.value}[self.op]
+
+    def __str__(self):
+        return f"{self.name} {self.op} {self.value}"
+
+
+@dataclass(frozen=True)
+class Measure:
+    """``measure: NAME @a @b``: the time from line @a's packet to line @b's, reported."""
+
+    name: str
+    start: int        # 0-based expect-line indexes
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A lab condition applied in the VM for the run (harness/conditions.py).
+
+    ``drop DIR [ack N|seq N] first K``: iptables drops the first K matching packets (c>s in the
+    VM's INPUT chain: the capture on the host side still shows them; s>c in its OUTPUT chain:
+    they never reach the wire).  ``delay``/``loss`` need ``tc netem``."""
+
+    kind: str                # "drop", "delay", "loss"
+    direction: str = ""      # "c>s" or "s>c"
+    field: str = ""          # "", "ack" or "seq" (relative; needs a fixed --isn)
+    value: int = 0
+    count: int = 0
+    amount: str = ""         # for netem kinds: "100ms", "10%"
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -167,6 +242,13 @@ class Scenario:
     timeout: float | None
     trailing: str            # "forbid" (default) or "allow" packets after the last line
     expects: tuple
+    script: tuple = ()       # Step, ... (the client's actions)
+    hold: float | None = None    # the client must still be running after this long; then stopped
+    linger: float = 0.0      # wait this long after the client before stopping the capture
+    counters: tuple = ()     # CounterCheck, ...
+    states: tuple = ()       # ("ESTABLISHED", "FIN-WAIT-1"), ... in this order in the log
+    measures: tuple = ()     # Measure, ...
+    condition_list: tuple = ()   # Condition, ...
 
     @property
     def filename(self) -> str:
@@ -393,25 +475,30 @@ def _responder_args(value: str) -> tuple:
     i, seen = 0, set()
     while i < len(args):
         a = args[i]
-        if a in ("--app", "--isn", "--mark"):
+        if a in ("--app", "--isn", "--mark", "--msl2"):
             if i + 1 >= len(args):
                 raise ValueError(f"{a} needs a value")
             v = args[i + 1]
             if a == "--app" and v not in RESPONDER_APPS:
                 raise ValueError(f"--app must be one of {', '.join(RESPONDER_APPS)}, got {v!r}")
-            if a != "--app":
+            if a == "--msl2":
+                try:
+                    float(v)
+                except ValueError:
+                    raise ValueError(f"--msl2 needs seconds, got {v!r}") from None
+            elif a != "--app":
                 try:
                     _int(v)
                 except ValueError:
                     raise ValueError(f"{a} needs a number, got {v!r}") from None
             i += 2
-        elif a == "--classic":
+        elif a in ("--classic", "--nodelay"):
             i += 1
         elif a == "--listen":
             raise ValueError("--listen is set by the harness, not by the scenario")
         else:
             raise ValueError(f"unknown responder argument {a!r} "
-                             "(known: --app, --classic, --isn, --mark)")
+                             "(known: --app, --classic, --isn, --mark, --nodelay, --msl2)")
         if a in seen:
             raise ValueError(f"{a} given twice")
         seen.add(a)
@@ -431,17 +518,114 @@ def _header(key: str, value: str, head: dict) -> None:
         if not words or words[0] not in CLIENTS:
             raise ValueError(f"client must be one of {', '.join(CLIENTS)} "
                              f"(optionally with arguments), got {value!r}")
+        known = CLIENT_OPTIONS.get(words[0])
+        bad = [w for w in words[1:] if known is not None and w not in known]
+        if bad:
+            raise ValueError(f"unknown {words[0]} client option {bad[0]!r} "
+                             f"(known: {', '.join(known) or 'none'})")
         head["client"], head["client_args"] = words[0], tuple(words[1:])
+    elif key == "script":
+        head["script"] = parse_script(value)
+    elif key in ("hold", "linger"):
+        head[key] = _duration(value)
+    elif key == "counters":
+        head["counters"] = tuple(_counter(p) for p in _split_top(value) if p.strip() or _empty())
+    elif key == "states":
+        head["states"] = parse_states(value)
+    elif key == "measure":
+        head["measure"] = value
     elif key == "stdin":
         head["stdin"] = _quoted(value)
     elif key == "conditions":
         head["conditions"] = value
+        head["condition_list"] = parse_conditions(value)
     elif key == "timeout":
         head["timeout"] = _duration(value)
     elif key == "trailing":
         if value not in ("forbid", "allow"):
             raise ValueError(f"expected forbid or allow, got {value!r}")
         head["trailing"] = value
+
+
+def _empty():
+    raise ValueError("empty item (two commas?)")
+
+
+def parse_script(value: str) -> tuple:
+    """``send "GET / HTTP/1.0\\r\\n"; sleep 0.2s; recv-all`` -> steps (client-agnostic; which
+    steps a client accepts is checked once the whole header is read)."""
+    steps = []
+    for part in _split_top(value, ";"):
+        part = part.strip()
+        if not part:
+            raise ValueError("empty step (two semicolons?)")
+        kind, _, arg = part.partition(" ")
+        arg = arg.strip()
+        if kind == "send":
+            steps.append(Step("send", _quoted(arg)))
+        elif kind == "sleep":
+            steps.append(Step("sleep", _duration(arg)))
+        elif kind in ("recv", "rst", "syn"):
+            if kind == "recv" and not arg:
+                raise ValueError("recv needs a byte count, e.g. 'recv 5' (or use recv-all)")
+            if arg and not re.fullmatch(r"\d+", arg):
+                raise ValueError(f"{kind} takes a number, got {arg!r}")
+            steps.append(Step(kind, int(arg) if arg else 0))
+        elif kind in ("recv-all", "shutdown", "close", "connect", "wait-fin", "fin", "ack"):
+            if arg:
+                raise ValueError(f"{kind} takes no argument, got {arg!r}")
+            steps.append(Step(kind))
+        else:
+            known = sorted({k for ks in STEPS.values() for k in ks})
+            raise ValueError(f"unknown step {kind!r} (known: {', '.join(known)})")
+    return tuple(steps)
+
+
+def _counter(text: str) -> CounterCheck:
+    m = re.fullmatch(r"\s*([a-z_]+)\s*(==|!=|>=|<=|>|<)\s*(\d+)\s*", text)
+    if not m:
+        raise ValueError(f"expected 'NAME OP N' (OP one of {' '.join(COUNTER_OPS)}), "
+                         f"got {text.strip()!r}")
+    return CounterCheck(m.group(1), m.group(2), int(m.group(3)))
+
+
+def parse_states(value: str) -> tuple:
+    """``ESTABLISHED => FIN-WAIT-1, FIN-WAIT-1 => FIN-WAIT-2`` -> pairs, checked by name."""
+    out = []
+    for part in _split_top(value):
+        m = re.fullmatch(r"\s*(\S+)\s*=>\s*(\S+)\s*", part)
+        if not m:
+            raise ValueError(f"expected 'STATE => STATE', got {part.strip()!r}")
+        for name in m.groups():
+            if name not in STATE_NAMES:
+                raise ValueError(f"unknown state {name!r} (known: {', '.join(STATE_NAMES)})")
+        out.append((m.group(1), m.group(2)))
+    return tuple(out)
+
+
+def parse_conditions(value: str) -> tuple:
+    """``drop c>s ack 6 first 3; delay 100ms`` -> conditions."""
+    out = []
+    for part in _split_top(value, ";"):
+        t = part.strip()
+        if not t:
+            continue
+        m = re.fullmatch(r"drop\s+(c>s|s>c)(?:\s+(ack|seq)\s+(\d+))?\s+first\s+(\d+)", t)
+        if m:
+            if m.group(2) == "ack" and m.group(1) == "s>c" or \
+                    m.group(2) == "seq" and m.group(1) == "c>s":
+                raise ValueError(f"{t!r}: only 'c>s ack N' and 's>c seq N' are known (numbers "
+                                 "in the responder's sequence space, which a fixed --isn pins)")
+            out.append(Condition("drop", m.group(1), m.group(2) or "",
+                                 int(m.group(3) or 0), int(m.group(4)), text=t))
+            continue
+        m = re.fullmatch(r"(delay|loss)\s+(\d+(?:\.\d+)?(?:ms|s|%))", t)
+        if m:
+            out.append(Condition(m.group(1), amount=m.group(2), text=t))
+            continue
+        raise ValueError(f"unknown condition {t!r} (known: 'drop c>s [ack N] first K', "
+                         "'drop s>c [seq N] first K', 'delay 100ms', 'loss 10%')")
+    return tuple(out)
 
 
 class _LineParser:
@@ -568,6 +752,20 @@ class _LineParser:
                              f"got {ref_text!r}")
         if not 0 <= ref < self.index - 1:
             raise ValueError(f"{ref_text} is not an earlier expect line")
+        if m.group(3).endswith("x"):
+            if self.earlier[ref].timing is None:
+                raise ValueError(f"{ref_text} has no 'after' of its own: a relative bound "
+                                 f"(Nx) is a multiple of that line's interval")
+            try:
+                hi = float(m.group(3)[:-1])
+                lo = float((m.group(2) or "0x").rstrip("x"))
+            except ValueError:
+                raise ValueError(f"expected 'within LOx-HIx' like 1.6x-2.5x, got {v!r}") \
+                    from None
+            if lo > hi:
+                raise ValueError(f"empty interval {m.group(2)}-{m.group(3)}")
+            e["timing"] = Timing(ref, ref_text, lo, hi, relative=True)
+            return
         hi = _duration(m.group(3))
         if m.group(2) is None:
             lo = 0.0
@@ -642,13 +840,59 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         raise ScenarioError(path, None, "missing 'expect:' section")
     if not expects:
         raise ScenarioError(path, None, "'expect:' section has no lines")
+    _check_header(path, head, seen_keys)
+    measures = []
+    if "measure" in head:
+        try:
+            measures = _measures(head["measure"], labels)
+        except ValueError as exc:
+            raise ScenarioError(path, seen_keys["measure"], f"key 'measure': {exc}") from None
     return Scenario(
         path=path, name=Path(path).stem, lesson=head.get("lesson", ""),
         responder=head["responder"], responder_args=head["responder_args"],
         client=head.get("client", "nc"), client_args=head.get("client_args", ()),
         stdin=head.get("stdin", b""), conditions=head.get("conditions", ""),
         timeout=head.get("timeout"), trailing=head.get("trailing", "forbid"),
-        expects=tuple(expects))
+        expects=tuple(expects), script=head.get("script", ()), hold=head.get("hold"),
+        linger=head.get("linger", 0.0), counters=head.get("counters", ()),
+        states=head.get("states", ()), measures=tuple(measures),
+        condition_list=head.get("condition_list", ()))
+
+
+def _check_header(path: str, head: dict, seen: dict) -> None:
+    """Checks that need several keys: the script's steps against the client kind."""
+    client = head.get("client", "nc")
+    for step in head.get("script", ()):
+        if step.kind not in STEPS[client]:
+            raise ScenarioError(path, seen["script"], f"key 'script': the {client} client "
+                                f"cannot '{step.kind}' (it can: {', '.join(STEPS[client])})")
+    if "script" in head and "stdin" in head:
+        raise ScenarioError(path, seen["script"], "key 'script': give either stdin or a script "
+                            f"(stdin is on line {seen['stdin']})")
+    if "stdin" in head and client != "nc":
+        raise ScenarioError(path, seen["stdin"], f"key 'stdin': only nc reads stdin; the "
+                            f"{client} client takes a script")
+    isn_fixed = "--isn" in head.get("responder_args", ()) or \
+        "--classic" in head.get("responder_args", ())
+    for c in head.get("condition_list", ()):
+        if c.field and not isn_fixed:
+            raise ScenarioError(path, seen["conditions"], f"key 'conditions': {c.text!r} names "
+                                "a sequence number, which needs a fixed ISN "
+                                "(responder: ... --isn N)")
+
+
+def _measures(value: str, labels: dict) -> list:
+    out = []
+    for part in _split_top(value):
+        m = re.fullmatch(r"\s*([A-Za-z_][\w-]*)\s+@([\w-]+)\s+@([\w-]+)\s*", part)
+        if not m:
+            raise ValueError(f"expected 'NAME @from @to', got {part.strip()!r}")
+        for lab in m.group(2, 3):
+            if lab not in labels:
+                raise ValueError(f"no expect line is labelled @{lab}")
+        out.append(Measure(m.group(1), labels[m.group(2)][1], labels[m.group(3)][1],
+                           part.strip()))
+    return out
 
 
 def _display_path(path: Path) -> str:

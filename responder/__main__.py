@@ -21,6 +21,10 @@ apps:
 faults (--fault, for testing the harness; the demo must then fail naming the field):
   bad-checksum  the TCP checksum of every data segment is corrupted
   wrong-seq     the second data segment of each connection has its seq one too high
+  no-delayed-ack    every segment is ACKed at once (no delayed ACK)
+  no-backoff        the RTO is not doubled after a timeout (RFC 6298 5.5 ignored)
+  no-challenge-ack  no RFC 5961 challenge ACKs (in-window RST/SYN are dropped silently)
+  tarpit-window     a zero-window SYN,ACK advertises 1024 instead (the tarpit holds nobody)
 
 output on stderr: 'listening on ADDR:PORT app=NAME' once the sockets are open; one line per
 state transition ('192.168.56.100:80 <> 192.168.56.1:62438 SYN-RECEIVED => ESTABLISHED');

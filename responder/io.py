@@ -42,7 +42,8 @@ from .tcp import Config, Stack
 SO_MARK = getattr(socket, "SO_MARK", 36)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 RCVBUF = 8 << 20            # the kernel drops at ~110k packets/s if the buffer is small
-FAULTS = ("bad-checksum", "wrong-seq")
+FAULTS = ("bad-checksum", "wrong-seq", "no-delayed-ack", "no-backoff", "no-challenge-ack",
+          "tarpit-window")
 
 
 class NoPermission(Exception):
@@ -95,6 +96,11 @@ class Faults:
       the checksum field inverted), so the peer drops it and the capture shows "incorrect".
     * ``wrong-seq``: the second data segment of each connection leaves with its sequence number
       one too high (the stack's own state is untouched, so the peer sees a hole of one byte).
+    * ``no-delayed-ack``: every segment is ACKed at once (``Config.delayed_ack = 0``).
+    * ``no-backoff``: the retransmission timeout is not doubled after a timeout (RFC 6298 5.5
+      ignored): retransmissions come every RTO.
+    * ``no-challenge-ack``: RFC 5961's challenge ACKs are never sent (the limit is 0).
+    * ``tarpit-window``: a SYN,ACK that advertises a zero window advertises 1024 instead.
     """
 
     def __init__(self, name: str | None):
@@ -103,7 +109,32 @@ class Faults:
         self.name = name
         self.data_segments: dict = {}
 
+    def configure(self, cfg) -> None:
+        """Faults that are settings of the state machine (``cfg``: a ``tcp.Config``)."""
+        if self.name == "no-delayed-ack":
+            cfg.delayed_ack = 0
+        elif self.name == "no-challenge-ack":
+            cfg.challenge_ack_limit = 0
+
+    def patch(self, stack) -> None:
+        """Faults in the stack's timers: ``no-backoff`` undoes the doubling after each RTO."""
+        if self.name != "no-backoff":
+            return
+        timer_rto = stack._timer_rto
+
+        def no_backoff(conn):
+            rto = conn.rto
+            timer_rto(conn)
+            if conn.rto != rto and "rto" in conn.timers:
+                conn.rto = rto
+                stack._set_timer(conn, "rto", rto)
+        stack._timer_rto = no_backoff
+
     def before(self, seg: wire.Segment) -> wire.Segment:
+        if self.name == "tarpit-window" and seg.flags & wire.SYN and seg.flags & wire.ACK \
+                and seg.window == 0:
+            return wire.Segment(seg.src, seg.dst, seg.sport, seg.dport, seg.seq, seg.ack,
+                                seg.flags, 1024, seg.urgent, seg.options, seg.payload)
         if self.name != "wrong-seq" or not len(seg.payload):
             return seg
         key = (bytes(seg.dst), seg.dport)
@@ -148,7 +179,9 @@ class Responder:
             self.classic = ClassicResponder(self.port, isn, addr=self.addr)
         else:
             cfg = Config(fixed_isn=opts.isn, nodelay=opts.nodelay, msl2=opts.msl2)
+            self.faults.configure(cfg)
             self.stack = Stack(cfg, isn_key=random(32), log=log)
+            self.faults.patch(self.stack)
             self.app = make_app(opts.app, page, cfg.mss)
             self.stack.listen(self.addr, self.port, self.app)
         self.encode_hook = getattr(self.app, "encode", None)

@@ -68,12 +68,12 @@ def test_field_forms():
 
 def test_header_defaults_and_values():
     sc = parse("c>s [S] seq 0\n", 'lesson: x\nresponder: --app echo --classic --isn 7\n'
-               'client: nc -N\nstdin: "GET /\\r\\n"\nconditions: none yet\ntimeout: 500ms\n'
+               'client: nc -N\nstdin: "GET /\\r\\n"\nconditions: drop c>s first 2\ntimeout: 500ms\n'
                'trailing: allow\nexpect:\n')
     assert sc.responder_args == ("--app", "echo", "--classic", "--isn", "7")
     assert (sc.client, sc.client_args) == ("nc", ("-N",))
     assert sc.stdin == b"GET /\r\n" and sc.timeout == 0.5 and sc.trailing == "allow"
-    assert sc.conditions == "none yet"
+    assert sc.conditions == "drop c>s first 2"
 
 
 @pytest.mark.parametrize("body,message", [
@@ -116,8 +116,8 @@ def test_bad_expect_lines(body, message):
 
 @pytest.mark.parametrize("head,message", [
     ("responder: --app hello\ncolour: red\nexpect:\n",
-     "t.scn:2: unknown key 'colour' (known: lesson, responder, client, stdin, conditions, "
-     "timeout, trailing, expect)"),
+     "t.scn:2: unknown key 'colour' (known: lesson, responder, client, stdin, script, "
+     "conditions, timeout, hold, linger, trailing, counters, states, measure, expect)"),
     ("responder: --app hello\nresponder: --app echo\nexpect:\n",
      "t.scn:2: key 'responder' already given on line 1"),
     ("responder: --app gopher\nexpect:\n",

@@ -1,0 +1,334 @@
+"""The clients a scenario can drive from the lab's host side.
+
+* ``nc`` -- the real netcat; its stdin is the scenario's ``stdin`` or the ``send``/``sleep``
+  steps of its ``script``, written with the pauses in between.
+* ``python`` -- a socket client with socket options (``--nodelay``: TCP_NODELAY, Nagle off;
+  ``--no-quickack``: TCP_QUICKACK off after connecting and after every read, so Linux delays its
+  ACKs), steps ``send``, ``sleep``, ``recv N``, ``recv-all``, ``shutdown``, ``close``.
+* ``scapy`` -- a peer whose every segment is crafted with Scapy (for what no kernel sends: an
+  in-window RST, a SYN in the middle of a connection, a FIN that does not ACK the peer's FIN).
+  It ACKs data at once, never a FIN unless told (``ack``); steps ``connect``, ``send``, ``recv
+  N``, ``wait-fin``, ``fin``, ``ack``, ``rst N`` (RST at our SND.NXT + N: N > 0 is in the
+  window but not exact), ``syn N``, ``sleep``.  The host kernel knows nothing of its connection
+  and would reset it, so while it runs an iptables rule *in the lab's host namespace* drops
+  RSTs from its port (removed afterwards).
+
+The Python and Scapy clients run as ``python -m harness.clients KIND ...`` under the backend's
+host-side exec prefix (inside the lab's host namespace), and print one JSON line: what they
+received, a log of their steps and any error.  :func:`run_client` hides all three behind one
+call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from .scenario import Step
+from .util import PROJECT_ROOT, LabError
+
+
+@dataclass
+class ClientRun:
+    """What the client did: its output, error text, exit status (None: stopped by us), and
+    whether it was still running when a ``hold`` ran out."""
+
+    argv: list
+    stdout: bytes = b""
+    stderr: bytes = b""
+    status: int | None = None
+    held: bool | None = None
+    report: dict | None = None        # the python/scapy client's JSON line
+    seconds: float = 0.0
+
+    @property
+    def received(self) -> bytes:
+        if self.report is not None:
+            return bytes.fromhex(self.report.get("received", ""))
+        return self.stdout
+
+
+def steps_to_json(steps) -> str:
+    return json.dumps([[s.kind, s.arg.hex() if isinstance(s.arg, bytes) else s.arg]
+                       for s in steps])
+
+
+def steps_from_json(text: str) -> list:
+    return [Step(k, bytes.fromhex(a) if k == "send" else a) for k, a in json.loads(text)]
+
+
+def client_argv(backend, scn, port: int) -> list:
+    """The command line that runs the scenario's client on the host side."""
+    pre = backend.host_exec_prefix()
+    if scn.client == "nc":
+        return pre + ["nc", *scn.client_args, backend.vm_ip, str(port)]
+    if scn.client == "scapy" and not pre:
+        raise LabError("the scapy client needs a lab host namespace (netns or qemu backend): "
+                       "it adds an iptables rule there, and never on your own host")
+    return pre + [sys.executable, "-m", "harness.clients", scn.client, "--host", backend.vm_ip,
+                  "--port", str(port), "--script", steps_to_json(scn.script),
+                  *scn.client_args]
+
+
+def run_client(backend, scn, port: int, timeout: float) -> ClientRun:
+    """Run the scenario's client to its end (or until ``hold``/``timeout``)."""
+    argv = client_argv(backend, scn, port)
+    run = ClientRun(argv)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=PROJECT_ROOT)
+    out: dict = {}
+    readers = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()),
+                                daemon=True) for k, f in (("out", proc.stdout),
+                                                          ("err", proc.stderr))]
+    for r in readers:
+        r.start()
+    try:
+        if scn.client == "nc":
+            _feed_nc(proc, scn)
+        else:
+            proc.stdin.close()
+        limit = scn.hold if scn.hold is not None else timeout
+        try:
+            run.status = proc.wait(timeout=max(0.0, limit - (time.monotonic() - t0)))
+            run.held = False
+        except subprocess.TimeoutExpired:
+            run.held = True
+            proc.kill()
+            proc.wait()
+            run.status = None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for r in readers:
+            r.join(timeout=5)
+    run.seconds = time.monotonic() - t0
+    run.stdout, run.stderr = out.get("out", b""), out.get("err", b"")
+    if scn.client != "nc":
+        lines = [l for l in run.stdout.splitlines() if l.startswith(b"{")]
+        if lines:
+            try:
+                run.report = json.loads(lines[-1])
+            except ValueError:
+                run.report = None
+    if run.held and scn.hold is None:
+        run.stderr += (f"\ntcplab: the client did not finish within {timeout:g} s; it was "
+                       f"stopped").encode()
+    return run
+
+
+def _feed_nc(proc, scn) -> None:
+    try:
+        if scn.script:
+            for step in scn.script:
+                if step.kind == "send":
+                    proc.stdin.write(step.arg)
+                    proc.stdin.flush()
+                elif step.kind == "sleep":
+                    time.sleep(step.arg)
+        else:
+            proc.stdin.write(scn.stdin)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+
+
+# ------------------------------------------------------------------ inside the host namespace
+
+def python_client(host: str, port: int, steps, nodelay: bool, no_quickack: bool,
+                  timeout: float = 30.0) -> dict:
+    log, received = [], bytearray()
+    t0 = time.monotonic()
+    s = socket.create_connection((host, port), timeout=timeout)
+
+    def quickack_off():
+        if no_quickack:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+    if nodelay:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    quickack_off()
+    closed = False
+    for step in steps:
+        log.append([round(time.monotonic() - t0, 6), str(step)])
+        if step.kind == "send":
+            s.sendall(step.arg)
+        elif step.kind == "sleep":
+            time.sleep(step.arg)
+        elif step.kind in ("recv", "recv-all"):
+            want = len(received) + step.arg if step.kind == "recv" else None
+            while want is None or len(received) < want:
+                chunk = s.recv(65536 if want is None else want - len(received))
+                quickack_off()
+                if not chunk:
+                    break
+                received += chunk
+        elif step.kind == "shutdown":
+            s.shutdown(socket.SHUT_WR)
+        elif step.kind == "close":
+            s.close()
+            closed = True
+    if not closed:
+        s.close()
+    return {"ok": True, "received": bytes(received).hex(), "log": log}
+
+
+class ScapyPeer:
+    """A hand-made TCP peer: every packet built by Scapy, sent on a raw socket."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0):
+        from scapy.all import IP  # noqa: F401  (import early: it is slow)
+        self.dst, self.dport = host, port
+        self.sport = random.randint(40000, 60000)
+        self.src = _source_address(host)
+        self.timeout = timeout
+        self.iss = random.getrandbits(32)
+        self.snd_nxt = self.iss
+        self.rcv_nxt = None
+        self.fin_seq = None
+        self.received = bytearray()
+        self.cond = threading.Condition()
+        self.stop = False
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        self.rx.settimeout(0.1)
+        self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.rule = ["OUTPUT", "-p", "tcp", "-s", self.src, "--sport", str(self.sport), "-d",
+                     host, "--dport", str(port), "--tcp-flags", "RST", "RST", "-j", "DROP"]
+
+    def __enter__(self):
+        subprocess.run(["iptables", "-I", *self.rule], check=True, capture_output=True)
+        self.thread = threading.Thread(target=self._receive, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join(timeout=2)
+        subprocess.run(["iptables", "-D", *self.rule], capture_output=True)
+        self.rx.close()
+        self.tx.close()
+
+    def send(self, flags: str, seq: int | None = None, ack: int | None = None,
+             payload: bytes = b"", options=()) -> None:
+        from scapy.all import IP, TCP, Raw
+        tcp = TCP(sport=self.sport, dport=self.dport, flags=flags, window=65535,
+                  seq=self.snd_nxt if seq is None else seq & 0xFFFFFFFF,
+                  ack=(ack if ack is not None else (self.rcv_nxt or 0)) & 0xFFFFFFFF,
+                  options=list(options))
+        pkt = IP(src=self.src, dst=self.dst) / tcp
+        if payload:
+            pkt = pkt / Raw(payload)
+        self.tx.sendto(bytes(pkt), (self.dst, 0))
+
+    def _receive(self) -> None:
+        from scapy.all import IP, TCP
+        while not self.stop:
+            try:
+                data = self.rx.recv(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            ip = IP(data)
+            if TCP not in ip or ip[TCP].sport != self.dport or ip[TCP].dport != self.sport:
+                continue
+            t = ip[TCP]
+            payload = bytes(t.payload)
+            with self.cond:
+                if "S" in t.flags and "A" in t.flags:
+                    self.rcv_nxt = (t.seq + 1) & 0xFFFFFFFF
+                elif payload and self.rcv_nxt is not None and t.seq == self.rcv_nxt:
+                    self.received += payload
+                    self.rcv_nxt = (self.rcv_nxt + len(payload)) & 0xFFFFFFFF
+                    self.send("A")                  # data is ACKed at once
+                if "F" in t.flags and self.fin_seq is None:
+                    self.fin_seq = (t.seq + len(payload)) & 0xFFFFFFFF
+                self.cond.notify_all()
+
+    def wait(self, what: str, pred) -> None:
+        with self.cond:
+            if not self.cond.wait_for(pred, timeout=self.timeout):
+                raise TimeoutError(f"scapy peer: no {what} within {self.timeout:g} s")
+
+    def run(self, step: Step) -> None:
+        k = step.kind
+        if k == "connect":
+            self.send("S", options=[("MSS", 1460)])
+            self.snd_nxt = (self.iss + 1) & 0xFFFFFFFF
+            self.wait("SYN,ACK", lambda: self.rcv_nxt is not None)
+            self.send("A")
+        elif k == "send":
+            self.send("PA", payload=step.arg)
+            self.snd_nxt = (self.snd_nxt + len(step.arg)) & 0xFFFFFFFF
+        elif k == "sleep":
+            time.sleep(step.arg)
+        elif k == "recv":
+            n = len(self.received) + step.arg
+            self.wait(f"{step.arg} bytes of data", lambda: len(self.received) >= n)
+        elif k == "wait-fin":
+            self.wait("FIN", lambda: self.fin_seq is not None)
+        elif k == "fin":                                   # ACKs data, not a FIN we got
+            self.send("FA")
+            self.snd_nxt = (self.snd_nxt + 1) & 0xFFFFFFFF
+        elif k == "ack":
+            fin = self.fin_seq is not None and self.fin_seq == self.rcv_nxt
+            self.send("A", ack=(self.rcv_nxt + (1 if fin else 0)))
+        elif k == "rst":
+            self.send("R", seq=self.snd_nxt + step.arg, ack=0)
+        elif k == "syn":
+            self.send("S", seq=self.snd_nxt + step.arg, ack=0, options=[("MSS", 1460)])
+
+
+def scapy_client(host: str, port: int, steps, timeout: float = 10.0) -> dict:
+    log = []
+    t0 = time.monotonic()
+    with ScapyPeer(host, port, timeout) as peer:
+        for step in steps:
+            log.append([round(time.monotonic() - t0, 6), str(step)])
+            peer.run(step)
+        time.sleep(0.2)          # let the last answers arrive before the rule goes
+        return {"ok": True, "received": bytes(peer.received).hex(), "log": log,
+                "sport": peer.sport}
+
+
+def _source_address(dst: str) -> str:
+    """The address this namespace uses towards ``dst``."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect((dst, 9))
+        return s.getsockname()[0]
+    finally:
+        s.close()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.clients")
+    p.add_argument("kind", choices=("python", "scapy"))
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, default=80)
+    p.add_argument("--script", default="[]", help="steps as JSON (steps_to_json)")
+    p.add_argument("--nodelay", action="store_true")
+    p.add_argument("--no-quickack", action="store_true")
+    opts = p.parse_args(argv)
+    steps = steps_from_json(opts.script)
+    try:
+        if opts.kind == "python":
+            res = python_client(opts.host, opts.port, steps, opts.nodelay, opts.no_quickack)
+        else:
+            res = scapy_client(opts.host, opts.port, steps)
+    except (OSError, TimeoutError, subprocess.CalledProcessError) as e:
+        print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
+        return 1
+    print(json.dumps(res), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
