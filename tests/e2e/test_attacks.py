@@ -78,12 +78,12 @@ def test_rfc5961_blind_attacks_on_a_live_connection(attack_lab):
 @pytest.fixture(scope="module")
 def flooded(attack_lab):
     """One flood of FLOOD spoofed-port SYNs from 192.168.56.1, a hello client started every
-    5 ms for as long as the flood lasts: while it is sent, and while the responder is still busy
+    2 ms for as long as the flood lasts: while it is sent, and while the responder is still busy
     with it (a raw socket sends the SYNs faster than the responder gets through them); the
     responder's memory before and after, and its counters."""
     with attack.Target(attack_lab, "hello") as t:
         idle_rss, _ = t.memory_kb()
-        res = attack.syn_flood(attack_lab, FLOOD, clients=400, client_interval=0.005,
+        res = attack.syn_flood(attack_lab, FLOOD, clients=400, client_interval=0.002,
                                watch_pid=t.proc.pid)
         rss, hwm = t.memory_kb()
         c = t.counters()
