@@ -147,6 +147,10 @@ def plot(result: dict, path: Path) -> Path | None:
         t = r.get("target")
         if t and t["on"] == "ratio":
             ax.plot([t["value"]] * 2, [yi - 0.4, yi + 0.4], color="black", lw=2)
+        elif t:     # a target on the value itself: the bar is still the ratio; say the value
+            ax.annotate(f" {fmt_num(r['subject_value']['median'])} {r['unit']} "
+                        f"(target {t['op']} {t['value']:g})", (r["ratio"]["max"], yi),
+                        va="center", fontsize=7)
     ax.axvline(1.0, color="gray", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_yticks(y)
@@ -170,10 +174,10 @@ def plot(result: dict, path: Path) -> Path | None:
         ax2.set_xlim(0, 1)
         ax2.set_xlabel("share of wall time", fontsize=8)
         ax2.tick_params(labelsize=7)
-        ax2.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+        ax2.legend(fontsize=6, loc="upper right", bbox_to_anchor=(1.0, -0.1), ncol=1)
         ax2.set_title("lab: where the time goes", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")     # the legend below the axes too
     plt.close(fig)
     return path
 
