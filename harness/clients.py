@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from .scenario import Step
 from .util import PROJECT_ROOT, LabError
 
+SO_MARK = getattr(socket, "SO_MARK", 36)
+PEER_MARK = 0x5F          # the Scapy peer's own packets (the responder's are 0x5e)
+
 
 @dataclass
 class ClientRun:
@@ -199,8 +202,11 @@ class ScapyPeer:
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
         self.rx.settimeout(0.1)
         self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.tx.setsockopt(socket.SOL_SOCKET, SO_MARK, PEER_MARK)
+        # the kernel's RSTs from our port are dropped; ours (marked) pass
         self.rule = ["OUTPUT", "-p", "tcp", "-s", self.src, "--sport", str(self.sport), "-d",
-                     host, "--dport", str(port), "--tcp-flags", "RST", "RST", "-j", "DROP"]
+                     host, "--dport", str(port), "--tcp-flags", "RST", "RST", "-m", "mark",
+                     "!", "--mark", hex(PEER_MARK), "-j", "DROP"]
 
     def __enter__(self):
         subprocess.run(["iptables", "-I", *self.rule], check=True, capture_output=True)

@@ -28,7 +28,7 @@ from .conditions import Conditions
 from .dissect import read_pcap
 from .ladder import write_ladder
 from .lab import LAB_PORT, Backend
-from .match import check_run, match, measurements
+from .match import check_run, match, measurements, renumber
 from .provision import bring_up
 from .report import format_summary, write_run
 from .scenario import ScenarioError, list_scenarios, load_scenario, scenario_path
@@ -141,7 +141,8 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
         ssh.close()
     timings["demo_s"] = time.monotonic() - t0
 
-    packets = read_pcap(pcap, display_filter=f"tcp.port == {LAB_PORT}")
+    packets = renumber(read_pcap(pcap, display_filter=f"tcp.port == {LAB_PORT}"),
+                       backend.host_ip, backend.vm_ip, LAB_PORT)
     verdict = match(scn, packets, client_ip=backend.host_ip, server_ip=backend.vm_ip,
                     server_port=LAB_PORT)
     log_text = (run_dir / "responder.log").read_text() if (run_dir / "responder.log").exists() \

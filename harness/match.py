@@ -19,7 +19,7 @@ The verdict is a value plus a reason (style card item 8): :class:`Verdict`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.dissect import ACK, RST, SYN, Pkt, format_options
 from harness.scenario import DIRECTIONS, Expect, OptionsSpec, Scenario, Val, c_escape
@@ -428,10 +428,13 @@ class _Judge:
         a duplicate ACK) names one packet of its own: the first unused client ACK from ``pos``
         on whose fields all match."""
         first_diffs = None
+        ref = self.results[e.timing.ref] if e.timing and not e.timing.relative else None
         for k in range(pos, len(cpk)):
             p = cpk[k]
             if p.number in self.used or not p.is_pure_ack:
                 continue
+            if ref is not None and ref.time is not None and p.time < ref.time:
+                continue                 # "after @x": not one from before that packet
             diffs = check_fields(e, p, self.conv)
             if not diffs:
                 self.matched(e, p)
@@ -524,9 +527,35 @@ def _analysis_note(p: Pkt) -> str:
     return f" (Wireshark: {', '.join(sorted(p.analysis))})" if p.analysis else ""
 
 
+def renumber(packets: list[Pkt], client_ip: str = "192.168.56.1",
+             server_ip: str = "192.168.56.100", server_port: int = 80) -> list[Pkt]:
+    """``packets`` with the connection's relative seq/ack counted from *its* two ISNs (the
+    first SYN and SYN,ACK).  Wireshark restarts its relative numbers at any later SYN of the
+    same ports -- which is exactly what an RFC 5961 lesson sends in the middle of the
+    connection -- and would number the rest of the exchange from that stray SYN."""
+    conv = _Conv(packets, client_ip, server_ip, server_port)
+    syn = next((p for p in conv.client if p.flags & SYN and not p.flags & ACK), None)
+    synack = next((p for p in conv.server if p.flags & SYN and p.flags & ACK), None)
+    if syn is None or synack is None:
+        return packets
+    isn = {True: synack.seq_raw, False: syn.seq_raw}          # keyed by "from the server"
+    mine = {id(p) for p in conv.pkts}
+    out = []
+    for p in packets:
+        if id(p) in mine:
+            own, peer = isn[conv.is_server(p)], isn[not conv.is_server(p)]
+            seq = (p.seq_raw - own) & 0xFFFFFFFF
+            ack = (p.ack_raw - peer) & 0xFFFFFFFF if p.flags & ACK else 0
+            if (seq, ack) != (p.seq, p.ack):
+                p = replace(p, seq=seq, ack=ack)
+        out.append(p)
+    return out
+
+
 def match(scenario: Scenario, packets: list[Pkt], client_ip: str = "192.168.56.1",
           server_ip: str = "192.168.56.100", server_port: int = 80) -> Verdict:
     """Judge ``packets`` (from :func:`harness.dissect.read_pcap`) against ``scenario``."""
+    packets = renumber(packets, client_ip, server_ip, server_port)
     conv = _Conv(packets, client_ip, server_ip, server_port)
     judge = _Judge(scenario, conv)
     judge.server()
@@ -590,9 +619,7 @@ def check_run(scenario: Scenario, verdict: Verdict, *, responder_log: str = "",
                      f"{scenario.hold:g} s, but it had finished")
     if fails:
         verdict.failures.extend(fails)
-        if verdict.ok:
-            verdict.ok = False
-            verdict.reason = fails[0] + (f" (+{len(fails) - 1} more)" if len(fails) > 1 else "")
-        else:
-            verdict.reason += f" (+{len(fails)} more)"
+        verdict.ok = False
+        n = len(verdict.failures)
+        verdict.reason = verdict.failures[0] + (f" (+{n - 1} more)" if n > 1 else "")
     return verdict

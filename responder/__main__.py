@@ -25,6 +25,7 @@ faults (--fault, for testing the harness; the demo must then fail naming the fie
   no-backoff        the RTO is not doubled after a timeout (RFC 6298 5.5 ignored)
   no-challenge-ack  no RFC 5961 challenge ACKs (in-window RST/SYN are dropped silently)
   tarpit-window     a zero-window SYN,ACK advertises 1024 instead (the tarpit holds nobody)
+  no-time-wait      the TCB is deleted where TIME-WAIT should begin (no last ACK either)
 
 output on stderr: 'listening on ADDR:PORT app=NAME' once the sockets are open; one line per
 state transition ('192.168.56.100:80 <> 192.168.56.1:62438 SYN-RECEIVED => ESTABLISHED');

@@ -43,7 +43,7 @@ SO_MARK = getattr(socket, "SO_MARK", 36)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 RCVBUF = 8 << 20            # the kernel drops at ~110k packets/s if the buffer is small
 FAULTS = ("bad-checksum", "wrong-seq", "no-delayed-ack", "no-backoff", "no-challenge-ack",
-          "tarpit-window")
+          "tarpit-window", "no-time-wait")
 
 
 class NoPermission(Exception):
@@ -101,6 +101,8 @@ class Faults:
       ignored): retransmissions come every RTO.
     * ``no-challenge-ack``: RFC 5961's challenge ACKs are never sent (the limit is 0).
     * ``tarpit-window``: a SYN,ACK that advertises a zero window advertises 1024 instead.
+    * ``no-time-wait``: where TIME-WAIT would begin, the TCB is deleted at once (CLOSED; the
+      last ACK is not even sent).
     """
 
     def __init__(self, name: str | None):
@@ -117,7 +119,10 @@ class Faults:
             cfg.challenge_ack_limit = 0
 
     def patch(self, stack) -> None:
-        """Faults in the stack's timers: ``no-backoff`` undoes the doubling after each RTO."""
+        """Faults in the stack's timers: ``no-backoff`` undoes the doubling after each RTO;
+        ``no-time-wait`` deletes the TCB instead of entering TIME-WAIT."""
+        if self.name == "no-time-wait":
+            stack._enter_time_wait = lambda conn: stack._delete(conn, "no TIME-WAIT (fault)")
         if self.name != "no-backoff":
             return
         timer_rto = stack._timer_rto

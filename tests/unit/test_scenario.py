@@ -89,7 +89,7 @@ def test_header_defaults_and_values():
                              "ack, win, options, length, payload, analysis, after)"),
     ("c>s [S] seq 0, seq 0\n", "t.scn:3: field 'seq': given twice"),
     ("c>s [S] seq 0,, length 0\n", "t.scn:3: empty field (two commas?)"),
-    ("c>s [S] seq 1\n", "t.scn:3: field 'seq': a SYN has relative seq 0"),
+    ("s>c [S.] seq 1, ack 1\n", "t.scn:3: field 'seq': a SYN has relative seq 0"),
     ("c>s [S] ack 1\n", "t.scn:3: field 'ack': ack given but flags [S] have no '.'"),
     ("s>c [P.] seq 1:12, payload \"abc\"\n",
      "t.scn:3: field 'payload': length 3 contradicts length 11 given by seq"),
