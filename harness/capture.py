@@ -183,6 +183,27 @@ class Capture:
         raise CaptureError(f"tshark did not start capturing on {self.interface} within "
                            f"{self.start_timeout_s:g} s ({proof}{extra}): {self.stderr_tail()}")
 
+    def _drain(self, timeout: float = 2.0) -> bool:
+        """Send one more canary and wait until tshark has printed it.  Packets reach the capture
+        in order, so once this end marker is seen, everything the client exchanged before it is
+        in the file too; a SIGINT sent earlier may end tshark before dumpcap's last packets are
+        written (the tail of a fast exchange would be lost)."""
+        if self.canary is None or not self.running or not self._canary_seen.is_set():
+            return False
+        before = len(self.canary_frames)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.running:
+            try:
+                self.canary()
+            except Exception:       # cannot send now: fall back to the grace period
+                return False
+            end = time.monotonic() + CANARY_INTERVAL_S
+            while time.monotonic() < end:
+                if len(self.canary_frames) > before:
+                    return True
+                time.sleep(0.005)
+        return False
+
     def _signal_group(self, sig) -> None:
         try:
             os.killpg(self.proc.pid, sig)
@@ -235,6 +256,8 @@ class Capture:
         watchdog had to end it or no file was written."""
         if self.proc is None:
             raise CaptureError("capture was never started")
+        if not self._drain():
+            time.sleep(self.settle_s)
         self._terminate()
         if self.watchdog_fired:
             raise CaptureError(f"capture on {self.interface} ran past its {self.watchdog_s:g} s "
