@@ -189,7 +189,7 @@ def test_comparisons_cover_every_item():
     load = {"conn_per_s": 100.0, "connect_ms": {"p50": 1.0, "p99": 2.0},
             "complete_ms": {"p50": 2.0, "p99": 3.0}, "server_cpu_us_per_conn": 50.0,
             "loadgen_cpu_us_per_conn": 80.0, "machine_cpu": {"busy_share": 0.9}}
-    hold = {"rss_growth_mb": 1.0, "cpu_s": 0.5, "held": 10}
+    hold = {"rss_growth_mb": 1.0, "cpu_s": 0.5, "held": 10, "cpu_holding_share": 0.01}
     items = {
         "handshake": {"results": {"tcplab": [load], "kernel": [load], "scapy": [load]}},
         "http": {"results": {"tcplab": [load], "http.server": [load], "asyncio": [load]}},
