@@ -7,6 +7,7 @@ namespace looks like so a test can assert a lab left it untouched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,6 +28,20 @@ def new_prefix(tag: str = "e2e") -> str:
 def require_lab_machine():
     if os.geteuid() != 0:
         pytest.skip("end-to-end lab tests need root")
+
+
+@contextlib.contextmanager
+def provisioned_lab(tag: str = "e2e", backend: str = "netns"):
+    """A provisioned lab for a block (e.g. a module-scoped fixture), removed even on failure."""
+    from harness.lab import get_backend
+    from harness.provision import bring_up
+    require_lab_machine()
+    b = get_backend(backend, new_prefix(tag))
+    try:
+        bring_up(b)
+        yield b
+    finally:
+        b.down()
 
 
 @pytest.fixture

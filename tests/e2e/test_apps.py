@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import new_prefix, require_lab_machine
+from tests.conftest import provisioned_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -28,15 +28,8 @@ HELLO = (b"Hello TCP\n\0Great to meet you!\n\0"
 @pytest.fixture(scope="module")
 def applab():
     """One provisioned lab for all app tests of this module (removed at the end)."""
-    from harness.lab import get_backend
-    from harness.provision import bring_up
-    require_lab_machine()
-    lab = get_backend("netns", new_prefix("app"))
-    try:
-        bring_up(lab)
+    with provisioned_lab("app") as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @contextlib.contextmanager
