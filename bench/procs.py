@@ -14,8 +14,9 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
+
+from harness.util import wait_until
 
 _live: set = set()
 
@@ -47,18 +48,21 @@ class NsProcess:
     def wait_for(self, pattern: str, timeout: float) -> re.Match:
         """Wait for a stderr line matching ``pattern``; raise if it exits or times out."""
         rx = re.compile(pattern, re.M)
-        deadline = time.monotonic() + timeout
-        while True:
+        found: list = []
+
+        def ready() -> bool:
             m = rx.search(self.stderr_text())
             if m:
-                return m
-            if self.proc.poll() is not None:
-                raise ProcError(f"{self.label} exited {self.proc.returncode}: "
-                                f"{self.stderr_text().strip()[-600:] or '(no stderr)'}")
-            if time.monotonic() > deadline:
-                raise ProcError(f"{self.label}: no line matching {pattern!r} within "
-                                f"{timeout:g} s; stderr: {self.stderr_text().strip()[-600:]!r}")
-            time.sleep(0.02)
+                found.append(m)
+            return bool(m) or self.proc.poll() is not None
+        wait_until(ready, timeout, interval=0.02)
+        if found:
+            return found[0]
+        tail = self.stderr_text().strip()[-600:]
+        if self.proc.poll() is not None:
+            raise ProcError(f"{self.label} exited {self.proc.returncode}: {tail or '(no stderr)'}")
+        raise ProcError(f"{self.label}: no line matching {pattern!r} within {timeout:g} s; "
+                        f"stderr: {tail!r}")
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
