@@ -197,6 +197,7 @@ class ScapyPeer:
         self.rcv_nxt = None
         self.fin_seq = None
         self.received = bytearray()
+        self.consumed = 0                 # bytes that earlier ``recv`` steps waited for
         self.cond = threading.Condition()
         self.stop = False
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
@@ -264,6 +265,15 @@ class ScapyPeer:
                 raise TimeoutError(f"scapy peer: no {what} within {self.timeout:g} s")
 
     def run(self, step: Step) -> None:
+        """One step.  Sending and the receiver's ACKs hold the same lock, so an ACK never
+        carries a SND.NXT that the segment before it has not yet used."""
+        if step.kind in ("sleep", "recv", "wait-fin"):
+            self._step(step)
+        else:
+            with self.cond:
+                self._step(step)
+
+    def _step(self, step: Step) -> None:
         k = step.kind
         if k == "connect":
             self.send("S", options=[("MSS", 1460)])
@@ -276,7 +286,8 @@ class ScapyPeer:
         elif k == "sleep":
             time.sleep(step.arg)
         elif k == "recv":
-            n = len(self.received) + step.arg
+            self.consumed += step.arg
+            n = self.consumed
             self.wait(f"{step.arg} bytes of data", lambda: len(self.received) >= n)
         elif k == "wait-fin":
             self.wait("FIN", lambda: self.fin_seq is not None)

@@ -21,7 +21,7 @@ ROW = 34            # vertical space per packet
 TOP = 70
 LEFT_X = 170        # client's line
 RIGHT_X = 560       # responder's line
-WIDTH = 1000
+WIDTH = 1150
 DROP = 14           # how far an arrow descends
 GREEN, RED, GREY, INK = "#1a7f37", "#cf222e", "#6e7781", "#24292f"
 
