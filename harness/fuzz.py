@@ -243,7 +243,7 @@ def gen_step(src: Source) -> tuple:
 
 
 def gen_session(src: Source, max_steps: int = 8) -> dict:
-    return {"app": src.pick(APPS), "handshake": src.int(0, 3),
+    return {"app": src.pick(APPS), "handshake": src.int(0, 3), "pressure": src.int(0, 2),
             "steps": [gen_step(src) for _ in range(src.int(1, max_steps))]}
 
 
@@ -404,17 +404,30 @@ class Session:
         return out
 
     # --- the peer ---------------------------------------------------------------------------
-    def handshake(self, kind: int) -> None:
-        """0: none; 1: SYN, SYN+ACK, ACK without options; 2 and 3: with Linux's options."""
+    def handshake(self, kind: int, pressure: int = 0) -> None:
+        """kind 0: none; 1: SYN, SYN+ACK, ACK without options; 2 and 3: with Linux's options.
+        ``pressure`` 1 or 2 shrinks the half-open table to 4 and fills it half with other
+        peers' SYNs first, so the SYN,ACK carries a SYN cookie; with 2, four more SYNs push our
+        TCB out before the ACK, which must then rebuild it from the cookie (RFC 4987 3.6)."""
         if not kind:
             return
+        if pressure:
+            self.stack.config.max_half_open = 4
+            for i in range(2):
+                self.feed(craft(sport=41000 + i, seq=i * 7919, flags=SYN), "pressure SYN")
         opts = b"" if kind == 1 else bytes.fromhex("020405b40402080a0000000100000000"
                                                    "01030307")
-        self.feed(craft(seq=self.cseq - 1, flags=SYN, options=opts), "handshake SYN")
-        ts = b"" if kind == 1 else bytes.fromhex("0101080a00000002") + b"\0\0\0\0"
-        conn = self.conn()
-        if conn is not None and conn.ts_ok:
-            ts = bytes.fromhex("0101080a00000002") + conn.tsval(self.now).to_bytes(4, "big")
+        out = self.feed(craft(seq=self.cseq - 1, flags=SYN, options=opts), "handshake SYN")
+        if pressure > 1:
+            for i in range(4):
+                self.feed(craft(sport=42000 + i, seq=i * 104729, flags=SYN), "evicting SYN")
+        ts = b""
+        synack = [o for o in out if o.flags == SYN | ACK]
+        if kind > 1 and synack and synack[0].options.timestamps:
+            ts = bytes.fromhex("0101080a00000002") + \
+                synack[0].options.timestamps[0].to_bytes(4, "big")
+        if synack:
+            self.irs = synack[0].seq
         self.feed(craft(seq=self.cseq, ack=self.irs + 1, flags=ACK, options=ts),
                   "handshake ACK")
 
@@ -435,7 +448,7 @@ class Session:
         return craft(seq=seq, ack=ack, options=opts, **kw)
 
     def run(self, session: dict) -> "Session":
-        self.handshake(session["handshake"])
+        self.handshake(session["handshake"], session.get("pressure", 0))
         lect = list(lecture_packets().values())
         for i, step in enumerate(session["steps"]):
             what = f"step {i} {step[0]}"
@@ -579,12 +592,13 @@ def fuzz(inputs: int = 1_000_000, engine: str = "auto", workdir: Path | None = N
     if engine == "auto":
         engine = "atheris" if have_atheris() else "hypothesis"
     from .lab import responder_tree_hash
+    fuzzed = responder_tree_hash()           # what the child imports now, not at the end
     if engine == "atheris":
         workdir = workdir or Path(tempfile.mkdtemp(prefix="tcplab-fuzz-"))
         res = run_atheris(inputs, workdir, seconds=seconds)
     else:
         res = run_hypothesis(inputs)
-    res["responder_sha256"] = responder_tree_hash()
+    res["responder_sha256"] = fuzzed
     return res
 
 
