@@ -76,7 +76,10 @@ def kvm_usable(img: Path) -> tuple[bool, str]:
            "-kernel", str(img / "vmlinuz"), "-initrd", str(img / "initrd.img"),
            "-append", "console=ttyS0 panic=-1 rdinit=/bin/true"]
     try:
-        res = subprocess.run(cmd, capture_output=True, timeout=KVM_TRIAL_TIMEOUT)
+        # stdin from /dev/null: with -serial stdio qemu makes stdin non-blocking, on the file
+        # description this process shares (Ansible, run next, then refuses to start).
+        res = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL,
+                             timeout=KVM_TRIAL_TIMEOUT)
         out = res.stdout + res.stderr
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"") + (e.stderr or b"")
