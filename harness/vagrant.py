@@ -36,7 +36,7 @@ from pathlib import Path
 
 from . import image
 from .keys import ensure_keypair, write_known_hosts
-from .lab import SshEndpoint, responder_tree_hash
+from .lab import SshEndpoint, responder_tree_hash, state_root
 from .netns import NetnsBackend
 from .qemu import kvm_usable, live_pid
 from .util import (PROJECT_ROOT, LabError, kill_pids, progress, require_root, require_tools,
@@ -324,8 +324,11 @@ class VagrantBackend(NetnsBackend):
                 f.unlink()              # libvirt's default NAT network: not in a lab
             with open(lv / "etc" / "qemu.conf", "a") as f:
                 f.write(QEMU_CONF)
-        for mountpoint in LIBVIRT_DIRS.values():
-            os.makedirs(mountpoint, exist_ok=True)   # bind targets (empty dirs on this machine)
+        made = [m for m in LIBVIRT_DIRS.values() if not os.path.isdir(m)]
+        self.write_meta(made_mountpoints=sorted(set(made)
+                                                | set(self.read_meta().get("made_mountpoints", []))))
+        for mountpoint in made:
+            os.makedirs(mountpoint)    # bind targets: empty directories, removed by down
         progress(f"libvirtd inside {self.host_ns} (state in {lv})")
         run(self._libvirt_wrap(["libvirtd", "--daemon", "--pid-file",
                                 str(self.state_dir / "libvirtd.pid")]), what="libvirtd")
@@ -402,17 +405,18 @@ class VagrantBackend(NetnsBackend):
                 self.vagrant("destroy", "-f", timeout=300, check=False)
             except LabError as e:
                 progress(f"  {e}; removing the rest anyway")
+        made = self.read_meta().get("made_mountpoints", [])
         if self.in_namespace:
             pid = self._libvirtd_pid()
             if pid:
                 kill_pids([pid], 9)
         super().down()                 # namespace (qemu, dnsmasq, libvirtd), processes, state
-        if self.in_namespace:
-            for mountpoint in LIBVIRT_DIRS.values():
-                try:
-                    os.rmdir(mountpoint)   # only the empty bind targets this lab made
-                except OSError:
-                    pass
+        others = [p for p in state_root().glob("*/libvirtd.pid") if live_pid(p)]
+        for mountpoint in made if not others else []:    # another lab's libvirtd binds there
+            try:
+                os.rmdir(mountpoint)   # only the bind targets this lab made, and only if empty
+            except OSError:
+                pass
 
     # --- status -----------------------------------------------------------------------------
     def status(self) -> dict:
