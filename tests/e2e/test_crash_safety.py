@@ -18,8 +18,8 @@ from tests.conftest import ROOT, new_prefix, require_lab_machine, root_ns_state
 
 pytestmark = pytest.mark.e2e
 
-#: Demos in a row in the default suite (~4 s each here); `invoke fuzz --soak 100` runs 100.
-SOAK = int(os.environ.get("TCPLAB_SOAK", "10"))
+#: Demos in a row in the default suite (~5 s each here); `invoke fuzz --soak 100` runs 100.
+SOAK = int(os.environ.get("TCPLAB_SOAK", "5"))
 
 
 def namespaces() -> set[str]:
