@@ -4,6 +4,7 @@
     invoke down [--prefix tcplab]                   remove everything the lab made
     invoke status [--json]                          what exists, does SSH answer
     invoke demo [--scenario hello]                  run a scenario end to end and check it
+    invoke scenarios                                the lessons: every scenario, one line each
     invoke doctor                                   check the lab piece by piece, explain failures
     invoke test [--quick]                           the test suite (pytest)
     invoke bench [--quick]                          the responder and the lab vs references
@@ -123,6 +124,13 @@ def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None
     print(f"tcplab: MATCH: scenario {res.scenario} passed")
 
 
+@task
+def scenarios(c):
+    """List the scenarios (the lessons), one line each; run one with invoke demo --scenario NAME."""
+    from harness.scenario import format_lessons
+    print(format_lessons())
+
+
 @task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP})
 def doctor(c, backend="netns", prefix=DEFAULT_PREFIX):
     """Check the lab piece by piece (interfaces, offload, SSH, RST rule, responder, Scapy)."""
@@ -203,4 +211,4 @@ def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix=
         raise Exit("tcplab: fuzz/flood/soak found a problem (see above)", code=1)
 
 
-ns = Collection(up, down, status_, demo, doctor, test, bench, box, fuzz)
+ns = Collection(up, down, status_, demo, scenarios, doctor, test, bench, box, fuzz)

@@ -925,3 +925,31 @@ def load_scenario(name_or_path) -> Scenario:
 def list_scenarios() -> list[str]:
     """Names of the scenarios shipped in ``scenarios/``."""
     return sorted(p.stem for p in SCENARIO_DIR.glob(f"*{SUFFIX}"))
+
+
+#: The lessons in the lecture's order (``invoke scenarios``); other scenarios follow by name.
+LESSON_ORDER = ("hello", "classic", "classic-close", "classic-echo-bug", "delayed-ack",
+                "nagle-delayed-ack", "nagle-nodelay", "rto-backoff", "tarpit", "close-states",
+                "close-states-passive", "close-states-simultaneous", "challenge-ack", "miniweb")
+#: Lessons that are tasks, not scenario files.
+TASK_LESSONS = (("doctor", "invoke doctor: the lab checked piece by piece (interfaces, offload, "
+                           "RST rule, responder, Scapy with vboxnet0 up), each failure explained"),)
+
+
+def lessons() -> list[tuple[str, str]]:
+    """(name, one-line lesson) for every scenario, in the lecture's order, then the tasks."""
+    names = list_scenarios()
+    order = [n for n in LESSON_ORDER if n in names] + sorted(set(names) - set(LESSON_ORDER))
+    out = []
+    for n in order:
+        try:
+            out.append((n, load_scenario(n).lesson))
+        except ScenarioError as e:
+            out.append((n, f"(broken: {e})"))
+    return out + list(TASK_LESSONS)
+
+
+def format_lessons() -> str:
+    rows = lessons()
+    width = max(len(n) for n, _ in rows)
+    return "\n".join(f"{n:<{width}}  {lesson}" for n, lesson in rows)

@@ -176,3 +176,13 @@ def test_client_command_lines():
     from harness.util import LabError
     with pytest.raises(LabError, match="host namespace"):
         client_argv(_Backend([]), scapy, 80)
+
+
+def test_lessons_list_every_scenario_in_the_lectures_order_then_doctor():
+    from harness.scenario import format_lessons, lessons
+    rows = lessons()
+    names = [n for n, _ in rows]
+    assert names[0] == "hello" and names[-1] == "doctor"
+    assert set(list_scenarios()) <= set(names)
+    assert all(lesson for _, lesson in rows)
+    assert format_lessons().splitlines()[0].startswith("hello ")
