@@ -35,6 +35,7 @@ def write_inventory(backend: Backend) -> Path:
         "tcplab_rst_block_port": LAB_PORT,
         "tcplab_rst_block_mark": hex(RST_MARK),
         "tcplab_responder_dir": backend.responder_dir(),
+        "tcplab_responder_archive": str(backend.state_dir / "ansible" / "responder.tar"),
     }
     hostvars.update(backend.inventory_vars())
     inv = {"all": {"children": {"tcplab_vm": {"hosts": {"labvm": hostvars}}}}}
