@@ -168,6 +168,11 @@ class Responder:
         self.port = int(port)
         self.faults = Faults(opts.fault)
         self.counters = {"packets_ignored": 0, "send_errors": 0, "internal_errors": 0}
+        # The stack's per-transition lines ("... SYN-RECEIVED => ESTABLISHED") are collected
+        # here and written with one write + flush per loop iteration (flush_log), before the
+        # loop waits again: a print with flush per line was a syscall per state change.
+        self.log_lines: list = []
+        self._dst_addr: dict = {}           # sendto address per destination (4 bytes)
         self.wire_drops: dict = {}
         self.stop = False
         self.dump = False
@@ -185,7 +190,7 @@ class Responder:
         else:
             cfg = Config(fixed_isn=opts.isn, nodelay=opts.nodelay, msl2=opts.msl2)
             self.faults.configure(cfg)
-            self.stack = Stack(cfg, isn_key=random(32), log=log)
+            self.stack = Stack(cfg, isn_key=random(32), log=self.log_lines.append)
             self.faults.patch(self.stack)
             self.app = make_app(opts.app, page, cfg.mss)
             self.stack.listen(self.addr, self.port, self.app)
@@ -206,16 +211,32 @@ class Responder:
         self.rbuf = bytearray(65536)
         self.rview = memoryview(self.rbuf)
 
+    def flush_log(self) -> None:
+        """Write the transition lines collected since the last call, in order, at once."""
+        lines = self.log_lines
+        if lines:
+            sys.stderr.write("\n".join(lines) + "\n")
+            sys.stderr.flush()
+            lines.clear()
+
     def send_segment(self, seg: wire.Segment) -> None:
-        seg = self.faults.before(seg)
+        faulty = self.faults.name is not None
+        if faulty:
+            seg = self.faults.before(seg)
         data = None
         if self.encode_hook is not None:
             data = self.encode_hook(seg)
         if data is None:
             data = wire.build_tcp(seg)
-        data = self.faults.after(seg, data)
+        if faulty:
+            data = self.faults.after(seg, data)
+        addr = self._dst_addr.get(seg.dst)
+        if addr is None:
+            if len(self._dst_addr) >= 4096:
+                self._dst_addr.clear()
+            addr = self._dst_addr[seg.dst] = (wire.ip_str(seg.dst), 0)
         try:
-            self.tx.sendto(data, (wire.ip_str(seg.dst), 0))
+            self.tx.sendto(data, addr)
         except OSError as e:
             self._send_error(e)
 
@@ -231,6 +252,7 @@ class Responder:
         segment as lost and retransmits.  Logged the first 10 times, then every 1000th."""
         n = self.counters["send_errors"] = self.counters["send_errors"] + 1
         if n <= 10 or n % 1000 == 0:
+            self.flush_log()
             log(f"send error #{n}: {e}")
 
     # --- the loop -------------------------------------------------------------------------
@@ -281,6 +303,7 @@ class Responder:
         return c
 
     def print_stats(self) -> None:
+        self.flush_log()
         print(json.dumps(self.stats(), sort_keys=True), file=sys.stderr, flush=True)
 
     def run(self) -> int:
@@ -304,6 +327,7 @@ class Responder:
                 self.send_segment(out)
         try:
             while not self.stop:
+                self.flush_log()
                 timeout = None
                 if self.stack is not None:
                     deadline = self.stack.next_deadline()
@@ -324,6 +348,7 @@ class Responder:
                     self._guard(lambda: [self.send_segment(s)
                                          for s in self.stack.on_timer(self.clock())])
         finally:
+            self.flush_log()
             signal.set_wakeup_fd(old_fd)
             sel.close()
             self.print_stats()
@@ -340,16 +365,23 @@ class Responder:
                 if n <= 10:
                     log(f"receive error #{n}: {e}")
                 return
-            self._guard(lambda: self.handle_packet(n))
+            try:                                # _guard, without a lambda per packet
+                self.handle_packet(n)
+            except Exception:   # noqa: BLE001 -- deliberately broad, see _guard
+                self._internal_error()
 
     def _guard(self, fn) -> None:
         """Nothing a peer sends may kill the loop: a bug is logged and counted, not fatal."""
         try:
             fn()
         except Exception:       # noqa: BLE001 -- deliberately broad, see docstring
-            n = self.counters["internal_errors"] = self.counters["internal_errors"] + 1
-            if n <= 10 or n % 1000 == 0:
-                log(f"internal error #{n} (packet dropped):\n" + traceback.format_exc().rstrip())
+            self._internal_error()
+
+    def _internal_error(self) -> None:
+        n = self.counters["internal_errors"] = self.counters["internal_errors"] + 1
+        if n <= 10 or n % 1000 == 0:
+            self.flush_log()
+            log(f"internal error #{n} (packet dropped):\n" + traceback.format_exc().rstrip())
 
     def _on_term(self, signum, frame) -> None:
         self.stop = True
