@@ -7,7 +7,8 @@
   ACKs), steps ``send``, ``sleep``, ``recv N``, ``recv-all``, ``shutdown``, ``close``.
 * ``scapy`` -- a peer whose every segment is crafted with Scapy (for what no kernel sends: an
   in-window RST, a SYN in the middle of a connection, a FIN that does not ACK the peer's FIN).
-  It ACKs data at once, never a FIN unless told (``ack``); steps ``connect``, ``send``, ``recv
+  It ACKs data at once (``--delayed-ack``: 80 ms later, and its data does not piggyback a newer
+  ACK), never a FIN unless told (``ack``); steps ``connect``, ``send``, ``recv
   N``, ``wait-fin``, ``fin``, ``ack``, ``rst N`` (RST at our SND.NXT + N: N > 0 is in the
   window but not exact), ``syn N``, ``sleep``.  The host kernel knows nothing of its connection
   and would reset it, so while it runs an iptables rule *in the lab's host namespace* drops
@@ -36,6 +37,9 @@ from .util import PROJECT_ROOT, LabError
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
 PEER_MARK = 0x5F          # the Scapy peer's own packets (the responder's are 0x5e)
+#: ``scapy --delayed-ack``: how long the peer sits on an ACK.  Between Linux's 40 ms and BSD's
+#: 200 ms, and shorter than the responder's own 200 ms, so that the two timers never race.
+SCAPY_DELAYED_ACK = 0.08
 
 
 @dataclass
@@ -186,7 +190,7 @@ def python_client(host: str, port: int, steps, nodelay: bool, no_quickack: bool,
 class ScapyPeer:
     """A hand-made TCP peer: every packet built by Scapy, sent on a raw socket."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, timeout: float = 10.0, delayed_ack: float = 0.0):
         from scapy.all import IP  # noqa: F401  (import early: it is slow)
         self.dst, self.dport = host, port
         self.sport = random.randint(40000, 60000)
@@ -198,6 +202,9 @@ class ScapyPeer:
         self.fin_seq = None
         self.received = bytearray()
         self.consumed = 0                 # bytes that earlier ``recv`` steps waited for
+        self.delayed_ack = delayed_ack    # > 0: ACK data this much later, not at once
+        self.ack_sent = None              # what our data segments acknowledge (delayed mode)
+        self.ack_timer = None
         self.cond = threading.Condition()
         self.stop = False
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
@@ -218,6 +225,8 @@ class ScapyPeer:
     def __exit__(self, *exc):
         self.stop = True
         self.thread.join(timeout=2)
+        if self.ack_timer is not None:
+            self.ack_timer.cancel()
         subprocess.run(["iptables", "-D", *self.rule], capture_output=True)
         self.rx.close()
         self.tx.close()
@@ -225,9 +234,15 @@ class ScapyPeer:
     def send(self, flags: str, seq: int | None = None, ack: int | None = None,
              payload: bytes = b"", options=()) -> None:
         from scapy.all import IP, TCP, Raw
+        if ack is None:
+            # with delayed ACKs our data carries only what we ACKed before: a delayed-ACK
+            # peer must not ACK sooner by piggybacking (the lesson is the wait)
+            ack = self.ack_sent if self.delayed_ack and payload else self.rcv_nxt
+        ack = (ack or 0) & 0xFFFFFFFF
+        if "A" in flags:
+            self.ack_sent = ack
         tcp = TCP(sport=self.sport, dport=self.dport, flags=flags, window=65535,
-                  seq=self.snd_nxt if seq is None else seq & 0xFFFFFFFF,
-                  ack=(ack if ack is not None else (self.rcv_nxt or 0)) & 0xFFFFFFFF,
+                  seq=self.snd_nxt if seq is None else seq & 0xFFFFFFFF, ack=ack,
                   options=list(options))
         pkt = IP(src=self.src, dst=self.dst) / tcp
         if payload:
@@ -254,10 +269,20 @@ class ScapyPeer:
                 elif payload and self.rcv_nxt is not None and t.seq == self.rcv_nxt:
                     self.received += payload
                     self.rcv_nxt = (self.rcv_nxt + len(payload)) & 0xFFFFFFFF
-                    self.send("A")                  # data is ACKed at once
+                    if not self.delayed_ack:
+                        self.send("A")              # data is ACKed at once
+                    elif self.ack_timer is None:
+                        self.ack_timer = threading.Timer(self.delayed_ack, self._ack_later)
+                        self.ack_timer.start()
                 if "F" in t.flags and self.fin_seq is None:
                     self.fin_seq = (t.seq + len(payload)) & 0xFFFFFFFF
                 self.cond.notify_all()
+
+    def _ack_later(self) -> None:
+        with self.cond:
+            self.ack_timer = None
+            if self.ack_sent != self.rcv_nxt:
+                self.send("A")
 
     def wait(self, what: str, pred) -> None:
         with self.cond:
@@ -275,6 +300,9 @@ class ScapyPeer:
 
     def _step(self, step: Step) -> None:
         k = step.kind
+        if k in ("fin", "ack") and self.ack_timer is not None:
+            self.ack_timer.cancel()                 # this segment ACKs everything anyway
+            self.ack_timer = None
         if k == "connect":
             self.send("S", options=[("MSS", 1460)])
             self.snd_nxt = (self.iss + 1) & 0xFFFFFFFF
@@ -303,10 +331,11 @@ class ScapyPeer:
             self.send("S", seq=self.snd_nxt + step.arg, ack=0, options=[("MSS", 1460)])
 
 
-def scapy_client(host: str, port: int, steps, timeout: float = 10.0) -> dict:
+def scapy_client(host: str, port: int, steps, timeout: float = 10.0,
+                 delayed_ack: float = 0.0) -> dict:
     log = []
     t0 = time.monotonic()
-    with ScapyPeer(host, port, timeout) as peer:
+    with ScapyPeer(host, port, timeout, delayed_ack) as peer:
         for step in steps:
             log.append([round(time.monotonic() - t0, 6), str(step)])
             peer.run(step)
@@ -333,13 +362,15 @@ def main(argv=None) -> int:
     p.add_argument("--script", default="[]", help="steps as JSON (steps_to_json)")
     p.add_argument("--nodelay", action="store_true")
     p.add_argument("--no-quickack", action="store_true")
+    p.add_argument("--delayed-ack", action="store_true")
     opts = p.parse_args(argv)
     steps = steps_from_json(opts.script)
     try:
         if opts.kind == "python":
             res = python_client(opts.host, opts.port, steps, opts.nodelay, opts.no_quickack)
         else:
-            res = scapy_client(opts.host, opts.port, steps)
+            res = scapy_client(opts.host, opts.port, steps,
+                               delayed_ack=SCAPY_DELAYED_ACK if opts.delayed_ack else 0.0)
     except (OSError, TimeoutError, subprocess.CalledProcessError) as e:
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
         return 1

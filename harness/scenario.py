@@ -35,7 +35,7 @@ SUFFIX = ".scn"
 # Clients the harness knows how to drive (harness/clients.py): the real nc, a Python socket
 # client with socket options, a Scapy-crafted peer.  Each accepts these arguments and steps.
 CLIENTS = ("nc", "python", "scapy")
-CLIENT_OPTIONS = {"python": ("--nodelay", "--no-quickack"), "scapy": ()}
+CLIENT_OPTIONS = {"python": ("--nodelay", "--no-quickack"), "scapy": ("--delayed-ack",)}
 STEPS = {"nc": ("send", "sleep"),
          "python": ("send", "sleep", "recv", "recv-all", "shutdown", "close"),
          "scapy": ("connect", "send", "sleep", "recv", "wait-fin", "fin", "ack", "rst", "syn")}
@@ -929,7 +929,8 @@ def list_scenarios() -> list[str]:
 
 #: The lessons in the lecture's order (``invoke scenarios``); other scenarios follow by name.
 LESSON_ORDER = ("hello", "classic", "classic-close", "classic-echo-bug", "delayed-ack",
-                "nagle-delayed-ack", "nagle-nodelay", "rto-backoff", "tarpit", "close-states",
+                "nagle-delayed-ack", "nagle-nodelay", "nagle-responder",
+                "nagle-responder-nodelay", "rto-backoff", "tarpit", "close-states",
                 "close-states-passive", "close-states-simultaneous", "challenge-ack", "miniweb")
 #: Lessons that are tasks, not scenario files.
 TASK_LESSONS = (("doctor", "invoke doctor: the lab checked piece by piece (interfaces, offload, "

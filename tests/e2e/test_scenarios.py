@@ -41,6 +41,8 @@ BROKEN = [
     ("classic-echo-bug", {"responder": "--app hello"}, "classic-echo-bug.scn:"),  # ACKs data
     ("delayed-ack", {"fault": "no-delayed-ack"}, "ack 12"),
     ("nagle-delayed-ack", {"fault": "no-delayed-ack"}, "within 0.15-0.45s"),
+    ("nagle-responder", {"responder": "--app echo --nodelay"}, "within 0.06-0.18s"),
+    ("nagle-responder-nodelay", {"responder": "--app echo"}, "within 0-0.05s"),  # Nagle on
     ("rto-backoff", {"fault": "no-backoff"}, "1.6x-2.6x"),
     ("tarpit", {"fault": "tarpit-window"}, "expected win 0, got 1024"),
     ("close-states", {"fault": "no-time-wait"}, "TIME-WAIT"),

@@ -43,6 +43,8 @@ def test_python_client_script():
 
 
 def test_scapy_and_nc_scripts():
+    assert parse("responder: --app echo\nclient: scapy --delayed-ack\nscript: connect\n"
+                 ).client_args == ("--delayed-ack",)
     sc = parse("responder: --app echo\nclient: scapy\n"
                'script: connect; send "x"; recv 1; rst 100; syn 100; fin; wait-fin; ack\n')
     assert [s.kind for s in sc.script] == ["connect", "send", "recv", "rst", "syn", "fin",
