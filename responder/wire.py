@@ -332,6 +332,12 @@ def parse(buf, *, verify_checksum: bool = True) -> Segment:
     ``bad_checksum`` rather than as whatever its corruption looks like.  ``verify_checksum=False``
     skips both checksums (for tests, or a capture from a NIC with checksum offload).  A TCP
     checksum field of 0 is *not* special: that "no checksum" convention is UDP's, not TCP's.
+
+    Both checks are :func:`checksum_partial` + :func:`fold` written out: a sum that folds to
+    0xFFFF is, for a non-zero sum, exactly a sum that is 0 mod 0xFFFF (see
+    :func:`checksum_partial`), and both sums here are non-zero (the version nibble is 4; the
+    pseudo-header holds the protocol, 6).  The pseudo-header's addresses are read as one 64-bit
+    number, which is their four words' sum mod 0xFFFF.
     """
     view = buf if isinstance(buf, memoryview) else memoryview(buf)
     if view.format != "B":
@@ -347,7 +353,7 @@ def parse(buf, *, verify_checksum: bool = True) -> Segment:
         raise BadIHL(f"IP header length {ihl} bytes, buffer {n}")
     if total > n or total < ihl:
         raise BadLength(f"IP total length {total}, header {ihl}, buffer {n}")
-    if verify_checksum and fold(checksum_partial(view[:ihl])) != 0xFFFF:
+    if verify_checksum and int.from_bytes(view[:ihl], "big") % 0xFFFF:
         raise BadIPChecksum(f"IP header checksum 0x{_ipsum:04x} does not verify")
     if frag & (IP_MF | IP_OFFSET_MASK):
         raise Fragment(f"fragment: MF={bool(frag & IP_MF)} offset={(frag & IP_OFFSET_MASK) * 8}")
@@ -361,12 +367,20 @@ def parse(buf, *, verify_checksum: bool = True) -> Segment:
     if doff < TCP_HEADER_LEN or doff > tcp_len:
         raise BadDataOffset(f"TCP data offset {doff} bytes, {tcp_len} bytes of TCP")
     if verify_checksum:
-        s = checksum_partial(view[ihl:total], pseudo_header_sum(src, dst, PROTO_TCP, tcp_len))
-        if fold(s) != 0xFFFF:
+        s = int.from_bytes(view[ihl:total], "big")
+        if tcp_len & 1:
+            s <<= 8                     # an odd length is summed as if padded with a zero
+        if (s + int.from_bytes(view[IP_SRC:IP_DST + 4], "big") + PROTO_TCP + tcp_len) % 0xFFFF:
             raise BadChecksum(f"TCP checksum 0x{tcpsum:04x} does not verify")
     start = ihl + doff
-    options = parse_options(view, ihl + TCP_HEADER_LEN, start) if doff > TCP_HEADER_LEN \
-        else NO_OPTIONS
+    if doff == TCP_HEADER_LEN:
+        options = NO_OPTIONS
+    elif doff == 32 and view[ihl + 20:ihl + 24] == _NOP_NOP_TS_HEAD:
+        # the layout of every segment after the handshake with timestamps on (Linux's):
+        # what parse_options returns for it, without the loop
+        options = TcpOptions(timestamps=_TS_VALUES.unpack_from(view, ihl + 24))
+    else:
+        options = parse_options(view, ihl + TCP_HEADER_LEN, start)
     return Segment(src, dst, sport, dport, seq, ack, flags, window, urgent, options,
                    view[start:total], ttl, ident)
 
@@ -442,6 +456,8 @@ def parse_options(view, i: int, end: int) -> TcpOptions:
 _NOP_NOP_SACKOK = bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2))
 _SACKOK = bytes((OPT_SACK_PERMITTED, 2))
 _NOP_NOP = bytes((OPT_NOP, OPT_NOP))
+_NOP_NOP_TS_HEAD = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10))
+_NOP_NOP_TS = struct.Struct("!BBBBII")
 
 
 def emit_options(opts: TcpOptions) -> bytes:
@@ -456,6 +472,11 @@ def emit_options(opts: TcpOptions) -> bytes:
     the state machine's job.  Raises ``ValueError`` past 40 bytes (e.g. more than 3 SACK blocks
     together with timestamps).
     """
+    ts = opts.timestamps
+    if ts is not None and opts.mss is None and not opts.sack_permitted and opts.wscale is None \
+            and not opts.sack and not opts.unknown:
+        # timestamps alone (every segment after the handshake): nop,nop,TS in one pack
+        return _NOP_NOP_TS.pack(OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10, *ts)
     out = bytearray()
     if opts.mss is not None:
         out += _MSS.pack(OPT_MSS, 4, opts.mss)
