@@ -112,7 +112,7 @@ def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None
             res = run_demo(b, scenario, fault=fault, verbose=verbose)
     except LabError as e:
         raise _fail(e)
-    print("--- what nc received " + "-" * 50)
+    print("--- what the client received " + "-" * 42)
     print(res.client_output.decode(errors="replace").replace("\0", "\\0"))
     print("--- transcript (tcpdump -n -vx) " + "-" * 40)
     print((res.run_dir / "transcript.txt").read_text())
