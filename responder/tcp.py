@@ -26,7 +26,11 @@ How to read it, for a student:
 2. Every state change goes through ``Stack._set_state``, which logs ``SYN-RECEIVED =>
    ESTABLISHED`` with the 4-tuple.
 3. Sequence numbers are 32-bit and wrap: always compare them with :func:`seq_lt` and friends
-   (RFC 9293 section 3.4), never with ``<``.
+   (RFC 9293 section 3.4), never with ``<``.  On the per-segment path the comparisons are
+   written out (a function call costs more than the comparison); each such line names the
+   helper it stands for, with ``d = (a - b) & MASK``: ``seq_lt(a, b)`` is ``d >= HALF``,
+   ``seq_le(a, b)`` is ``(b - a) & MASK <= HALF``, ``seq_gt(a, b)`` is ``0 < d < HALF``,
+   ``seq_ge(a, b)`` is ``d < HALF`` (tests/unit/test_tcp.py checks these against the helpers).
 
 Timers (all driven by ``now``): retransmission (RFC 6298: RTO 1 s initially, SRTT/RTTVAR,
 Karn, doubling up to 60 s, RST after ``max_retries`` timeouts), delayed ACK (RFC 1122 4.2.3.2:
@@ -409,7 +413,8 @@ def classify(conn: "Connection | None", state: State, seg: Segment, now: float =
         if ts is None:
             return Ev.NO_TIMESTAMP
         # PAWS (RFC 7323 5.3 R1): older than TS.Recent, and TS.Recent not older than 24 days.
-        if seq_lt(ts[0], c.ts_recent) and now - c.ts_recent_age < 24 * 86400:
+        if (ts[0] - c.ts_recent) & MASK >= HALF and now - c.ts_recent_age < 24 * 86400:
+            # ^ seq_lt(ts[0], c.ts_recent)
             return Ev.OUT_OF_WINDOW
     if state is S.TIME_WAIT and f & FIN and seq_add(seg.seq, seg.seg_len) == c.rcv_nxt:
         return Ev.FIN if f & ACK else Ev.NO_ACK
@@ -417,10 +422,14 @@ def classify(conn: "Connection | None", state: State, seg: Segment, now: float =
         return Ev.OUT_OF_WINDOW
     if not f & ACK:
         return Ev.NO_ACK
+    ack = seg.ack
     if state is S.SYN_RECEIVED:
-        if not (seq_lt(c.snd_una, seg.ack) and seq_le(seg.ack, c.snd_nxt)):
+        # not (seq_lt(c.snd_una, ack) and seq_le(ack, c.snd_nxt))
+        if not ((c.snd_una - ack) & MASK >= HALF and (c.snd_nxt - ack) & MASK <= HALF):
             return Ev.BAD_ACK
-    elif seq_gt(seg.ack, c.snd_nxt) or seq_lt(seg.ack, seq_add(c.snd_una, -c.max_snd_wnd)):
+    # seq_gt(ack, c.snd_nxt) or seq_lt(ack, c.snd_una - c.max_snd_wnd)
+    elif 0 < (ack - c.snd_nxt) & MASK < HALF \
+            or (ack - c.snd_una + c.max_snd_wnd) & MASK >= HALF:
         return Ev.BAD_ACK
     if f & FIN:
         return Ev.FIN
@@ -506,6 +515,7 @@ class Connection:
         self.local = local                  # (addr bytes, port)
         self.remote = remote
         self.key = (local[0], local[1], remote[0], remote[1])
+        self._name = None
         self.app = app
         self.app_state = None
         self.passive = passive
@@ -563,17 +573,23 @@ class Connection:
     # --- helpers used by classify ------------------------------------------------------
     @property
     def rcv_wnd(self) -> int:
-        return max(0, seq_diff(self.rcv_adv, self.rcv_nxt))
+        """max(0, seq_diff(RCV.ADV, RCV.NXT)), written out."""
+        d = (self.rcv_adv - self.rcv_nxt) & MASK
+        return d if d < HALF else 0
 
     def acceptable(self, seq: int, seg_len: int) -> bool:
-        """RFC 9293 3.10.7.4 first check: the four cases of segment length and window."""
-        wnd = self.rcv_wnd
+        """RFC 9293 3.10.7.4 first check: the four cases of segment length and window.
+        ``seq_in_window(x, RCV.NXT, wnd)`` is written ``(x - RCV.NXT) & MASK < wnd``: the
+        window is below 2**31 (:attr:`rcv_wnd`), so that also says ``seq_diff >= 0``."""
+        nxt = self.rcv_nxt
+        wnd = (self.rcv_adv - nxt) & MASK
+        if wnd >= HALF:
+            wnd = 0
         if seg_len == 0:
-            return seq == self.rcv_nxt if wnd == 0 else seq_in_window(seq, self.rcv_nxt, wnd)
+            return seq == nxt if wnd == 0 else (seq - nxt) & MASK < wnd
         if wnd == 0:
             return False
-        return (seq_in_window(seq, self.rcv_nxt, wnd)
-                or seq_in_window(seq_add(seq, seg_len - 1), self.rcv_nxt, wnd))
+        return (seq - nxt) & MASK < wnd or (seq + seg_len - 1 - nxt) & MASK < wnd
 
     @property
     def fin_seq(self) -> int:
@@ -586,7 +602,9 @@ class Connection:
 
     @property
     def fin_acked(self) -> bool:
-        return self.fin_queued and seq_gt(self.snd_una, self.fin_seq)
+        # seq_gt(SND.UNA, fin_seq)
+        return self.fin_queued and \
+            0 < (self.snd_una - self.buf_seq - self.buffered) & MASK < HALF
 
     @property
     def send_buffered(self) -> int:
@@ -598,8 +616,12 @@ class Connection:
 
     @property
     def name(self) -> str:
-        return (f"{ip_str(self.local[0])}:{self.local[1]} <> "
-                f"{ip_str(self.remote[0])}:{self.remote[1]}")
+        """``local <> remote`` as text; the 4-tuple never changes, so it is made once."""
+        name = self._name
+        if name is None:
+            name = self._name = (f"{ip_str(self.local[0])}:{self.local[1]} <> "
+                                 f"{ip_str(self.remote[0])}:{self.remote[1]}")
+        return name
 
     # --- the application's calls (RFC 9293 3.10 user interface) ------------------------
     def send(self, data, push: bool = True) -> int:
@@ -664,22 +686,30 @@ class Connection:
         now = self.stack._now
         win = 0
         if window:
-            space = self._window_to_advertise()
+            # _window_to_advertise() and rcv_wnd, written out
+            rcv_wnd = (self.rcv_adv - self.rcv_nxt) & MASK
+            if rcv_wnd >= HALF:
+                rcv_wnd = 0
+            ws = self.rcv_wscale
+            space = min(self.rcv_buf, 65535 << ws)
+            if space < rcv_wnd:
+                space = rcv_wnd             # never shrink (RFC 9293 3.8.6.2.2)
             if flags & SYN:
                 win = min(space, 65535)      # never scaled in a SYN (RFC 7323 2.2)
                 space = win
             else:
-                win = min(space >> self.rcv_wscale, 65535)
-                space = win << self.rcv_wscale
+                win = min(space >> ws, 65535)
+                space = win << ws
             if flags & ACK:
-                self.rcv_adv = seq_add(self.rcv_nxt, max(space, self.rcv_wnd))
+                self.rcv_adv = (self.rcv_nxt + (space if space > rcv_wnd else rcv_wnd)) & MASK
         if flags & ACK:
             self.last_ack_sent = ack
             self.ack_owed = 0
             self.unacked_segs = 0
             self.timers.pop("delack", None)
         if options is None:
-            options = (TcpOptions(timestamps=(self.tsval(now), self.ts_recent))
+            options = (TcpOptions(timestamps=((int(now * 1000) + self.ts_offset) & MASK,
+                                              self.ts_recent))     # self.tsval(now)
                        if self.ts_ok and not flags & RST else NO_OPTIONS)
         return Segment(self.local[0], self.remote[0], self.local[1], self.remote[1], seq,
                        ack if flags & ACK else 0, flags, win, options=options, payload=payload)
@@ -867,7 +897,7 @@ class Stack:
         if old is S.SYN_RECEIVED:
             self.half_open.pop(conn.key, None)
         if log:
-            self.log(f"{conn.name} {old} => {new}")
+            self.log(f"{conn.name} {old._value_} => {new._value_}")   # str(state) is its value
 
     def _deliver(self, conn: Connection) -> None:
         """Run the app callbacks queued while processing; they may send and close."""
@@ -1089,8 +1119,9 @@ class Stack:
         """RFC 7323 4.3: TS.Recent = SEG.TSval if SEG.TSval >= TS.Recent and SEG.SEQ =<
         Last.ACK.sent (the segment covers the left edge of the window we last ACKed)."""
         ts = seg.options.timestamps
-        if conn.ts_ok and ts is not None and seq_ge(ts[0], conn.ts_recent) \
-                and seq_le(seg.seq, conn.last_ack_sent):
+        # seq_ge(ts[0], TS.Recent) and seq_le(SEG.SEQ, Last.ACK.sent)
+        if conn.ts_ok and ts is not None and (ts[0] - conn.ts_recent) & MASK < HALF \
+                and (conn.last_ack_sent - seg.seq) & MASK <= HALF:
             conn.ts_recent = ts[0]
             conn.ts_recent_age = self._now
 
@@ -1098,11 +1129,14 @@ class Stack:
         """RFC 9293 3.10.7.4 fifth check for synchronized states."""
         ack = seg.ack
         conn.probes_out = 0                 # the peer is alive (RFC 1122 4.2.2.17)
-        if seq_lt(conn.snd_una, ack) and seq_le(ack, conn.snd_nxt):
+        # seq_lt(SND.UNA, ack) and seq_le(ack, SND.NXT)
+        if (conn.snd_una - ack) & MASK >= HALF and (conn.snd_nxt - ack) & MASK <= HALF:
             self._ack_advance(conn, ack)
-        # Window update (SND.WL1/WL2 keep old segments from setting it, RFC 9293 3.10.7.4).
-        if seq_le(conn.snd_una, ack) and (seq_lt(conn.snd_wl1, seg.seq) or (
-                conn.snd_wl1 == seg.seq and seq_le(conn.snd_wl2, ack))):
+        # Window update (SND.WL1/WL2 keep old segments from setting it, RFC 9293 3.10.7.4):
+        # seq_le(SND.UNA, ack) and (seq_lt(SND.WL1, SEG.SEQ) or (SND.WL1 == SEG.SEQ and
+        # seq_le(SND.WL2, ack)))
+        if (ack - conn.snd_una) & MASK <= HALF and ((conn.snd_wl1 - seg.seq) & MASK >= HALF or (
+                conn.snd_wl1 == seg.seq and (ack - conn.snd_wl2) & MASK <= HALF)):
             conn.snd_wnd = seg.window << conn.snd_wscale
             conn.max_snd_wnd = max(conn.max_snd_wnd, conn.snd_wnd)
             conn.snd_wl1, conn.snd_wl2 = seg.seq, ack
@@ -1122,7 +1156,8 @@ class Stack:
     def _ack_advance(self, conn: Connection, ack: int) -> None:
         """SND.UNA advances: free acknowledged data, take an RTT sample (Karn: only if it was
         never retransmitted, RFC 6298 3), restart or stop the retransmission timer (5.2-5.3)."""
-        acked_data = max(0, min(seq_diff(ack, conn.buf_seq), conn.buffered))
+        d = (ack - conn.buf_seq) & MASK     # max(0, min(seq_diff(ack, buf_seq), buffered))
+        acked_data = 0 if d >= HALF else min(d, conn.buffered)
         conn.snd_una = ack
         n = acked_data
         while n:
@@ -1134,8 +1169,9 @@ class Stack:
                 conn.chunks[0] = head[n:]
                 n = 0
         conn.buffered -= acked_data
-        conn.buf_seq = seq_add(conn.buf_seq, acked_data)
-        if conn.rtt_seq is not None and seq_gt(ack, conn.rtt_seq):
+        conn.buf_seq = (conn.buf_seq + acked_data) & MASK
+        # seq_gt(ack, rtt_seq)
+        if conn.rtt_seq is not None and 0 < (ack - conn.rtt_seq) & MASK < HALF:
             self._rtt_sample(conn, self._now - conn.rtt_time)
             conn.rtt_seq = None
         conn.retries = 0
@@ -1143,7 +1179,7 @@ class Stack:
         if conn.snd_una != conn.snd_nxt:
             self._arm_rto(conn)
         if conn.recover is not None:
-            if seq_lt(ack, conn.recover):
+            if (ack - conn.recover) & MASK >= HALF:         # seq_lt(ack, recover)
                 self.counters["retransmissions"] += 1
                 self._retransmit_head(conn)
             else:
@@ -1236,10 +1272,16 @@ class Stack:
             return
         mss = conn.snd_mss
         while True:
-            end = seq_add(conn.buf_seq, conn.buffered)
-            unsent = seq_diff(end, conn.snd_nxt)
-            usable = seq_diff(seq_add(conn.snd_una, conn.snd_wnd), conn.snd_nxt)
-            in_flight = conn.snd_nxt != conn.snd_una
+            # unsent = seq_diff(buf_seq + buffered, SND.NXT);
+            # usable = seq_diff(SND.UNA + SND.WND, SND.NXT)
+            snd_nxt = conn.snd_nxt
+            unsent = (conn.buf_seq + conn.buffered - snd_nxt) & MASK
+            if unsent >= HALF:
+                unsent -= 0x100000000
+            usable = (conn.snd_una + conn.snd_wnd - snd_nxt) & MASK
+            if usable >= HALF:
+                usable -= 0x100000000
+            in_flight = snd_nxt != conn.snd_una
             if unsent > 0:
                 n = min(unsent, mss, usable)
                 if n <= 0:
@@ -1249,23 +1291,24 @@ class Stack:
                     # avoidance: so does one cut short by the window.
                     if (not conn.nodelay and n == unsent) or n < unsent:
                         break
-                seq = conn.snd_nxt
+                seq = snd_nxt
                 last = n == unsent
                 flags = ACK | (PSH if last else 0)
                 if last and conn.fin_queued:
                     flags |= FIN
                 self._send_data(conn, seq, n, flags)
-                conn.snd_nxt = seq_add(seq, n + (1 if flags & FIN else 0))
+                conn.snd_nxt = (seq + n + (1 if flags & FIN else 0)) & MASK
             elif unsent == 0 and conn.fin_queued:
                 self._emit(conn._seg(conn.snd_nxt, conn.rcv_nxt, FIN | ACK))
                 conn.snd_nxt = seq_add(conn.snd_nxt, 1)
             else:
                 break
             if conn.rtt_seq is None:         # time one segment per RTT (RFC 6298 3)
-                conn.rtt_seq, conn.rtt_time = seq_add(conn.snd_nxt, -1), self._now
+                conn.rtt_seq, conn.rtt_time = (conn.snd_nxt - 1) & MASK, self._now
             self._arm_rto(conn)
         # Zero window with data waiting and nothing in flight: probe (RFC 9293 3.8.6.1).
-        if conn.snd_wnd == 0 and seq_diff(seq_add(conn.buf_seq, conn.buffered), conn.snd_nxt) > 0 \
+        # (seq_diff(buf_seq + buffered, SND.NXT) > 0)
+        if conn.snd_wnd == 0 and 0 < (conn.buf_seq + conn.buffered - conn.snd_nxt) & MASK < HALF \
                 and conn.snd_nxt == conn.snd_una and "persist" not in conn.timers:
             self._set_timer(conn, "persist", self._persist_interval(conn))
 

@@ -195,3 +195,21 @@ def test_send_after_close_is_an_error():
     p.conn.close()
     with pytest.raises(TcpError):
         p.conn.send(b"late")
+
+
+def test_written_out_sequence_comparisons_equal_the_helpers():
+    """The per-segment path writes seq_lt & co. out (tcp.py's docstring lists the forms):
+    they must agree with the helpers everywhere, the wrap and the antipode included."""
+    from responder.tcp import HALF, MASK, seq_ge, seq_gt, seq_le, seq_lt
+    import random
+    rnd = random.Random(5)
+    edges = [0, 1, 2, HALF - 2, HALF - 1, HALF, HALF + 1, MASK - 1, MASK]
+    pairs = [(a, b) for a in edges for b in edges]
+    pairs += [(b, (b + d) & MASK) for b in edges for d in edges]
+    pairs += [(rnd.getrandbits(32), rnd.getrandbits(32)) for _ in range(20000)]
+    for a, b in pairs:
+        d = (a - b) & MASK
+        assert (d >= HALF) == seq_lt(a, b), (a, b)
+        assert ((b - a) & MASK <= HALF) == seq_le(a, b), (a, b)
+        assert (0 < d < HALF) == seq_gt(a, b), (a, b)
+        assert (d < HALF) == seq_ge(a, b), (a, b)
