@@ -508,15 +508,24 @@ def _options_bytes(seg: Segment) -> bytes:
 
 def _emit_tcp_into(buf, off: int, seg: Segment, opts: bytes) -> None:
     """Write ``seg``'s TCP header, ``opts`` and payload at ``buf[off:]`` (``buf`` sized exactly),
-    then its checksum over the pseudo-header and the bytes in place."""
+    then its checksum over the pseudo-header and the bytes in place.
+
+    The checksum is ``internet_checksum(tcp, pseudo_header_sum(...))`` written out: with ``m``
+    the segment's and the pseudo-header's sum mod 0xFFFF (the sum is never 0: protocol 6 is in
+    it), the folded sum is ``m`` or, for ``m == 0``, 0xFFFF, so its complement is
+    ``-m mod 0xFFFF``.  The addresses are added as two 32-bit numbers (each is its two words'
+    sum mod 0xFFFF)."""
     hlen = TCP_HEADER_LEN + len(opts)
     _TCP.pack_into(buf, off, seg.sport, seg.dport, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF,
                    (hlen // 4) << 4, seg.flags & 0xFF, seg.window, 0, seg.urgent)
     buf[off + TCP_HEADER_LEN:off + hlen] = opts
     buf[off + hlen:] = seg.payload
-    tcp = memoryview(buf)[off:]
-    csum = internet_checksum(tcp, pseudo_header_sum(seg.src, seg.dst, PROTO_TCP, len(tcp)))
-    _U16.pack_into(buf, off + TCP_CHECKSUM, csum)
+    tcp_len = len(buf) - off
+    s = int.from_bytes(memoryview(buf)[off:] if off else buf, "big")
+    if tcp_len & 1:
+        s <<= 8                         # an odd length is summed as if padded with a zero
+    s += int.from_bytes(seg.src, "big") + int.from_bytes(seg.dst, "big") + PROTO_TCP + tcp_len
+    _U16.pack_into(buf, off + TCP_CHECKSUM, -s % 0xFFFF)
 
 
 def _emit_ipv4_into(buf, seg: Segment, df: bool, tos: int) -> None:
