@@ -147,6 +147,11 @@ class State(enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    # Members are singletons compared by identity, so identity hashing is consistent with
+    # equality; Enum's own __hash__ is a Python-level call (hash of the name) on every TABLE
+    # lookup.  (Enum hashes were never stable across runs anyway: str hashing is salted.)
+    __hash__ = object.__hash__
+
 
 S = State
 #: States after the handshake, where RFC 5961's rules apply (RFC 9293 section 3.10.7.4).
@@ -178,6 +183,8 @@ class Ev(enum.Enum):
     # the user and the timers
     CLOSE = "user CLOSE"
     TIMEOUT = "timer"                # TIME-WAIT 2MSL, FIN-WAIT-2 timeout, give-up
+
+    __hash__ = object.__hash__       # see State
 
 
 class Rule(NamedTuple):
@@ -1477,12 +1484,15 @@ def _drop_reason(conn, seg, ev) -> str:
     if ev is Ev.OUT_OF_WINDOW and conn is not None and conn.ts_ok and not seg.flags & RST \
             and seg.options.timestamps and seq_lt(seg.options.timestamps[0], conn.ts_recent):
         return "paws"                                   # RFC 7323 5.3
-    return {Ev.OUT_OF_WINDOW: "out_of_window", Ev.NO_TIMESTAMP: "missing_timestamp",
-            Ev.RST_BAD: "rst_out_of_window", Ev.RST_INWIN: "rst_in_window",
-            Ev.NO_ACK: "no_ack", Ev.BAD_ACK: "bad_ack", Ev.SYN: "syn_in_synchronized",
-            Ev.SYN_ACK: "syn_in_synchronized", Ev.DUP_SYN: "syn_in_synchronized",
-            Ev.RST: "rst", Ev.ACK: "ack_in_state", Ev.DATA: "data_in_state",
-            Ev.FIN: "fin_in_state"}.get(ev, "dropped")
+    return _DROP_REASONS.get(ev, "dropped")
+
+
+_DROP_REASONS = {Ev.OUT_OF_WINDOW: "out_of_window", Ev.NO_TIMESTAMP: "missing_timestamp",
+                 Ev.RST_BAD: "rst_out_of_window", Ev.RST_INWIN: "rst_in_window",
+                 Ev.NO_ACK: "no_ack", Ev.BAD_ACK: "bad_ack", Ev.SYN: "syn_in_synchronized",
+                 Ev.SYN_ACK: "syn_in_synchronized", Ev.DUP_SYN: "syn_in_synchronized",
+                 Ev.RST: "rst", Ev.ACK: "ack_in_state", Ev.DATA: "data_in_state",
+                 Ev.FIN: "fin_in_state"}
 
 
 def describe_table() -> str:
