@@ -104,6 +104,13 @@ def format_summary(scenario: Scenario, packets: list[Pkt], verdict: Verdict,
     out += [_packet_line(p, verdict) for p in packets]
     if not packets:
         out.append("(no packets captured)")
+    for key, what in (("states", ", ".join(f"{a} => {b}" for a, b in scenario.states)),
+                      ("counters", ", ".join(str(c) for c in scenario.counters)),
+                      ("hold", f"the client still held after {scenario.hold:g} s"
+                       if scenario.hold is not None else "")):
+        if what:
+            bad = any(f.startswith(f"{scenario.filename}: {key}:") for f in verdict.failures)
+            out.append(f"{'✗' if bad else '✓'} {key}: {what}")
     for m in scenario.measures:
         value = (measurements or {}).get(m.name)
         shown = f"{value * 1000:.1f} ms" if value is not None else "not measured (a line failed)"

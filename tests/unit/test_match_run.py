@@ -167,3 +167,15 @@ def test_counters_and_hold():
 
 def test_fin_flags_helper_sanity():
     assert flags_str(FIN | ACK) == "F."
+
+
+def test_summary_shows_run_checks_and_measurements():
+    from harness.report import format_summary
+    sc = parse_scenario(HEAD + "states: ESTABLISHED => FIN-WAIT-1\ncounters: challenge_acks "
+                        "== 2\nmeasure: rtt @sa @ack\nexpect:\nc>s [S] seq 0\n"
+                        "@sa s>c [S.] seq 0, ack 1\n@ack c>s [.] ack 1\n", "t.scn")
+    v = check_run(sc, match(sc, handshake()), responder_log=LOG, counters={"challenge_acks": 0})
+    text = format_summary(sc, handshake(), v, measurements=measurements(sc, v))
+    assert "✓ states: ESTABLISHED => FIN-WAIT-1" in text
+    assert "✗ counters: challenge_acks == 2" in text
+    assert "measured: rtt = 1.0 ms  (rtt @sa @ack)" in text
