@@ -4,7 +4,7 @@
   steps of its ``script``, written with the pauses in between.
 * ``python`` -- a socket client with socket options (``--nodelay``: TCP_NODELAY, Nagle off;
   ``--no-quickack``: TCP_QUICKACK off after connecting and after every read, so Linux delays its
-  ACKs), steps ``send``, ``sleep``, ``recv N``, ``recv-all``, ``shutdown``, ``close``.
+  ACKs; ``--mss N``: TCP_MAXSEG before connecting, so one write becomes several segments), steps ``send``, ``sleep``, ``recv N``, ``recv-all``, ``shutdown``, ``close``.
 * ``scapy`` -- a peer whose every segment is crafted with Scapy (for what no kernel sends: an
   in-window RST, a SYN in the middle of a connection, a FIN that does not ACK the peer's FIN).
   It ACKs data at once (``--delayed-ack``: 80 ms later, and its data does not piggyback a newer
@@ -151,10 +151,14 @@ def _feed_nc(proc, scn) -> None:
 # ------------------------------------------------------------------ inside the host namespace
 
 def python_client(host: str, port: int, steps, nodelay: bool, no_quickack: bool,
-                  timeout: float = 30.0) -> dict:
+                  timeout: float = 30.0, mss: int | None = None) -> dict:
     log, received = [], bytearray()
     t0 = time.monotonic()
-    s = socket.create_connection((host, port), timeout=timeout)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if mss:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)   # our SYN's MSS option
+    s.connect((host, port))
 
     def quickack_off():
         if no_quickack:
@@ -363,11 +367,13 @@ def main(argv=None) -> int:
     p.add_argument("--nodelay", action="store_true")
     p.add_argument("--no-quickack", action="store_true")
     p.add_argument("--delayed-ack", action="store_true")
+    p.add_argument("--mss", type=int)
     opts = p.parse_args(argv)
     steps = steps_from_json(opts.script)
     try:
         if opts.kind == "python":
-            res = python_client(opts.host, opts.port, steps, opts.nodelay, opts.no_quickack)
+            res = python_client(opts.host, opts.port, steps, opts.nodelay, opts.no_quickack,
+                                mss=opts.mss)
         else:
             res = scapy_client(opts.host, opts.port, steps,
                                delayed_ack=SCAPY_DELAYED_ACK if opts.delayed_ack else 0.0)

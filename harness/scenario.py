@@ -35,7 +35,8 @@ SUFFIX = ".scn"
 # Clients the harness knows how to drive (harness/clients.py): the real nc, a Python socket
 # client with socket options, a Scapy-crafted peer.  Each accepts these arguments and steps.
 CLIENTS = ("nc", "python", "scapy")
-CLIENT_OPTIONS = {"python": ("--nodelay", "--no-quickack"), "scapy": ("--delayed-ack",)}
+CLIENT_OPTIONS = {"python": ("--nodelay", "--no-quickack", "--mss"), "scapy": ("--delayed-ack",)}
+CLIENT_OPTION_VALUES = ("--mss",)          # options followed by a number
 STEPS = {"nc": ("send", "sleep"),
          "python": ("send", "sleep", "recv", "recv-all", "shutdown", "close"),
          "scapy": ("connect", "send", "sleep", "recv", "wait-fin", "fin", "ack", "rst", "syn")}
@@ -519,10 +520,16 @@ def _header(key: str, value: str, head: dict) -> None:
             raise ValueError(f"client must be one of {', '.join(CLIENTS)} "
                              f"(optionally with arguments), got {value!r}")
         known = CLIENT_OPTIONS.get(words[0])
-        bad = [w for w in words[1:] if known is not None and w not in known]
-        if bad:
-            raise ValueError(f"unknown {words[0]} client option {bad[0]!r} "
-                             f"(known: {', '.join(known) or 'none'})")
+        i = 1
+        while known is not None and i < len(words):
+            if words[i] not in known:
+                raise ValueError(f"unknown {words[0]} client option {words[i]!r} "
+                                 f"(known: {', '.join(known) or 'none'})")
+            if words[i] in CLIENT_OPTION_VALUES:
+                if i + 1 >= len(words) or not words[i + 1].isdigit():
+                    raise ValueError(f"{words[i]} needs a number")
+                i += 1
+            i += 1
         head["client"], head["client_args"] = words[0], tuple(words[1:])
     elif key == "script":
         head["script"] = parse_script(value)
@@ -930,7 +937,7 @@ def list_scenarios() -> list[str]:
 #: The lessons in the lecture's order (``invoke scenarios``); other scenarios follow by name.
 LESSON_ORDER = ("hello", "classic", "classic-close", "classic-echo-bug", "delayed-ack",
                 "nagle-delayed-ack", "nagle-nodelay", "nagle-responder",
-                "nagle-responder-nodelay", "rto-backoff", "tarpit", "close-states",
+                "nagle-responder-nodelay", "nagle-linux", "rto-backoff", "tarpit", "close-states",
                 "close-states-passive", "close-states-simultaneous", "challenge-ack", "miniweb")
 #: Lessons that are tasks, not scenario files.
 TASK_LESSONS = (("doctor", "invoke doctor: the lab checked piece by piece (interfaces, offload, "

@@ -43,6 +43,7 @@ BROKEN = [
     ("nagle-delayed-ack", {"fault": "no-delayed-ack"}, "within 0.15-0.45s"),
     ("nagle-responder", {"responder": "--app echo --nodelay"}, "within 0.06-0.18s"),
     ("nagle-responder-nodelay", {"responder": "--app echo"}, "within 0-0.05s"),  # Nagle on
+    ("nagle-linux", {"responder": "--app echo --nodelay"}, "within 0.03-0.25s"),
     ("rto-backoff", {"fault": "no-backoff"}, "1.6x-2.6x"),
     ("tarpit", {"fault": "tarpit-window"}, "expected win 0, got 1024"),
     ("close-states", {"fault": "no-time-wait"}, "TIME-WAIT"),

@@ -36,6 +36,8 @@ def test_python_client_script():
                'script: send "GET / HTTP/1.0\\r\\n"; sleep 200ms; send "\\r\\n"; recv 5; '
                'recv-all; shutdown; close\n')
     assert sc.client == "python" and sc.client_args == ("--nodelay", "--no-quickack")
+    assert parse("responder: --app echo\nclient: python --mss 88 --nodelay\n").client_args == (
+        "--mss", "88", "--nodelay")
     assert sc.script == (Step("send", b"GET / HTTP/1.0\r\n"), Step("sleep", 0.2),
                          Step("send", b"\r\n"), Step("recv", 5), Step("recv-all"),
                          Step("shutdown"), Step("close"))
@@ -71,7 +73,9 @@ def test_scapy_and_nc_scripts():
      "t.scn:3: key 'stdin': only nc reads stdin"),
     ("responder: --app hello\nclient: python --fast\n",
      "t.scn:2: key 'client': unknown python client option '--fast' (known: --nodelay, "
-     "--no-quickack)"),
+     "--no-quickack, --mss)"),
+    ("responder: --app hello\nclient: python --mss\n",
+     "t.scn:2: key 'client': --mss needs a number"),
     ("responder: --app hello\ncounters: retransmissions = 3\n",
      "t.scn:2: key 'counters': expected 'NAME OP N'"),
     ("responder: --app hello\nstates: ESTABLISHED => FIN_WAIT_1\n",
