@@ -117,6 +117,12 @@ def run_client(backend, scn, port: int, timeout: float) -> ClientRun:
             proc.wait()
         for r in readers:
             r.join(timeout=5)
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            if f is not None and not f.closed:
+                try:
+                    f.close()
+                except OSError:
+                    pass
     run.seconds = time.monotonic() - t0
     run.stdout, run.stderr = out.get("out", b""), out.get("err", b"")
     if scn.client != "nc":
