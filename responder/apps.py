@@ -14,6 +14,8 @@ clock; the I/O layer picks one with :func:`make_app`.
 
 from __future__ import annotations
 
+import struct
+
 from . import wire
 from .tcp import App, Connection, Stack, seq_add
 from .wire import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
@@ -121,12 +123,15 @@ DEFAULT_PAGE = (b"<!DOCTYPE html>\n<html><head><title>tcplab miniweb</title></he
 
 # Offsets in a precomputed TCP segment (no IP header: the IPPROTO_TCP socket adds it).
 _TS_OFF = wire.TCP_HEADER_LEN + 4       # after NOP,NOP,kind,len: TSval, then TSecr
+_PORTS_SEQ_ACK = struct.Struct("!HHII")  # the first 12 bytes of a TCP header
+_WORDS = struct.Struct("!H")
+_TS_VALUES = struct.Struct("!II")
 
 
 class _Template:
     """One precomputed TCP segment and the field values its checksum currently covers."""
 
-    __slots__ = ("buf", "payload", "ts", "fields")
+    __slots__ = ("buf", "payload", "ts", "addr_sum")
 
     def __init__(self, payload: bytes, ts: bool):
         self.payload = payload
@@ -135,8 +140,9 @@ class _Template:
         seg = Segment(b"\0\0\0\0", b"\0\0\0\0", 0, 0, 0, 0, ACK | PSH, 0, options=opts,
                       payload=payload)
         self.buf = wire.build_tcp(seg)
-        # what the checksum was computed over, for RFC 1624 updates: src, dst, the rest
-        self.fields = {"src": 0, "dst": 0}
+        # the pseudo-header addresses the checksum now covers (src + dst as 32-bit numbers);
+        # every other patched field is read back from ``buf`` itself
+        self.addr_sum = 0
 
 
 class Miniweb(App):
@@ -148,8 +154,10 @@ class Miniweb(App):
     objects, one write per segment, with Nagle off, so the stack transmits each as one segment
     carrying exactly that object; the I/O layer asks :meth:`encode` for the bytes, and we patch
     the template in place -- addresses (they are in the TCP checksum through the pseudo-header),
-    ports, seq, ack, window, TSval/TSecr -- updating the checksum field by field (RFC 1624,
-    ``wire.checksum_update16/32``) instead of summing the segment again.  Anything else (the
+    ports, seq, ack, window, TSval/TSecr -- and update the checksum once for all of them
+    (RFC 1624: ``HC' = ~(~HC + ~m + m')`` with ``m`` the sum of every old field and ``m'`` of
+    every new one; ``wire.checksum_update16/32`` do the same for one field) instead of summing
+    the segment again.  Anything else (the
     SYN,ACK, ACKs, the FIN, a retransmission cut differently) is built normally.
     """
 
@@ -201,31 +209,26 @@ class Miniweb(App):
         if tpl is None or tpl.payload is not seg.payload:
             return None
         buf = tpl.buf
-        c = wire.TCP_CHECKSUM
-        _patch_addr(buf, tpl, "src", seg.src)
-        _patch_addr(buf, tpl, "dst", seg.dst)
-        wire.patch_u16(buf, wire.TCP_SPORT, seg.sport, c)
-        wire.patch_u16(buf, wire.TCP_DPORT, seg.dport, c)
-        wire.patch_u32(buf, wire.TCP_SEQ, seg.seq, c)
-        wire.patch_u32(buf, wire.TCP_ACK, seg.ack, c)
-        wire.patch_u16(buf, wire.TCP_WINDOW, seg.window, c)
+        # One RFC 1624 update for every field at once.  In one's-complement arithmetic ~m is
+        # -m and a sum is taken mod 0xFFFF, where a 32- or 96-bit number equals the sum of its
+        # 16-bit words; so HC' = HC + old - new (mod 0xFFFF).  That is the value a full
+        # recomputation gives (a checksum is never 0xFFFF: the segment's sum is never zero),
+        # so the bytes equal wire.build_tcp(seg)'s.
+        addr_sum = int.from_bytes(seg.src, "big") + int.from_bytes(seg.dst, "big")
+        old = int.from_bytes(buf[0:12], "big") + (buf[14] << 8 | buf[15]) + tpl.addr_sum
+        _PORTS_SEQ_ACK.pack_into(buf, 0, seg.sport, seg.dport, seg.seq & 0xFFFFFFFF,
+                                 seg.ack & 0xFFFFFFFF)
+        _WORDS.pack_into(buf, wire.TCP_WINDOW, seg.window)
+        new = int.from_bytes(buf[0:12], "big") + seg.window + addr_sum
         if ts is not None:
-            wire.patch_u32(buf, _TS_OFF, ts[0], c)
-            wire.patch_u32(buf, _TS_OFF + 4, ts[1], c)
+            old += int.from_bytes(buf[_TS_OFF:_TS_OFF + 8], "big")
+            _TS_VALUES.pack_into(buf, _TS_OFF, ts[0], ts[1])
+            new += ts[0] + ts[1]
+        tpl.addr_sum = addr_sum
+        c = wire.TCP_CHECKSUM
+        _WORDS.pack_into(buf, c, ((buf[c] << 8 | buf[c + 1]) + old - new) % 0xFFFF)
         self.patched += 1
         return buf
-
-
-def _patch_addr(buf: bytearray, tpl: _Template, which: str, addr: bytes) -> None:
-    """An address is not in the TCP bytes, only in the pseudo-header: update the checksum for
-    it without a field to write (RFC 1624)."""
-    new = int.from_bytes(addr, "big")
-    old = tpl.fields[which]
-    if new != old:
-        c = wire.TCP_CHECKSUM
-        csum = int.from_bytes(buf[c:c + 2], "big")
-        buf[c:c + 2] = wire.checksum_update32(csum, old, new).to_bytes(2, "big")
-        tpl.fields[which] = new
 
 
 APPS = ("hello", "http", "tarpit", "echo")
