@@ -44,9 +44,21 @@ def validate_prefix(prefix: str) -> str:
 
 
 def state_root() -> Path:
-    root = Path(os.environ.get(STATE_ROOT_ENV, DEFAULT_STATE_ROOT))
+    """Where labs keep their state: ``/run/tcplab`` or ``$TCPLAB_STATE_ROOT``.
+
+    ``invoke down`` removes ``<root>/<prefix>`` and kills every process that names it, so the
+    root must be a directory dedicated to tcplab: an absolute path whose last component says
+    ``tcplab`` (``/run/tcplab``, ``/tmp/tcplab-ci``), never ``/`` or ``/var`` where a prefix
+    such as ``etc`` or ``lib`` would name a system directory."""
+    raw = os.environ.get(STATE_ROOT_ENV, str(DEFAULT_STATE_ROOT))
+    root = Path(raw)
     if not root.is_absolute():
-        raise LabError(f"{STATE_ROOT_ENV}={root} must be an absolute path")
+        raise LabError(f"{STATE_ROOT_ENV}={raw} must be an absolute path")
+    root = Path(os.path.normpath(root))
+    if "tcplab" not in root.name:
+        raise LabError(f"{STATE_ROOT_ENV}={raw} must be a directory dedicated to tcplab, its "
+                       f"name containing 'tcplab' (e.g. /run/tcplab or /tmp/tcplab-ci): "
+                       f"`invoke down` deletes <root>/<prefix>")
     return root
 
 

@@ -176,7 +176,13 @@ Subsystem sftp internal-sftp
         """Remove every namespace, process, file and rule of this lab.  Succeeds when there is
         nothing to remove, and after a crash (works from what exists, not from records)."""
         require_root("invoke down")
-        have = self._namespaces()
+        have = self._namespaces() & {self.host_ns, self.vm_ns}
+        if have and not self.meta_file.exists():
+            # Namespace names are global and anyone may pick them: without the lab's own
+            # record that tcplab made them, they are someone else's and stay untouched.
+            progress(f"leaving namespace(s) {', '.join(sorted(have))} alone: tcplab did not "
+                     f"make them (no {self.meta_file})")
+            have = set()
         victims = set()
         for ns in (self.host_ns, self.vm_ns):
             if ns in have:

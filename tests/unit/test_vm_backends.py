@@ -11,7 +11,7 @@ from harness.util import LabError
 
 @pytest.fixture(autouse=True)
 def _state_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("TCPLAB_STATE_ROOT", str(tmp_path / "state"))
+    monkeypatch.setenv("TCPLAB_STATE_ROOT", str(tmp_path / "tcplab-state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
