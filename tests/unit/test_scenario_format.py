@@ -192,3 +192,36 @@ def test_lessons_list_every_scenario_in_the_lectures_order_then_doctor():
     assert set(list_scenarios()) <= set(names)
     assert all(lesson for _, lesson in rows)
     assert format_lessons().splitlines()[0].startswith("hello ")
+
+
+class _SSH:
+    """Records the commands; ``tc`` fails like a kernel without sch_netem."""
+
+    def __init__(self):
+        self.commands = []
+
+    def run(self, command, check=True, timeout=60):
+        from harness.ssh import RemoteResult
+        self.commands.append(command)
+        if command.startswith("tc qdisc add"):
+            return RemoteResult(command, 2, "", "Error: Specified qdisc kind is unknown.")
+        return RemoteResult(command, 0, "192.168.56.1 dev eth1 src 192.168.56.100", "")
+
+
+def test_conditions_are_added_then_removed_even_on_failure():
+    from harness.conditions import Conditions
+    from harness.util import LabError
+    sc = parse("responder: --app echo --isn 1000\nconditions: drop c>s ack 6 first 2\n")
+    ssh = _SSH()
+    with pytest.raises(RuntimeError):
+        with Conditions(ssh, sc, "192.168.56.1"):
+            assert sum(c.startswith("iptables -A INPUT") for c in ssh.commands) == 2
+            raise RuntimeError("the client broke")
+    assert sum(c.startswith("iptables -D INPUT") for c in ssh.commands) == 2
+    sc = parse("responder: --app echo --isn 1000\n"
+               "conditions: drop s>c first 1; delay 100ms\n")
+    ssh = _SSH()
+    with pytest.raises(LabError, match="needs tc netem"):
+        with Conditions(ssh, sc, "192.168.56.1"):
+            pass
+    assert ssh.commands[-1].startswith("iptables -D OUTPUT")       # the drop rule went again
