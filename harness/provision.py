@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from .lab import LAB_PORT, RST_MARK, Backend, responder_tree_hash
+from .lab import LAB_PORT, RST_MARK, Backend, responder_tree_hash, state_root
 from .util import PROJECT_ROOT, LabError, progress
 
 PLAYBOOK = PROJECT_ROOT / "provision" / "site.yml"
@@ -66,7 +67,7 @@ def provision(backend: Backend, *, verbose: bool = False, timeout: float = 600) 
     if not exe.exists():
         raise LabError(f"{exe} not found; run `sudo ./bootstrap` to install the venv")
     cmd = [str(exe), "-i", str(inv), str(PLAYBOOK)]
-    progress(f"provisioning with Ansible: {PLAYBOOK.relative_to(PROJECT_ROOT)}")
+    progress(f"provisioning with Ansible: {os.path.relpath(PLAYBOOK, PROJECT_ROOT)}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=ansible_env(backend), cwd=PROJECT_ROOT, text=True)
     lines = []
@@ -116,9 +117,18 @@ def bring_up(backend: Backend, *, verbose: bool = False, force: bool = False) ->
         if force or backend.read_meta().get("provisioned_hash") != responder_tree_hash():
             recap = provision(backend, verbose=verbose)
         timings["provision_s"] = time.monotonic() - t0
-    except BaseException:
-        if fresh:
-            progress(f"removing what the failed `up` made of lab '{backend.prefix}'")
-            backend.down()
+    except BaseException as exc:
+        if not fresh:
+            raise
+        # The state directory goes with the lab: keep the playbook's log where it survives.
+        kept = None
+        log = backend.state_dir / "ansible.log"
+        if log.exists():
+            kept = state_root() / f"{backend.prefix}-failed-up-ansible.log"
+            shutil.copyfile(log, kept)
+        progress(f"removing what the failed `up` made of lab '{backend.prefix}'")
+        backend.down()
+        if kept and isinstance(exc, LabError):
+            raise LabError(str(exc).replace(str(log), str(kept))) from exc
         raise
     return {"recap": recap, "timings": timings}

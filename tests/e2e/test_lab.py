@@ -116,3 +116,28 @@ def test_not_root_gets_one_clear_line():
     r = invoke("up", "--prefix", new_prefix("nr"), user=65534)
     assert r.returncode != 0
     assert "needs root" in r.stderr, r.stderr
+
+
+def test_failed_provisioning_of_a_fresh_lab_removes_it_and_keeps_the_log(tmp_path, monkeypatch):
+    """A fresh `up` whose playbook fails removes what it made, and the error points to the
+    playbook's log at a path that survives the state directory's removal."""
+    import harness.provision as prov
+    from harness.lab import get_backend
+    from harness.util import LabError
+    from tests.conftest import require_lab_machine
+    require_lab_machine()
+    bad = tmp_path / "site.yml"
+    bad.write_text("- name: Fail on purpose\n  hosts: tcplab_vm\n  tasks:\n"
+                   "    - name: Fail\n      ansible.builtin.fail:\n        msg: tcplab-test-failure\n")
+    monkeypatch.setattr(prov, "PLAYBOOK", bad)
+    lab = get_backend("netns", new_prefix("fail"))
+    try:
+        with pytest.raises(LabError) as err:
+            prov.bring_up(lab)
+        assert not lab.exists() and not lab.state_dir.exists()
+        log = lab.state_dir.parent / f"{lab.prefix}-failed-up-ansible.log"
+        assert str(log) in str(err.value)
+        assert "tcplab-test-failure" in log.read_text()
+    finally:
+        lab.down()
+        (lab.state_dir.parent / f"{lab.prefix}-failed-up-ansible.log").unlink(missing_ok=True)
