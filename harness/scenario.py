@@ -43,7 +43,9 @@ STEPS = {"nc": ("send", "sleep"),
 DIRECTIONS = {"c>s": "client→server", "s>c": "server→client"}
 FLAG_CHARS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "U": URG, "E": ECE, "W": CWR, ".": ACK}
 HEADER_KEYS = ("lesson", "responder", "client", "stdin", "script", "conditions", "timeout",
-               "hold", "linger", "trailing", "counters", "states", "measure")
+               "hold", "linger", "trailing", "counters", "states", "measure", "backends")
+#: Backends a scenario may name in ``backends:`` (default: all of them).
+KNOWN_BACKENDS = ("netns", "qemu", "vagrant")
 COUNTER_OPS = ("==", "!=", ">=", "<=", ">", "<")
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
                "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT")
@@ -250,6 +252,10 @@ class Scenario:
     states: tuple = ()       # ("ESTABLISHED", "FIN-WAIT-1"), ... in this order in the log
     measures: tuple = ()     # Measure, ...
     condition_list: tuple = ()   # Condition, ...
+    backends: tuple = KNOWN_BACKENDS  # where the lesson holds (e.g. netns only: timing)
+
+    def runs_on(self, backend: str) -> bool:
+        return backend in self.backends
 
     @property
     def filename(self) -> str:
@@ -552,6 +558,13 @@ def _header(key: str, value: str, head: dict) -> None:
         if value not in ("forbid", "allow"):
             raise ValueError(f"expected forbid or allow, got {value!r}")
         head["trailing"] = value
+    elif key == "backends":
+        names = tuple(v.strip() for v in value.split(",") if v.strip())
+        unknown = [n for n in names if n not in KNOWN_BACKENDS]
+        if not names or unknown:
+            raise ValueError(f"expected a comma-separated list of {', '.join(KNOWN_BACKENDS)}, "
+                             f"got {value!r}")
+        head["backends"] = names
 
 
 def _empty():
@@ -864,7 +877,8 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         expects=tuple(expects), script=head.get("script", ()), hold=head.get("hold"),
         linger=head.get("linger", 0.0), counters=head.get("counters", ()),
         states=head.get("states", ()), measures=tuple(measures),
-        condition_list=head.get("condition_list", ()))
+        condition_list=head.get("condition_list", ()),
+        backends=head.get("backends", KNOWN_BACKENDS))
 
 
 def _check_header(path: str, head: dict, seen: dict) -> None:

@@ -106,6 +106,9 @@ def test_every_scenario_on_qemu(qemu_lab, scenario, tmp_path):
         from harness.demo import run_demo
     except ImportError as e:        # the demo arrives with another issue
         pytest.skip(f"harness.demo not available: {e}")
+    from harness.scenario import load_scenario
+    if not load_scenario(scenario).runs_on("qemu"):
+        pytest.skip(f"{scenario}.scn is marked for backends {load_scenario(scenario).backends}")
     res = run_demo(qemu_lab, scenario, runs_dir=tmp_path)
     assert res.ok, res.reason
     if scenario == "hello":

@@ -117,7 +117,7 @@ def test_bad_expect_lines(body, message):
 @pytest.mark.parametrize("head,message", [
     ("responder: --app hello\ncolour: red\nexpect:\n",
      "t.scn:2: unknown key 'colour' (known: lesson, responder, client, stdin, script, "
-     "conditions, timeout, hold, linger, trailing, counters, states, measure, expect)"),
+     "conditions, timeout, hold, linger, trailing, counters, states, measure, backends, expect)"),
     ("responder: --app hello\nresponder: --app echo\nexpect:\n",
      "t.scn:2: key 'responder' already given on line 1"),
     ("responder: --app gopher\nexpect:\n",
@@ -183,3 +183,15 @@ def test_any_text_is_a_scenario_or_a_scenario_error():
             assert str(exc).startswith("t.scn")
 
     run()
+
+
+def test_backends_key_marks_where_a_scenario_runs(tmp_path):
+    from harness.scenario import KNOWN_BACKENDS, ScenarioError, load_scenario
+    assert load_scenario("nagle-linux").backends == ("netns",)
+    assert not load_scenario("nagle-linux").runs_on("qemu")
+    assert load_scenario("hello").backends == KNOWN_BACKENDS
+    bad = tmp_path / "bad.scn"
+    bad.write_text("lesson: x\nresponder: --app hello\nbackends: netns, virtualbox\nexpect:\n"
+                   "c>s [S] seq 0\n")
+    with pytest.raises(ScenarioError, match="backends"):
+        load_scenario(bad)
