@@ -167,14 +167,30 @@ def test(c, quick=False, k=None, x=False):
                        "the QEMU VM)",
             "prefix": "name of the bench's own lab (default bench + 4 random hex digits)",
             "rounds": "rounds per figure (default 5; quick 2)",
-            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile"})
-def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only=""):
+            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile",
+            "flood": "instead: the SYN flood of this many SYNs with legitimate clients during "
+                     "it (same as invoke fuzz --flood; e.g. 100000)"})
+def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood=0):
     """Measure the responder and the lab against references in the same run: table, JSON, plot."""
+    if flood:
+        return _flood(flood, prefix or "benchflood")
     from bench.runner import run_and_print
     try:
         run_and_print(quick=quick, backend=backend, prefix=prefix, rounds=rounds, only=only)
     except LabError as e:
         raise _fail(e)
+
+
+def _flood(count: int, prefix: str) -> None:
+    """The SYN flood (harness.fuzz.flood_run) with its figures as JSON; exit 1 if it failed."""
+    from harness.fuzz import flood_run
+    try:
+        res = flood_run(count, prefix)
+    except LabError as e:
+        raise _fail(e)
+    print(json.dumps(res, indent=2))
+    if not res["ok"]:
+        raise Exit("tcplab: the flood found a problem (see above)", code=1)
 
 
 @task
@@ -196,11 +212,11 @@ def box(c):
             "prefix": "lab name for --flood and --soak (default relfuzz)"})
 def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix="relfuzz"):
     """Fuzz the responder's receive path (>= 10^6 inputs), or run the full flood or a soak."""
-    from harness.fuzz import flood_run, fuzz as run_fuzz, soak as run_soak
+    from harness.fuzz import fuzz as run_fuzz, soak as run_soak
+    if flood:
+        return _flood(flood, prefix)
     try:
-        if flood:
-            res = flood_run(flood, prefix)
-        elif soak:
+        if soak:
             res = run_soak(soak, prefix)
         else:
             res = run_fuzz(inputs, engine, seconds=seconds)
