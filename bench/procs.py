@@ -96,8 +96,8 @@ class NsProcess:
 
     def last_json(self) -> dict:
         """The last JSON object line of its stderr (counters), or {}."""
-        from harness.demo import _counters      # the demo reads the responder's line the same way
-        return _counters(self.stderr_text())
+        from harness.demo import responder_counters  # the demo reads the line the same way
+        return responder_counters(self.stderr_text())
 
 
 def proc_status(pid: int) -> dict:

@@ -532,17 +532,16 @@ class Target:
     capabilities (/proc: the netns lab shares this machine's PID namespace)."""
 
     def __init__(self, backend, app: str = "hello", *extra: str):
-        from .demo import RESPONDER_PYTHON
         from .ssh import LabSSH
         self.backend = backend
-        self.argv = [RESPONDER_PYTHON, "-m", "responder", "--listen", f"{VM}:{PORT}",
-                     "--app", app, *extra]
+        self.args = ["--app", app, *extra]
         self.ssh = LabSSH(backend.ssh_endpoint())
         self.proc = None
+        self.exit_status = None
 
     def __enter__(self) -> "Target":
-        self.proc = self.ssh.start(self.argv, cwd=self.backend.responder_dir())
-        self.proc.wait_for_stderr(r"^listening on ", timeout=15)
+        from .demo import start_responder
+        self.proc = start_responder(self.ssh, self.backend, self.args)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -554,7 +553,7 @@ class Target:
 
     def counters(self, timeout: float = 5.0) -> dict:
         """Ask for the counters now (SIGUSR1) and return the JSON line it prints."""
-        from .demo import _counters
+        from .demo import responder_counters
         before = self.proc.stderr.count("\n{")
         self.proc.signal("USR1")
         deadline = time.monotonic() + timeout
@@ -563,7 +562,7 @@ class Target:
                 raise LabError(f"the responder printed no counters within {timeout:g} s: "
                                f"{self.proc.stderr[-500:]!r}")
             time.sleep(0.02)
-        return _counters(self.proc.stderr)
+        return responder_counters(self.proc.stderr)
 
     def proc_status(self) -> dict:
         with open(f"/proc/{self.proc.pid}/status") as f:

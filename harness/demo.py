@@ -32,7 +32,7 @@ from .match import check_run, match, measurements, renumber
 from .provision import bring_up
 from .report import format_summary, write_run
 from .scenario import ScenarioError, list_scenarios, load_scenario, scenario_path
-from .ssh import LabSSH
+from .ssh import LabSSH, RemoteProcess
 from .util import PROJECT_ROOT, LabError, progress
 
 RUNS_DIR = PROJECT_ROOT / "runs"
@@ -67,8 +67,27 @@ def _load(name: str):
         raise LabError(f"bad scenario: {e}") from e
 
 
-def _canary(backend: Backend):
-    """Send one UDP datagram from the host side to the VM: proof that the capture is live."""
+def responder_argv(backend: Backend, args) -> list[str]:
+    """``python3 -m responder --listen VM:80 ARGS`` as the VM runs it."""
+    return [RESPONDER_PYTHON, "-m", "responder", "--listen", f"{backend.vm_ip}:{LAB_PORT}",
+            *args]
+
+
+def start_responder(ssh: LabSSH, backend: Backend, args) -> RemoteProcess:
+    """Start the responder with ``args`` in the VM and wait until it says it listens; raises
+    with its stderr if it dies first."""
+    proc = ssh.start(responder_argv(backend, args), cwd=backend.responder_dir())
+    try:
+        proc.wait_for_stderr(r"^listening on ", timeout=15)
+    except BaseException:
+        proc.stop()                 # never leave one running that did not come up
+        raise
+    return proc
+
+
+def canary(backend: Backend):
+    """A function that sends one UDP datagram from the host side to the VM's CANARY_PORT: the
+    proof that a capture is live (and, at its end, that it has caught up)."""
     cmd = backend.host_exec_prefix() + ["nc", "-u", "-w0", backend.vm_ip, str(CANARY_PORT)]
 
     def send():
@@ -96,10 +115,8 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
     run_dir.mkdir(parents=True)
     pcap = run_dir / "capture.pcapng"
 
-    argv = [RESPONDER_PYTHON, "-m", "responder", "--listen", f"{backend.vm_ip}:{LAB_PORT}",
-            *responder_args]
-    if fault:
-        argv += ["--fault", fault]
+    args = [*responder_args, *(["--fault", fault] if fault else [])]
+    argv = responder_argv(backend, args)
     cargv = client_argv(backend, scn, LAB_PORT)
 
     t0 = time.monotonic()
@@ -109,14 +126,13 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
     counters: dict = {}
     try:
         progress(f"starting the responder in the VM: {' '.join(argv[1:])}")
-        responder = ssh.start(argv, cwd=backend.responder_dir())
-        responder.wait_for_stderr(r"^listening on ", timeout=15)
+        responder = start_responder(ssh, backend, args)
         timings["responder_start_s"] = time.monotonic() - t0
 
         t1 = time.monotonic()
         capture = Capture(backend.host_exec_prefix(), backend.capture_interface, pcap,
                           f"tcp port {LAB_PORT} or udp port {CANARY_PORT}",
-                          canary=_canary(backend))
+                          canary=canary(backend))
         capture.start()
         timings["capture_live_s"] = time.monotonic() - t1
 
@@ -135,7 +151,7 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
             capture.stop()
         if responder is not None:
             status = responder.stop()
-            counters = _counters(responder.stderr)
+            counters = responder_counters(responder.stderr)
             counters["exit_status"] = status
             (run_dir / "responder.log").write_text(responder.stderr)
         ssh.close()
@@ -177,7 +193,7 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
                       measured, verdict)
 
 
-def _counters(stderr: str) -> dict:
+def responder_counters(stderr: str) -> dict:
     """The responder's last JSON counters line (printed on exit), or {}."""
     for line in reversed(stderr.splitlines()):
         line = line.strip()

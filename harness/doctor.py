@@ -93,17 +93,19 @@ def diagnose(backend: Backend) -> list[Check]:
                   f"python3 -m responder --help in {rdir}: exit {helpr.status}",
                   "provisioning copies responder/ into the VM: run `invoke up`"))
         if helpr.status == 0:
-            add(_handshake_check(backend, ssh, rdir))
+            add(_handshake_check(backend, ssh))
     add(_scapy_check(backend))
     return checks
 
 
-def _handshake_check(backend: Backend, ssh: LabSSH, rdir: str) -> Check:
+def _handshake_check(backend: Backend, ssh: LabSSH) -> Check:
     """Start the responder and let nc complete a handshake with it (nc -z: connect, close)."""
-    proc = ssh.start(["/usr/bin/python3", "-m", "responder", "--listen",
-                      f"{backend.vm_ip}:{LAB_PORT}", "--app", "hello"], cwd=rdir)
+    from .demo import start_responder
     try:
-        proc.wait_for_stderr(r"^listening on ", timeout=15)
+        proc = start_responder(ssh, backend, ["--app", "hello"])
+    except LabError as e:
+        return Check("handshake", False, str(e), "the responder did not start")
+    try:
         t0 = time.monotonic()
         res = _host(backend, "nc", "-z", "-w", "3", backend.vm_ip, str(LAB_PORT))
         ms = (time.monotonic() - t0) * 1000
@@ -112,8 +114,6 @@ def _handshake_check(backend: Backend, ssh: LabSSH, rdir: str) -> Check:
                      f"{res.stderr.strip()}",
                      "the responder runs but no handshake completes: is the RST block there, is "
                      "the responder marking its packets (--mark), is the capture interface up?")
-    except LabError as e:
-        return Check("handshake", False, str(e), "the responder did not start")
     finally:
         proc.stop()
 

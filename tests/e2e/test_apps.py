@@ -33,32 +33,28 @@ def applab():
 
 
 @contextlib.contextmanager
-def responder(lab, *args):
-    """Run the responder in the VM for the block; yields a dict that gets its exit counters."""
-    from harness.ssh import LabSSH
+def responder(lab, app, *extra):
+    """Run the responder in the VM for the block; yields a dict that gets its exit status,
+    stderr and exit counters."""
+    from harness.attack import Target
+    from harness.demo import responder_counters
     out = {}
-    with LabSSH(lab.ssh_endpoint()) as ssh:
-        proc = ssh.start(["/usr/bin/python3", "-m", "responder", "--listen",
-                          f"{lab.vm_ip}:{PORT}", *args], cwd=lab.responder_dir())
-        try:
-            proc.wait_for_stderr(r"^listening on ", timeout=15)
-            yield out
-        finally:
-            out["status"] = proc.stop()
-            out["stderr"] = proc.stderr
-            lines = [l for l in proc.stderr.splitlines() if l.startswith("{")]
-            out["counters"] = json.loads(lines[-1]) if lines else {}
+    t = Target(lab, app, *extra)
+    with t:
+        yield out
+    out["status"], out["stderr"] = t.exit_status, t.proc.stderr
+    out["counters"] = responder_counters(t.proc.stderr)
 
 
 @contextlib.contextmanager
 def captured(lab, path):
     """Capture on the host side for the block; yields a list filled with the packets."""
     from harness.capture import Capture
+    from harness.demo import CANARY_PORT, canary
     from harness.dissect import read_pcap
-    canary = lab.host_exec_prefix() + ["nc", "-u", "-w0", lab.vm_ip, "9"]
     cap = Capture(lab.host_exec_prefix(), lab.capture_interface, path,
-                  f"tcp port {PORT} or tcp port 9000 or udp port 9",
-                  canary=lambda: subprocess.run(canary, input=b"canary", capture_output=True))
+                  f"tcp port {PORT} or tcp port 9000 or udp port {CANARY_PORT}",
+                  canary=canary(lab))
     packets: list = []
     cap.start()
     try:
@@ -87,7 +83,7 @@ def assert_clean(packets, lab):
 
 
 def test_hello_with_nc(applab, tmp_path):
-    with responder(applab, "--app", "hello") as r, captured(applab, tmp_path / "c.pcapng") as pk:
+    with responder(applab, "hello") as r, captured(applab, tmp_path / "c.pcapng") as pk:
         res = subprocess.run(applab.host_exec_prefix() + ["nc", applab.vm_ip, str(PORT)],
                              input=b"some client data\n", capture_output=True, timeout=30)
     assert res.stdout == HELLO
@@ -100,7 +96,7 @@ def test_hello_with_nc(applab, tmp_path):
 
 def test_echo_with_a_python_client(applab, tmp_path):
     """200 KB through the echo app: many full-size segments both ways, flow control, close."""
-    with responder(applab, "--app", "echo") as r, captured(applab, tmp_path / "c.pcapng") as pk:
+    with responder(applab, "echo") as r, captured(applab, tmp_path / "c.pcapng") as pk:
         got = host_python(applab, f"""
             import hashlib, json, socket, threading
             data = bytes((i * 7 + i // 251) % 256 for i in range(200_000))
@@ -135,7 +131,7 @@ def test_http_miniweb_with_a_python_client(applab, tmp_path):
         ssh.run(f"/usr/bin/python3 -c \"open('{page}','w').write("
                 f"'<html>' + ''.join('<p>line %d</p>' % i for i in range(3000)) + '</html>')\"")
     expected = "<html>" + "".join(f"<p>line {i}</p>" for i in range(3000)) + "</html>"
-    with responder(applab, "--app", "http", "--http-file", page) as r, \
+    with responder(applab, "http", "--http-file", page) as r, \
             captured(applab, tmp_path / "c.pcapng") as pk:
         got = host_python(applab, f"""
             import http.client, json
@@ -155,7 +151,7 @@ def test_http_miniweb_with_a_python_client(applab, tmp_path):
 
 
 def test_tarpit_holds_nc_with_a_zero_window_and_no_state(applab, tmp_path):
-    with responder(applab, "--app", "tarpit") as r, captured(applab, tmp_path / "c.pcapng") as pk:
+    with responder(applab, "tarpit") as r, captured(applab, tmp_path / "c.pcapng") as pk:
         res = subprocess.run(applab.host_exec_prefix() + ["timeout", "4", "nc", applab.vm_ip,
                              str(PORT)], input=b"x" * 2000, capture_output=True, timeout=30)
     assert res.returncode == 124, "nc was not held: it finished before the timeout"
@@ -177,7 +173,7 @@ def test_active_open_to_a_host_side_listener(applab, tmp_path):
     try:
         # capture first: the responder opens its connection as soon as it starts
         with captured(applab, tmp_path / "c.pcapng") as pk, \
-                responder(applab, "--app", "hello", "--connect", f"{applab.host_ip}:9000") as r:
+                responder(applab, "hello", "--connect", f"{applab.host_ip}:9000") as r:
             out, err = listener.communicate(timeout=30)
     finally:
         listener.kill()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from harness import attack
-from tests.conftest import new_prefix, require_lab_machine
+from tests.conftest import provisioned_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -22,15 +22,8 @@ CAP_NET_RAW, CAP_NET_ADMIN = 13, 12
 
 @pytest.fixture(scope="module")
 def attack_lab():
-    from harness.lab import get_backend
-    from harness.provision import bring_up
-    require_lab_machine()
-    b = get_backend("netns", new_prefix("rel"))
-    try:
-        bring_up(b)
+    with provisioned_lab("rel") as b:
         yield b
-    finally:
-        b.down()
 
 
 def test_malformed_storm_is_counted_by_reason_while_nc_gets_hello(attack_lab):
