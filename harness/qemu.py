@@ -33,8 +33,7 @@ from . import image
 from .keys import ensure_keypair, write_known_hosts
 from .lab import NETMASK_BITS
 from .netns import NetnsBackend
-from .util import (LabError, kill_pids, pid_alive, progress, require_root, require_tools, run,
-                   wait_until)
+from .util import LabError, kill_pids, pid_alive, progress, require_root, require_tools, run
 
 QEMU = "qemu-system-x86_64"
 TOOLS = (QEMU, "qemu-img", "ip", "ethtool", "nc", "ssh-keygen")
@@ -244,8 +243,7 @@ class QemuBackend(NetnsBackend):
         second way, for a qemu whose namespace is already gone."""
         pid = self._qemu_pid()
         if pid:
-            kill_pids([pid], 9)
-            wait_until(lambda: not pid_alive(pid), timeout=5)
+            kill_pids([pid], 9, wait=5)
         super().down()
 
     # --- status -----------------------------------------------------------------------------
