@@ -4,7 +4,6 @@ bad input — on real namespaces, a real sshd and a real Ansible run."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -16,14 +15,18 @@ pytestmark = pytest.mark.e2e
 INVOKE = [sys.executable, "-m", "invoke"]
 
 
-def invoke(*args, check=False, user=None, timeout=300):
+def invoke(*args, check=False, uid=None, timeout=300):
+    """Run the real CLI.  With ``uid``, the process sees that effective user id: the harness's
+    root check reads os.geteuid(), and really dropping to another user would also need the
+    checkout (often a mode-700 temporary clone) to be readable by that user."""
     cmd = INVOKE + list(args)
-    env = None
-    if user is not None:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] + cmd
-        env = dict(os.environ, HOME="/nonexistent")
+    if uid is not None:
+        cmd = [sys.executable, "-c",
+               f"import os, runpy, sys; os.geteuid = lambda: {int(uid)}; "
+               f"sys.argv = {['invoke', *args]!r}; "
+               f"runpy.run_module('invoke', run_name='__main__')"]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          check=check, env=env)
+                          check=check)
 
 
 def namespaces() -> set[str]:
@@ -113,9 +116,12 @@ def test_busy_prefix_is_refused_and_not_touched():
 
 
 def test_not_root_gets_one_clear_line():
-    r = invoke("up", "--prefix", new_prefix("nr"), user=65534)
+    prefix = new_prefix("nr")
+    r = invoke("up", "--prefix", prefix, uid=65534)
     assert r.returncode != 0
     assert "needs root" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not ({f"{prefix}-host", f"{prefix}-vm"} & namespaces()), "a non-root up made a lab"
 
 
 def test_failed_provisioning_of_a_fresh_lab_removes_it_and_keeps_the_log(tmp_path, monkeypatch):
