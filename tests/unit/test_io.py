@@ -1,6 +1,7 @@
 """The I/O layer without a network: CLI, faults, early filter, exit codes, counters."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -136,9 +137,21 @@ def test_garbage_never_raises():
 def test_responder_exits_2_as_unprivileged_user():
     if subprocess.run(["id", "-u", "nobody"], capture_output=True).returncode:
         pytest.skip("no nobody user")
-    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                        "/usr/bin/python3", "-m", "responder", "--listen", "192.168.56.100:80",
-                        "--app", "hello"], cwd=ROOT, capture_output=True, text=True)
+    # A copy of the package in a directory 'nobody' can read, as it is deployed into a VM: the
+    # checkout itself may be a mode-700 temporary clone that 'nobody' cannot import from.
+    import shutil
+    import tempfile
+    where = tempfile.mkdtemp(prefix="tcplab-nobody-")
+    try:
+        os.chmod(where, 0o755)
+        shutil.copytree(ROOT / "responder", os.path.join(where, "responder"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                            "/usr/bin/python3", "-m", "responder", "--listen",
+                            "192.168.56.100:80", "--app", "hello"], cwd=where,
+                           capture_output=True, text=True)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
     if r.returncode != 2 and "setpriv" in r.stderr:
         pytest.skip(r.stderr)
     assert r.returncode == 2
