@@ -50,7 +50,7 @@ def _backend(backend: str, prefix: str, **kw):
                         "when VBoxManage exists, else libvirt)"})
 def up(c, backend="netns", prefix=DEFAULT_PREFIX, verbose=False, provider=None):
     """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
-    from harness.provision import bring_up
+    from harness.lab.provision import bring_up
     if provider and backend != "vagrant":
         raise Exit("tcplab: error: --provider goes with --backend vagrant", code=1)
     b = _backend(backend, prefix, **({"provider": provider} if provider else {}))
@@ -78,7 +78,7 @@ def down(c, backend="netns", prefix=DEFAULT_PREFIX):
                            "json": "print machine-readable JSON"})
 def status_(c, backend="netns", prefix=DEFAULT_PREFIX, json_=False):
     """Say what exists of the lab and whether SSH answers."""
-    from harness.ssh import check_login
+    from harness.run.ssh import check_login
     b = _backend(backend, prefix)
     try:
         st = b.status()
@@ -105,7 +105,7 @@ def status_(c, backend="netns", prefix=DEFAULT_PREFIX, json_=False):
 def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None,
          verbose=False):
     """Run a scenario end to end: responder in the VM, nc on the host, capture, check."""
-    from harness.demo import run_demo
+    from harness.run.demo import run_demo
     b = _backend(backend, prefix)
     try:
         with b.locked():
@@ -127,7 +127,7 @@ def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None
 @task
 def scenarios(c):
     """List the scenarios (the lessons), one line each; run one with invoke demo --scenario NAME."""
-    from harness.scenario import format_lessons
+    from harness.judge.scenario import format_lessons
     print(format_lessons())
 
 
@@ -182,8 +182,8 @@ def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood
 
 
 def _flood(count: int, prefix: str) -> None:
-    """The SYN flood (harness.fuzz.flood_run) with its figures as JSON; exit 1 if it failed."""
-    from harness.fuzz import flood_run
+    """The SYN flood (harness.stress.fuzz.flood_run) with its figures as JSON; exit 1 if it failed."""
+    from harness.stress.fuzz import flood_run
     try:
         res = flood_run(count, prefix)
     except LabError as e:
@@ -196,7 +196,7 @@ def _flood(count: int, prefix: str) -> None:
 @task
 def box(c):
     """Build the local Vagrant box (libvirt) from the qemu backend's Debian image; cached."""
-    from harness.vagrant import build_box
+    from harness.lab.vagrant import build_box
     try:
         print(build_box())
     except LabError as e:
@@ -212,7 +212,7 @@ def box(c):
             "prefix": "lab name for --flood and --soak (default relfuzz)"})
 def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix="relfuzz"):
     """Fuzz the responder's receive path (>= 10^6 inputs), or run the full flood or a soak."""
-    from harness.fuzz import fuzz as run_fuzz, soak as run_soak
+    from harness.stress.fuzz import fuzz as run_fuzz, soak as run_soak
     if flood:
         return _flood(flood, prefix)
     try:

@@ -96,7 +96,7 @@ class NsProcess:
 
     def last_json(self) -> dict:
         """The last JSON object line of its stderr (counters), or {}."""
-        from harness.demo import responder_counters  # the demo reads the line the same way
+        from harness.run.responder import responder_counters  # the demo reads the line the same way
         return responder_counters(self.stderr_text())
 
 

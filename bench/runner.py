@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.lab import LAB_PORT, get_backend
-from harness.provision import bring_up
+from harness.lab.provision import bring_up
 from harness.util import PROJECT_ROOT, LabError, progress, require_root, run
 
 from . import micro

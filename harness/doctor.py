@@ -14,9 +14,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .lab import LAB_PORT, RST_MARK, Backend
-from .ssh import LabSSH, check_login
-from .util import LabError
+from harness.lab import LAB_PORT, RST_MARK, Backend
+from harness.run.ssh import LabSSH, check_login
+from harness.util import LabError
 
 RST_RULE = (f"OUTPUT -p tcp --sport {LAB_PORT} --tcp-flags RST RST "
             f"-m mark ! --mark {hex(RST_MARK)} -j DROP")
@@ -100,7 +100,7 @@ def diagnose(backend: Backend) -> list[Check]:
 
 def _handshake_check(backend: Backend, ssh: LabSSH) -> Check:
     """Start the responder and let nc complete a handshake with it (nc -z: connect, close)."""
-    from .demo import start_responder
+    from harness.run.responder import start_responder
     try:
         proc = start_responder(ssh, backend, ["--app", "hello"])
     except LabError as e:

@@ -39,7 +39,7 @@ import pytest
 def lab():
     """A provisioned lab for the whole session (see the module docstring)."""
     from harness.lab import get_backend
-    from harness.provision import bring_up
+    from harness.lab.provision import bring_up
     if os.geteuid() != 0:
         pytest.skip("scenario tests need root (network namespaces, raw sockets)")
     prefix = os.environ.get("TCPLAB_PREFIX") or f"scn{uuid.uuid4().hex[:7]}"
@@ -56,7 +56,7 @@ def lab():
 @pytest.fixture
 def run_scenario(lab, tmp_path):
     """``run_scenario(name_or_path, **run_demo_kwargs) -> DemoResult`` on the session's lab."""
-    from harness.demo import run_demo
+    from harness.run.demo import run_demo
 
     def run(name, **kw):
         kw.setdefault("runs_dir", tmp_path / "runs")

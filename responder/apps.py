@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 
 from . import wire
+from .contract import APPS
 from .tcp import App, Connection, Stack, seq_add
 from .wire import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 
@@ -231,7 +232,6 @@ class Miniweb(App):
         return buf
 
 
-APPS = ("hello", "http", "tarpit", "echo")
 
 
 def make_app(name: str, http_page: bytes | None = None, mss: int = 1460) -> App:

@@ -37,13 +37,12 @@ import traceback
 
 from . import wire
 from .apps import make_app
+from .contract import CLASSIC_ISN, FAULTS
 from .tcp import Config, Stack
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 RCVBUF = 8 << 20            # the kernel drops at ~110k packets/s if the buffer is small
-FAULTS = ("bad-checksum", "wrong-seq", "no-delayed-ack", "no-backoff", "no-challenge-ack",
-          "tarpit-window", "no-time-wait")
 
 
 class NoPermission(Exception):
@@ -185,7 +184,7 @@ class Responder:
                 page = f.read()
         if opts.classic:
             from .classic import ClassicResponder
-            isn = 0xAAAABBBB if opts.isn is None else opts.isn
+            isn = CLASSIC_ISN if opts.isn is None else opts.isn
             self.classic = ClassicResponder(self.port, isn, addr=self.addr)
         else:
             cfg = Config(fixed_isn=opts.isn, nodelay=opts.nodelay, msl2=opts.msl2)

@@ -34,7 +34,7 @@ def require_lab_machine():
 def provisioned_lab(tag: str = "e2e", backend: str = "netns"):
     """A provisioned lab for a block (e.g. a module-scoped fixture), removed even on failure."""
     from harness.lab import get_backend
-    from harness.provision import bring_up
+    from harness.lab.provision import bring_up
     require_lab_machine()
     b = get_backend(backend, new_prefix(tag))
     try:
@@ -52,7 +52,7 @@ def lab_factory():
     made = []
 
     def make(backend: str = "netns", prefix: str | None = None, provision: bool = True):
-        from harness.provision import bring_up
+        from harness.lab.provision import bring_up
         b = get_backend(backend, prefix or new_prefix())
         made.append(b)
         if provision:

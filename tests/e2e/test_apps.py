@@ -36,8 +36,8 @@ def applab():
 def responder(lab, app, *extra):
     """Run the responder in the VM for the block; yields a dict that gets its exit status,
     stderr and exit counters."""
-    from harness.attack import Target
-    from harness.demo import responder_counters
+    from harness.stress.attack import Target
+    from harness.run.responder import responder_counters
     out = {}
     t = Target(lab, app, *extra)
     with t:
@@ -49,9 +49,9 @@ def responder(lab, app, *extra):
 @contextlib.contextmanager
 def captured(lab, path):
     """Capture on the host side for the block; yields a list filled with the packets."""
-    from harness.capture import Capture
-    from harness.demo import CANARY_PORT, canary
-    from harness.dissect import read_pcap
+    from harness.run.capture import Capture
+    from harness.run.responder import CANARY_PORT, canary
+    from harness.judge.dissect import read_pcap
     cap = Capture(lab.host_exec_prefix(), lab.capture_interface, path,
                   f"tcp port {PORT} or tcp port 9000 or udp port {CANARY_PORT}",
                   canary=canary(lab))
@@ -125,7 +125,7 @@ def test_echo_with_a_python_client(applab, tmp_path):
 def test_http_miniweb_with_a_python_client(applab, tmp_path):
     """A GET answered by precomputed packets: the page arrives intact, twice (two connections
     reuse the same templates, patched), with correct checksums."""
-    from harness.ssh import LabSSH
+    from harness.run.ssh import LabSSH
     page = f"{applab.responder_dir()}/test-page.html"
     with LabSSH(applab.ssh_endpoint()) as ssh:
         ssh.run(f"/usr/bin/python3 -c \"open('{page}','w').write("

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import attack
+from harness.stress import attack
 from tests.conftest import provisioned_lab
 
 pytestmark = pytest.mark.e2e

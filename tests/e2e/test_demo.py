@@ -22,7 +22,7 @@ LINES = (b"Hello TCP\n\0", b"Great to meet you!\n\0",
 
 
 def test_hello_demo_matches(lab, tmp_path):
-    from harness.demo import run_demo
+    from harness.run.demo import run_demo
     res = run_demo(lab, "hello", runs_dir=tmp_path)
     assert res.ok, res.reason
     assert res.client_output == b"".join(LINES)
@@ -41,7 +41,7 @@ def test_hello_demo_matches(lab, tmp_path):
 @pytest.mark.parametrize("fault,field", [("bad-checksum", "checksum"), ("wrong-seq", "seq")])
 def test_broken_responder_fails_naming_the_field(lab, tmp_path, fault, field):
     """The documented fault switch breaks one field; the demo must fail and say which."""
-    from harness.demo import run_demo
+    from harness.run.demo import run_demo
     res = run_demo(lab, "hello", fault=fault, runs_dir=tmp_path)
     assert not res.ok
     assert field in res.reason and "packet" in res.reason, res.reason

@@ -24,7 +24,7 @@ def test_doctor_passes_on_a_good_lab(lab):
 
 def test_doctor_names_each_broken_piece(lab):
     from harness.doctor import RST_RULE, diagnose
-    from harness.ssh import LabSSH
+    from harness.run.ssh import LabSSH
     with LabSSH(lab.ssh_endpoint()) as ssh:
         ssh.run(f"iptables -D {RST_RULE}")
     subprocess.run(lab.host_exec_prefix() + ["ethtool", "-K", "vboxnet0", "tx", "on"],

@@ -61,7 +61,7 @@ def test_up_demo_every_scenario_and_down_leave_the_host_as_it_was(tmp_path):
     the function `invoke demo` calls, to save a process start per scenario), `invoke down`:
     the host is compared with its first state after every step.  A scenario's verdict is not
     judged here (the scenario tests do that), only what it leaves on the host."""
-    from harness.demo import run_demo
+    from harness.run.demo import run_demo
     from harness.lab import get_backend
     require_lab_machine()
     prefix = new_prefix("rel")

@@ -36,8 +36,8 @@ def namespaces() -> set[str]:
 
 def test_up_is_idempotent_and_down_leaves_nothing(lab_factory):
     from harness.lab import get_backend
-    from harness.provision import provision
-    from harness.ssh import LabSSH
+    from harness.lab.provision import provision
+    from harness.run.ssh import LabSSH
 
     before = root_ns_state()
     lab = lab_factory(provision=False)

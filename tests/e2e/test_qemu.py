@@ -39,7 +39,7 @@ def qemu_lab():
         pytest.skip(f"not installed: {', '.join(missing)} (packages/apt-vm.txt; "
                     f"`sudo ./bootstrap test` installs them)")
     from harness.lab import get_backend
-    from harness.provision import bring_up
+    from harness.lab.provision import bring_up
     before = root_ns_state()
     lab = get_backend("qemu", new_prefix("q"))
     try:
@@ -56,7 +56,7 @@ def qemu_lab():
 
 
 def test_guest_is_a_real_debian_vm_reached_over_ssh(qemu_lab):
-    from harness.ssh import LabSSH
+    from harness.run.ssh import LabSSH
     st = qemu_lab.status()
     assert st["up"] and st["ssh"] and st["qemu_pid"], st
     assert st["accel"] in ("kvm", "tcg")
@@ -79,7 +79,7 @@ def test_guest_is_a_real_debian_vm_reached_over_ssh(qemu_lab):
 def test_provisioned_by_the_same_playbook(qemu_lab):
     # Idempotence of the playbook is tested on the netns lab; under TCG a second run costs
     # ~1.5 min, so here one run and its effects.
-    from harness.ssh import LabSSH
+    from harness.run.ssh import LabSSH
     first = qemu_lab.extra["first_recap"]
     assert first.get("failed") == 0 and first.get("changed", 0) >= 1, first
     with LabSSH(qemu_lab.ssh_endpoint()) as ssh:
@@ -103,10 +103,10 @@ SCENARIOS = sorted(p.stem for p in (ROOT / "scenarios").glob("*.scn"))
 def test_every_scenario_on_qemu(qemu_lab, scenario, tmp_path):
     """The demo's scenarios hold on a real guest kernel, timing bounds included (TCG)."""
     try:
-        from harness.demo import run_demo
+        from harness.run.demo import run_demo
     except ImportError as e:        # the demo arrives with another issue
         pytest.skip(f"harness.demo not available: {e}")
-    from harness.scenario import load_scenario
+    from harness.judge.scenario import load_scenario
     if not load_scenario(scenario).runs_on("qemu"):
         pytest.skip(f"{scenario}.scn is marked for backends {load_scenario(scenario).backends}")
     res = run_demo(qemu_lab, scenario, runs_dir=tmp_path)

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from harness.pytest_plugin import lab, run_scenario  # noqa: F401  (the plugin's fixtures)
-from harness.scenario import list_scenarios, load_scenario
+from harness.judge.scenario import list_scenarios, load_scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -70,8 +70,8 @@ def test_every_lesson_has_a_failing_responder_test():
 def test_nagle_nodelay_check_fails_when_the_stall_is_there(run_scenario):  # noqa: F811
     """nagle-nodelay says "no stall"; the capture of a run *with* the stall (Nagle on, the
     responder's delayed ACK) must fail it, naming the timing."""
-    from harness.dissect import read_pcap
-    from harness.match import match
+    from harness.judge.dissect import read_pcap
+    from harness.judge.match import match
     res = run_scenario("nagle-delayed-ack")
     assert res.ok, res.summary
     stall = res.measurements["stall"]

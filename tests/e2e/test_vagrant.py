@@ -45,8 +45,8 @@ def test_vagrant_libvirt_up_provision_demo_destroy(tmp_path):
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (packages/apt-vm.txt)")
     from harness.lab import get_backend
-    from harness.provision import bring_up
-    from harness.ssh import LabSSH
+    from harness.lab.provision import bring_up
+    from harness.run.ssh import LabSSH
     from harness.util import pids_mentioning
 
     before = root_ns_state()
@@ -66,7 +66,7 @@ def test_vagrant_libvirt_up_provision_demo_destroy(tmp_path):
             assert RST_RULE in rules and rules.count("--tcp-flags RST RST") == 1, rules
             ssh.run("cd /opt/tcplab && python3 -m responder --help")
         try:
-            from harness.demo import run_demo
+            from harness.run.demo import run_demo
         except ImportError:
             run_demo = None
         if run_demo is not None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import dissect
-from harness.dissect import DissectError, inet_checksum, parse_options, read_pcap
+from harness.judge import dissect
+from harness.judge.dissect import DissectError, inet_checksum, parse_options, read_pcap
 from tests.unit import lecture
 
 # The capture times the notes printed (01:35:59.xxxxxx), as seconds after a fixed epoch.
@@ -66,7 +66,7 @@ def fix_checksums(ip: bytes) -> bytes:
 
 def children_named(*names: str) -> list[int]:
     """PIDs of this process's live children whose command is one of ``names``."""
-    from harness.capture import processes
+    from harness.run.capture import processes
 
     return [p.pid for p in processes()
             if p.ppid == os.getpid() and p.comm in names and p.state != "Z"]
@@ -220,7 +220,7 @@ while True:
 
 
 def _fake_capture(tmp_path, mode, monkeypatch, **kw):
-    from harness.capture import Capture
+    from harness.run.capture import Capture
     import sys
 
     script = tmp_path / "fake_tshark.py"
@@ -233,7 +233,7 @@ def _fake_capture(tmp_path, mode, monkeypatch, **kw):
 
 
 def test_capture_on_a_missing_interface_fails_clearly_and_leaves_nothing(tmp_path):
-    from harness.capture import Capture, CaptureError
+    from harness.run.capture import Capture, CaptureError
 
     cap = Capture([], "tcplab-nope0", tmp_path / "c.pcapng", "udp port 9", canary=lambda: None)
     with pytest.raises(CaptureError) as info:
@@ -246,7 +246,7 @@ def test_capture_on_a_missing_interface_fails_clearly_and_leaves_nothing(tmp_pat
 
 
 def test_capture_missing_program(tmp_path):
-    from harness.capture import Capture, CaptureError
+    from harness.run.capture import Capture, CaptureError
 
     cap = Capture([], "x", tmp_path / "c.pcapng", "udp", None, tshark="/nonexistent/tshark")
     with pytest.raises(CaptureError, match="cannot run /nonexistent/tshark"):
@@ -270,7 +270,7 @@ def test_capture_sigkills_a_tshark_that_ignores_sigint(tmp_path, monkeypatch):
 
 
 def test_capture_without_canary_packet_times_out(tmp_path, monkeypatch):
-    from harness.capture import CaptureError
+    from harness.run.capture import CaptureError
 
     cap, calls = _fake_capture(tmp_path, "silent", monkeypatch, start_timeout_s=0.7)
     with pytest.raises(CaptureError, match=r"^tshark did not start capturing on fake0 within "
@@ -282,7 +282,7 @@ def test_capture_without_canary_packet_times_out(tmp_path, monkeypatch):
 
 def test_capture_watchdog_kills_a_runaway(tmp_path, monkeypatch):
     import time
-    from harness.capture import CaptureError
+    from harness.run.capture import CaptureError
 
     cap, _ = _fake_capture(tmp_path, "ok", monkeypatch, watchdog_s=0.2)
     cap.start()

@@ -1,6 +1,6 @@
 """The whole receive path, ``parse(buffer) -> Stack.on_segment(segment, now) -> segments``, and
 ``on_timer(now)``, under generated sessions (harness/fuzz.py: a handshake, then crafted,
-mutated, random or Scapy-built packets and time passing).  :class:`harness.fuzz.Session` checks
+mutated, random or Scapy-built packets and time passing).  :class:`harness.stress.fuzz.Session` checks
 the guarantees after every step: no exception but a named WireError, every rejection counted
 under a named reason, every answer sendable, the half-open table bounded.  The last tests show
 that this oracle fails when the responder breaks a guarantee."""
@@ -13,8 +13,8 @@ import tracemalloc
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from harness import fuzz
-from harness.fuzz import CLIENT, SERVER, Escape, HypothesisSource, Session, craft, gen_session
+from harness.stress import fuzz
+from harness.stress.fuzz import CLIENT, SERVER, Escape, HypothesisSource, Session, craft, gen_session
 from responder import tcp, wire
 
 SLOW = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from harness.fuzz import (FLAG_BITS, WIRE_REASONS, HypothesisSource, craft, gen_options,
+from harness.stress.fuzz import (FLAG_BITS, WIRE_REASONS, HypothesisSource, craft, gen_options,
                           lecture_packets)
 from responder import wire
 

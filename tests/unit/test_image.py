@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import image
+from harness.lab import image
 
 
 def test_recipe_hash_names_the_cache_dir(monkeypatch, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from responder import io, wire
-from responder.__main__ import build_parser, cli
+from responder.cli import build_parser, cli
 from responder.wire import ACK, PSH, Segment
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from harness.dissect import ACK, PSH
-from harness.ladder import GREEN, GREY, LEFT_X, RED, RIGHT_X, ladder_svg, write_ladder
-from harness.match import match
-from harness.scenario import parse_scenario
+from harness.judge.dissect import ACK, PSH
+from harness.report.ladder import GREEN, GREY, LEFT_X, RED, RIGHT_X, ladder_svg, write_ladder
+from harness.judge.match import match
+from harness.judge.scenario import parse_scenario
 from tests.unit.test_match_run import HS, handshake, pkt
 
 NS = "{http://www.w3.org/2000/svg}"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.dissect import read_many
-from harness.match import match
-from harness.scenario import load_scenario, parse_scenario
+from harness.judge.dissect import read_many
+from harness.judge.match import match
+from harness.judge.scenario import load_scenario, parse_scenario
 from tests.unit import lecture
 from tests.unit.test_dissect import (LECTURE_TIMES, T0, fix_checksums, lecture_frames,
                                      write_pcap)
@@ -287,7 +287,7 @@ s>c [S.] seq 0, ack 1
 # ---------------------------------------------------------------- robustness, without tshark
 
 def _pkt(n, to_server, flags, seq=0, ack=0, length=0, cport=CPORT, options=()):
-    from harness.dissect import Pkt, flags_str
+    from harness.judge.dissect import Pkt, flags_str
 
     src, dst, sport, dport = (C, S, cport, SPORT) if to_server else (S, C, SPORT, cport)
     return Pkt(number=n, time=n * 0.001, epoch=T0 + n * 0.001, src=src, dst=dst, sport=sport,
@@ -299,7 +299,7 @@ def _pkt(n, to_server, flags, seq=0, ack=0, length=0, cport=CPORT, options=()):
 
 
 def test_a_stray_packet_of_another_connection_does_not_choose_the_connection(hello):
-    from harness.dissect import ACK as A, SYN as SY
+    from harness.judge.dissect import ACK as A, SYN as SY
 
     stray = _pkt(1, False, A, seq=5, ack=5, cport=12345)       # late packet of an earlier run
     syn = _pkt(2, True, SY)

@@ -7,9 +7,9 @@ Packets are built directly as ``Pkt`` values: no tshark, microseconds per test."
 
 from __future__ import annotations
 
-from harness.dissect import ACK, FIN, PSH, RST, SYN, Pkt, flags_str
-from harness.match import check_run, match, measurements, renumber, transitions
-from harness.scenario import parse_scenario
+from harness.judge.dissect import ACK, FIN, PSH, RST, SYN, Pkt, flags_str
+from harness.judge.match import check_run, match, measurements, renumber, transitions
+from harness.judge.scenario import parse_scenario
 
 C, S = "192.168.56.1", "192.168.56.100"
 C_ISN, S_ISN = 5000, 9000
@@ -170,7 +170,7 @@ def test_fin_flags_helper_sanity():
 
 
 def test_summary_shows_run_checks_and_measurements():
-    from harness.report import format_summary
+    from harness.report.runfiles import format_summary
     sc = parse_scenario(HEAD + "states: ESTABLISHED => FIN-WAIT-1\ncounters: challenge_acks "
                         "== 2\nmeasure: rtt @sa @ack\nexpect:\nc>s [S] seq 0\n"
                         "@sa s>c [S.] seq 0, ack 1\n@ack c>s [.] ack 1\n", "t.scn")

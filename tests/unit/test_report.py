@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 
-from harness import report
-from harness.dissect import read_many
-from harness.match import match
-from harness.report import format_summary, write_run
-from harness.scenario import load_scenario
+from harness.report import runfiles as report
+from harness.judge.dissect import read_many
+from harness.judge.match import match
+from harness.report.runfiles import format_summary, write_run
+from harness.judge.scenario import load_scenario
 from tests.unit import lecture
 from tests.unit.test_dissect import lecture_frames, write_pcap
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.dissect import ACK, FIN, PSH, SYN
-from harness.scenario import (ANY, ScenarioError, Val, c_escape, c_unescape, list_scenarios,
+from harness.judge.dissect import ACK, FIN, PSH, SYN
+from harness.judge.scenario import (ANY, ScenarioError, Val, c_escape, c_unescape, list_scenarios,
                               load_scenario, parse_flags, parse_scenario)
 
 HEAD = "responder: --app hello\nexpect:\n"
@@ -186,7 +186,7 @@ def test_any_text_is_a_scenario_or_a_scenario_error():
 
 
 def test_backends_key_marks_where_a_scenario_runs(tmp_path):
-    from harness.scenario import KNOWN_BACKENDS, ScenarioError, load_scenario
+    from harness.judge.scenario import KNOWN_BACKENDS, ScenarioError, load_scenario
     assert load_scenario("nagle-linux").backends == ("netns",)
     assert not load_scenario("nagle-linux").runs_on("qemu")
     assert load_scenario("hello").backends == KNOWN_BACKENDS

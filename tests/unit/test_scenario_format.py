@@ -1,14 +1,14 @@
 """harness.scenario: the format's additions for the lessons -- client kinds and scripts, hold,
 linger, counters, states, measure, conditions, relative timing -- and what they refuse (file,
-line, field); harness.conditions' iptables rules and harness.clients' command lines."""
+line, field); harness.conditions' iptables rules and harness.run.clients' command lines."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.clients import client_argv, steps_from_json, steps_to_json
-from harness.conditions import iptables_rules
-from harness.scenario import Condition, CounterCheck, Step, list_scenarios, load_scenario
+from harness.run.clients import client_argv, steps_from_json, steps_to_json
+from harness.run.conditions import iptables_rules
+from harness.judge.scenario import Condition, CounterCheck, Step, list_scenarios, load_scenario
 from tests.unit.test_scenario import error as _error, parse as _parse
 
 EXPECT = "expect:\nc>s [S] seq 0\n@a s>c [S.] seq 0, ack 1\n@b c>s [.] ack 1, after @a within 1s\n"
@@ -174,7 +174,7 @@ def test_client_command_lines():
         "ip", "netns", "exec", "x-host", "nc", "-q", "1", "192.168.56.100", "80"]
     py = parse('responder: --app hello\nclient: python --nodelay\nscript: send "a\\0"; recv 2\n')
     argv = client_argv(_Backend(["ip", "netns", "exec", "x-host"]), py, 80)
-    assert argv[4:7] == [argv[4], "-m", "harness.clients"] and "--nodelay" in argv
+    assert argv[4:7] == [argv[4], "-m", "harness.run.clients"] and "--nodelay" in argv
     script = argv[argv.index("--script") + 1]
     assert steps_from_json(script) == list(py.script)
     assert steps_from_json(steps_to_json(py.script))[0].arg == b"a\0"
@@ -185,7 +185,7 @@ def test_client_command_lines():
 
 
 def test_lessons_list_every_scenario_in_the_lectures_order_then_doctor():
-    from harness.scenario import format_lessons, lessons
+    from harness.judge.scenario import format_lessons, lessons
     rows = lessons()
     names = [n for n, _ in rows]
     assert names[0] == "hello" and names[-1] == "doctor"
@@ -201,7 +201,7 @@ class _SSH:
         self.commands = []
 
     def run(self, command, check=True, timeout=60):
-        from harness.ssh import RemoteResult
+        from harness.run.ssh import RemoteResult
         self.commands.append(command)
         if command.startswith("tc qdisc add"):
             return RemoteResult(command, 2, "", "Error: Specified qdisc kind is unknown.")
@@ -209,7 +209,7 @@ class _SSH:
 
 
 def test_conditions_are_added_then_removed_even_on_failure():
-    from harness.conditions import Conditions
+    from harness.run.conditions import Conditions
     from harness.util import LabError
     sc = parse("responder: --app echo --isn 1000\nconditions: drop c>s ack 6 first 2\n")
     ssh = _SSH()

@@ -34,7 +34,7 @@ def test_qemu_host_side_is_a_namespace_with_a_proxied_ssh():
 
 
 def test_qemu_guest_network_is_static_without_gateway():
-    from harness.qemu import GUEST_MAC, _guest_network
+    from harness.lab.qemu import GUEST_MAC, _guest_network
     cfg = _guest_network("192.168.56.100", 24)
     assert f"MACAddress={GUEST_MAC}" in cfg and "Address=192.168.56.100/24" in cfg
     assert "Gateway" not in cfg and "DHCP" not in cfg
@@ -73,6 +73,6 @@ def test_vagrant_provider_is_checked_and_remembered():
 
 
 def test_box_boots_the_kernel_shipped_inside_it():
-    from harness.vagrant import BOX_VAGRANTFILE
+    from harness.lab.vagrant import BOX_VAGRANTFILE
     assert 'lv.kernel = File.join(dir, "vmlinuz")' in BOX_VAGRANTFILE
     assert "root=/dev/vda" in BOX_VAGRANTFILE and "net.ifnames=0" in BOX_VAGRANTFILE

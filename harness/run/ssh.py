@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import paramiko
 
-from .lab import SshEndpoint
-from .util import LabError
+from harness.lab import SshEndpoint
+from harness.util import LabError
 
 
 class RemoteError(LabError):

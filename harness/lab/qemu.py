@@ -29,11 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import image
-from .keys import ensure_keypair, write_known_hosts
-from .lab import NETMASK_BITS
-from .netns import NetnsBackend
-from .util import LabError, kill_pids, pid_alive, progress, require_root, require_tools, run
+from harness.lab import image
+from harness.lab.keys import ensure_keypair, write_known_hosts
+from harness.lab import NETMASK_BITS
+from harness.lab.netns import NetnsBackend
+from harness.util import LabError, kill_pids, pid_alive, progress, require_root, require_tools, run
 
 QEMU = "qemu-system-x86_64"
 TOOLS = (QEMU, "qemu-img", "ip", "ethtool", "nc", "ssh-keygen")

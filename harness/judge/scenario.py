@@ -27,9 +27,12 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.dissect import ACK, ANALYSIS_FLAGS, CWR, ECE, FIN, PSH, RST, SYN, URG
+from harness.lab import BACKENDS as KNOWN_BACKENDS  # a scenario's `backends:` (default: all)
+from harness.util import PROJECT_ROOT
+from responder.contract import APPS as RESPONDER_APPS, STATE_NAMES
+from harness.judge.dissect import ACK, ANALYSIS_FLAGS, CWR, ECE, FIN, PSH, RST, SYN, URG
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIO_DIR = PROJECT_ROOT / "scenarios"
 SUFFIX = ".scn"
 
 # Clients the harness knows how to drive (harness/clients.py): the real nc, a Python socket
@@ -44,13 +47,8 @@ DIRECTIONS = {"c>s": "client→server", "s>c": "server→client"}
 FLAG_CHARS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "U": URG, "E": ECE, "W": CWR, ".": ACK}
 HEADER_KEYS = ("lesson", "responder", "client", "stdin", "script", "conditions", "timeout",
                "hold", "linger", "trailing", "counters", "states", "measure", "backends")
-#: Backends a scenario may name in ``backends:`` (default: all of them).
-KNOWN_BACKENDS = ("netns", "qemu", "vagrant")
 COUNTER_OPS = ("==", "!=", ">=", "<=", ">", "<")
-STATE_NAMES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
-               "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT")
 FIELDS = ("seq", "rawseq", "ack", "win", "options", "length", "payload", "analysis", "after")
-RESPONDER_APPS = ("hello", "http", "tarpit", "echo")
 
 
 class ScenarioError(ValueError):

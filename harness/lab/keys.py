@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .util import run
+from harness.util import run
 
 
 def ensure_keypair(path: Path, comment: str) -> str:

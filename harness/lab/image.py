@@ -29,7 +29,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .util import LabError, progress, require_root, require_tools, run
+from harness.util import LabError, progress, require_root, require_tools, run
 
 BUILD_VERSION = 1             # bump when the build steps in _build() change what they make
 SUITE = "bookworm"

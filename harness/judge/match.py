@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from harness.dissect import ACK, RST, SYN, Pkt, format_options
-from harness.scenario import DIRECTIONS, Expect, OptionsSpec, Scenario, Val, c_escape
+from harness.judge.dissect import ACK, RST, SYN, Pkt, format_options
+from harness.judge.scenario import DIRECTIONS, Expect, OptionsSpec, Scenario, Val, c_escape
 
 # Wireshark analysis flags that betray a responder bug unless a line states them.
 SERVER_BAD_ANALYSIS = frozenset({"retransmission", "fast_retransmission",

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .util import PROJECT_ROOT, LabError, require_root
+from harness.util import PROJECT_ROOT, LabError, require_root
 
 HOST_IP = "192.168.56.1"
 VM_IP = "192.168.56.100"
@@ -175,20 +175,3 @@ class Backend:
     def inventory_vars(self) -> dict:
         """Backend-specific Ansible variables (merged into the inventory)."""
         return {}
-
-
-def get_backend(name: str, prefix: str = DEFAULT_PREFIX, **kw) -> Backend:
-    """The backend called ``name`` for lab ``prefix``."""
-    if name == "netns":
-        from .netns import NetnsBackend
-        return NetnsBackend(prefix=prefix, **kw)
-    if name == "qemu":
-        from .qemu import QemuBackend
-        return QemuBackend(prefix=prefix, **kw)
-    if name == "vagrant":
-        from .vagrant import VagrantBackend
-        return VagrantBackend(prefix=prefix, **kw)
-    raise LabError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
-
-
-BACKENDS = ("netns", "qemu", "vagrant")

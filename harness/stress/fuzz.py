@@ -24,7 +24,7 @@ Engines: the unit tests draw sessions with Hypothesis (:class:`HypothesisSource`
 ``invoke fuzz`` runs atheris (coverage-guided libFuzzer, :class:`AtherisSource`) seeded with the
 lecture's packets, or Hypothesis with a large budget when atheris is not installed.
 
-    python -m harness.fuzz --inputs 1000000 [--engine atheris|hypothesis]
+    python -m harness.stress.fuzz --inputs 1000000 [--engine atheris|hypothesis]
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ import time
 from pathlib import Path
 
 from responder import tcp, wire
+from responder.contract import APPS
 from responder.wire import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 
-from .util import PROJECT_ROOT
+from harness.util import PROJECT_ROOT
 
 CLIENT = bytes((192, 168, 56, 1))
 SERVER = bytes((192, 168, 56, 100))
@@ -251,7 +252,6 @@ def gen_session(src: Source, max_steps: int = 8) -> dict:
 # Running a session against the real responder code, checking every step.
 # ---------------------------------------------------------------------------------------------
 
-APPS = ("hello", "echo", "http", "tarpit")
 
 
 class _Tx:
@@ -269,7 +269,7 @@ def make_responder(app: str, clock) -> "io.Responder":
     """The responder's own I/O object (CLI options, app, stack, counters) with no socket:
     ``handle_packet(n)`` handles one received buffer from ``rbuf``; sends go to a :class:`_Tx`."""
     from responder import io
-    from responder.__main__ import build_parser
+    from responder.cli import build_parser
     opts = build_parser().parse_args(["--listen", f"{wire.ip_str(SERVER)}:{PORT}", "--app", app])
     r = io.Responder(opts, clock=clock, random=lambda n: bytes(range(n)))
     r.stack.log = lambda line: None
@@ -591,7 +591,7 @@ def fuzz(inputs: int = 1_000_000, engine: str = "auto", workdir: Path | None = N
     ``seconds`` (atheris only) ends the run early; the inputs done are still reported."""
     if engine == "auto":
         engine = "atheris" if have_atheris() else "hypothesis"
-    from .lab import responder_tree_hash
+    from harness.lab import responder_tree_hash
     fuzzed = responder_tree_hash()           # what the child imports now, not at the end
     if engine == "atheris":
         workdir = workdir or Path(tempfile.mkdtemp(prefix="tcplab-fuzz-"))
@@ -606,8 +606,8 @@ def fuzz(inputs: int = 1_000_000, engine: str = "auto", workdir: Path | None = N
 # libFuzzer sees the responder's branches; the standard library and Hypothesis stay plain.
 _ATHERIS_CHILD = """
 import sys, atheris
-with atheris.instrument_imports(include=["responder", "harness.fuzz"]):
-    import harness.fuzz as F
+with atheris.instrument_imports(include=["responder", "harness.stress.fuzz"]):
+    import harness.stress.fuzz as F
 F.FED["last"] = int([a for a in sys.argv if a.startswith("-runs=")][0][6:])
 atheris.Setup([sys.argv[0]] + sys.argv[1:], F._atheris_counting_input)
 atheris.Fuzz()
@@ -625,7 +625,7 @@ def open_fds() -> int:
 def lab_processes(backend, names=("tshark", "dumpcap")) -> list[str]:
     """Processes called ``names`` that belong to the lab: in its namespaces, children of this
     process, or mentioning its state directory."""
-    from .util import pids_mentioning
+    from harness.util import pids_mentioning
     pids = set(pids_mentioning(str(backend.state_dir) + "/"))
     for ns in (getattr(backend, "host_ns", None), getattr(backend, "vm_ns", None)):
         if ns:
@@ -657,9 +657,9 @@ def soak(count: int, prefix: str = "relsoak", scenario: str = "hello",
     each must match; after each, no tshark/dumpcap of the lab may be left and the number of
     open file descriptors (after a garbage collection) must not grow."""
     import gc
-    from .demo import run_demo
-    from .lab import get_backend
-    from .provision import bring_up
+    from harness.run.demo import run_demo
+    from harness.lab import get_backend
+    from harness.lab.provision import bring_up
     backend = get_backend("netns", prefix)
     runs_dir = runs_dir or Path(tempfile.mkdtemp(prefix="tcplab-soak-"))
     fds, failures, leftovers, seconds = [], [], [], []
@@ -687,9 +687,9 @@ def soak(count: int, prefix: str = "relsoak", scenario: str = "hello",
 def flood_run(count: int = 100_000, prefix: str = "relflood", clients: int = 1000) -> dict:
     """The full SYN flood on a lab of its own: hello responder, ``count`` spoofed-port SYNs,
     hello clients during it; the responder's memory and counters."""
-    from . import attack
-    from .lab import get_backend
-    from .provision import bring_up
+    from harness.stress import attack
+    from harness.lab import get_backend
+    from harness.lab.provision import bring_up
     backend = get_backend("netns", prefix)
     bring_up(backend)
     try:
@@ -708,7 +708,7 @@ def flood_run(count: int = 100_000, prefix: str = "relflood", clients: int = 100
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m harness.fuzz", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m harness.stress.fuzz", description=__doc__.split("\n")[0])
     p.add_argument("--inputs", type=int, default=1_000_000)
     p.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
     p.add_argument("--workdir", type=Path)

@@ -2,7 +2,7 @@
 attacks, and the legitimate clients that must keep being served meanwhile.
 
 Everything here runs *inside the lab's host namespace* (``<prefix>-host``), never in the root
-namespace: the functions that take a backend run ``python -m harness.attack ...`` under
+namespace: the functions that take a backend run ``python -m harness.stress.attack ...`` under
 ``backend.host_exec_prefix()`` and read one JSON object from its stdout.  Spoofed sources are
 always inside the lab's 192.168.56.0/24 (refused otherwise), counts are bounded, and every loop
 has a deadline.
@@ -13,9 +13,9 @@ Scapy builds ~4,000/s.  They leave through an ``IPPROTO_RAW`` socket, so the ker
 IP total length and checksum: IP-level defects cannot be sent this way (and the VM kernel drops
 them before any raw socket sees them anyway; the unit fuzz covers those paths).
 
-    ip netns exec lab-host python -m harness.attack flood --count 100000 [--clients 200]
-    ip netns exec lab-host python -m harness.attack storm --per-kind 200 [--nc 5]
-    ip netns exec lab-host python -m harness.attack blind
+    ip netns exec lab-host python -m harness.stress.attack flood --count 100000 [--clients 200]
+    ip netns exec lab-host python -m harness.stress.attack storm --per-kind 200 [--nc 5]
+    ip netns exec lab-host python -m harness.stress.attack blind
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import time
 from responder import wire
 from responder.wire import ACK, PSH, RST, SYN
 
-from .util import PROJECT_ROOT, LabError
+from harness.util import PROJECT_ROOT, LabError
 
 LAB_NET = ipaddress.ip_network("192.168.56.0/24")
 HOST = "192.168.56.1"
@@ -461,17 +461,17 @@ def blind(settle: float = 0.3) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def run_in_lab(backend, *args: str, timeout: float = 600) -> dict:
-    """``python -m harness.attack ARGS`` in the lab's host namespace; its JSON result."""
-    cmd = backend.host_exec_prefix() + [sys.executable, "-m", "harness.attack", *args]
+    """``python -m harness.stress.attack ARGS`` in the lab's host namespace; its JSON result."""
+    cmd = backend.host_exec_prefix() + [sys.executable, "-m", "harness.stress.attack", *args]
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
     try:
         r = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True,
                            timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        raise LabError(f"harness.attack {' '.join(args)} did not finish within {timeout:g} s")
+        raise LabError(f"harness.stress.attack {' '.join(args)} did not finish within {timeout:g} s")
     if r.returncode != 0:
         tail = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
-        raise LabError(f"harness.attack {' '.join(args)} failed: {tail}")
+        raise LabError(f"harness.stress.attack {' '.join(args)} failed: {tail}")
     return json.loads(r.stdout)
 
 
@@ -495,7 +495,7 @@ def blind_attacks(backend) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.attack", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m harness.stress.attack", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("flood")
     f.add_argument("--count", type=int, default=100_000)
@@ -532,7 +532,7 @@ class Target:
     capabilities (/proc: the netns lab shares this machine's PID namespace)."""
 
     def __init__(self, backend, app: str = "hello", *extra: str):
-        from .ssh import LabSSH
+        from harness.run.ssh import LabSSH
         self.backend = backend
         self.args = ["--app", app, *extra]
         self.ssh = LabSSH(backend.ssh_endpoint())
@@ -540,7 +540,7 @@ class Target:
         self.exit_status = None
 
     def __enter__(self) -> "Target":
-        from .demo import start_responder
+        from harness.run.responder import start_responder
         self.proc = start_responder(self.ssh, self.backend, self.args)
         return self
 
@@ -553,7 +553,7 @@ class Target:
 
     def counters(self, timeout: float = 5.0) -> dict:
         """Ask for the counters now (SIGUSR1) and return the JSON line it prints."""
-        from .demo import responder_counters
+        from harness.run.responder import responder_counters
         before = self.proc.stderr.count("\n{")
         self.proc.signal("USR1")
         deadline = time.monotonic() + timeout

@@ -34,12 +34,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import image
-from .keys import ensure_keypair, write_known_hosts
-from .lab import SshEndpoint, responder_tree_hash, state_root
-from .netns import NetnsBackend
-from .qemu import kvm_usable, live_pid
-from .util import (PROJECT_ROOT, LabError, kill_pids, progress, require_root, require_tools,
+from harness.lab import image
+from harness.lab.keys import ensure_keypair, write_known_hosts
+from harness.lab import SshEndpoint, responder_tree_hash, state_root
+from harness.lab.netns import NetnsBackend
+from harness.lab.qemu import kvm_usable, live_pid
+from harness.util import (PROJECT_ROOT, LabError, kill_pids, progress, require_root, require_tools,
                    run, wait_until)
 
 PROVIDERS = ("virtualbox", "libvirt")

@@ -14,7 +14,7 @@
   and would reset it, so while it runs an iptables rule *in the lab's host namespace* drops
   RSTs from its port (removed afterwards).
 
-The Python and Scapy clients run as ``python -m harness.clients KIND ...`` under the backend's
+The Python and Scapy clients run as ``python -m harness.run.clients KIND ...`` under the backend's
 host-side exec prefix (inside the lab's host namespace), and print one JSON line: what they
 received, a log of their steps and any error.  :func:`run_client` hides all three behind one
 call.
@@ -32,8 +32,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .scenario import Step
-from .util import PROJECT_ROOT, LabError
+from harness.judge.scenario import Step
+from harness.util import PROJECT_ROOT, LabError
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
 PEER_MARK = 0x5F          # the Scapy peer's own packets (the responder's are 0x5e)
@@ -79,7 +79,7 @@ def client_argv(backend, scn, port: int) -> list:
     if scn.client == "scapy" and not pre:
         raise LabError("the scapy client needs a lab host namespace (netns or qemu backend): "
                        "it adds an iptables rule there, and never on your own host")
-    return pre + [sys.executable, "-m", "harness.clients", scn.client, "--host", backend.vm_ip,
+    return pre + [sys.executable, "-m", "harness.run.clients", scn.client, "--host", backend.vm_ip,
                   "--port", str(port), "--script", steps_to_json(scn.script),
                   *scn.client_args]
 
@@ -365,7 +365,7 @@ def _source_address(dst: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.clients")
+    p = argparse.ArgumentParser(prog="python -m harness.run.clients")
     p.add_argument("kind", choices=("python", "scapy"))
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, default=80)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import shlex
 
-from .lab import LAB_PORT
-from .scenario import Condition, Scenario
-from .util import LabError
+from harness.lab import LAB_PORT
+from harness.judge.scenario import Condition, Scenario
+from harness.util import LabError
 
 COMMENT = "tcplab-condition"
 CLASSIC_ISN = 0xAAAABBBB

@@ -7,7 +7,7 @@ dissect the pcapng with pyshark -> match it against the scenario's expected exch
 ``runs/<time>-<scenario>/`` (pcapng, transcript, ladder.svg, result.json) -> verdict.
 
 The client is the scenario's (``nc``, the Python socket client or the Scapy peer, see
-:mod:`harness.clients`); its lab conditions (:mod:`harness.conditions`) are in force in the VM
+:mod:`harness.run.clients`); its lab conditions (:mod:`harness.conditions`) are in force in the VM
 while it runs; after the packets, the responder's logged states, its counters and the client's
 ``hold`` are checked too (:func:`harness.match.check_run`).
 """
@@ -22,22 +22,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .capture import Capture
-from .clients import ClientRun, client_argv, run_client
-from .conditions import Conditions
-from .dissect import read_pcap
-from .ladder import write_ladder
-from .lab import LAB_PORT, Backend
-from .match import check_run, match, measurements, renumber
-from .provision import bring_up
-from .report import format_summary, write_run
-from .scenario import ScenarioError, list_scenarios, load_scenario, scenario_path
-from .ssh import LabSSH, RemoteProcess
-from .util import PROJECT_ROOT, LabError, progress
+from harness.run.capture import Capture
+from harness.run.clients import ClientRun, client_argv, run_client
+from harness.run.conditions import Conditions
+from harness.judge.dissect import read_pcap
+from harness.report.ladder import write_ladder
+from harness.lab import LAB_PORT, Backend
+from harness.judge.match import check_run, match, measurements, renumber
+from harness.lab.provision import bring_up
+from harness.report.runfiles import format_summary, write_run
+from harness.judge.scenario import ScenarioError, list_scenarios, load_scenario, scenario_path
+from harness.run.responder import CANARY_PORT, TcplabResponder, canary, responder_counters
+from harness.run.ssh import LabSSH
+from harness.util import PROJECT_ROOT, LabError, progress
 
 RUNS_DIR = PROJECT_ROOT / "runs"
-CANARY_PORT = 9
-RESPONDER_PYTHON = "/usr/bin/python3"
 
 
 @dataclass
@@ -67,40 +66,15 @@ def _load(name: str):
         raise LabError(f"bad scenario: {e}") from e
 
 
-def responder_argv(backend: Backend, args) -> list[str]:
-    """``python3 -m responder --listen VM:80 ARGS`` as the VM runs it."""
-    return [RESPONDER_PYTHON, "-m", "responder", "--listen", f"{backend.vm_ip}:{LAB_PORT}",
-            *args]
-
-
-def start_responder(ssh: LabSSH, backend: Backend, args) -> RemoteProcess:
-    """Start the responder with ``args`` in the VM and wait until it says it listens; raises
-    with its stderr if it dies first."""
-    proc = ssh.start(responder_argv(backend, args), cwd=backend.responder_dir())
-    try:
-        proc.wait_for_stderr(r"^listening on ", timeout=15)
-    except BaseException:
-        proc.stop()                 # never leave one running that did not come up
-        raise
-    return proc
-
-
-def canary(backend: Backend):
-    """A function that sends one UDP datagram from the host side to the VM's CANARY_PORT: the
-    proof that a capture is live (and, at its end, that it has caught up)."""
-    cmd = backend.host_exec_prefix() + ["nc", "-u", "-w0", backend.vm_ip, str(CANARY_PORT)]
-
-    def send():
-        subprocess.run(cmd, input=b"tcplab capture canary\n", capture_output=True, timeout=5)
-    return send
-
-
 def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | None = None,
              runs_dir: Path = RUNS_DIR, verbose: bool = False,
-             client_timeout: float = 30.0, responder: str | None = None) -> DemoResult:
+             client_timeout: float = 30.0, responder: str | None = None,
+             launcher=None) -> DemoResult:
     """Run one scenario on ``backend`` and return its verdict (never raises on a mismatch;
     raises LabError when the lab itself fails).  ``responder`` replaces the scenario's
-    responder arguments (to show that a check fails on a responder that behaves otherwise)."""
+    responder arguments (to show that a check fails on a responder that behaves otherwise);
+    ``launcher`` replaces tcplab's responder altogether (harness.run.responder: e.g. a
+    student's submission)."""
     scn = _load(scenario_name)
     responder_args = shlex.split(responder) if responder is not None else list(scn.responder_args)
     if scn.timeout:
@@ -116,7 +90,9 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
     pcap = run_dir / "capture.pcapng"
 
     args = [*responder_args, *(["--fault", fault] if fault else [])]
-    argv = responder_argv(backend, args)
+    if launcher is None:
+        launcher = TcplabResponder(args)
+    argv = launcher.argv(backend)
     cargv = client_argv(backend, scn, LAB_PORT)
 
     t0 = time.monotonic()
@@ -125,8 +101,8 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
     client = ClientRun(cargv)
     counters: dict = {}
     try:
-        progress(f"starting the responder in the VM: {' '.join(argv[1:])}")
-        responder = start_responder(ssh, backend, args)
+        progress(f"starting the {launcher.label} in the VM: {' '.join(argv[1:])}")
+        responder = launcher.start(ssh, backend)
         timings["responder_start_s"] = time.monotonic() - t0
 
         t1 = time.monotonic()
@@ -150,8 +126,8 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
         if capture is not None:
             capture.stop()
         if responder is not None:
-            status = responder.stop()
-            counters = responder_counters(responder.stderr)
+            status = launcher.stop(responder)
+            counters = responder_counters(responder.stderr) if launcher.own_logs else {}
             counters["exit_status"] = status
             (run_dir / "responder.log").write_text(responder.stderr)
         ssh.close()
@@ -191,15 +167,3 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
     summary = format_summary(scn, packets, verdict, measurements=measured)
     return DemoResult(scn.name, ok, reason, run_dir, client_out, summary, counters, timings,
                       measured, verdict)
-
-
-def responder_counters(stderr: str) -> dict:
-    """The responder's last JSON counters line (printed on exit), or {}."""
-    for line in reversed(stderr.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
-    return {}

@@ -17,8 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .lab import LAB_PORT, RST_MARK, Backend, responder_tree_hash, state_root
-from .util import PROJECT_ROOT, LabError, progress
+from harness.lab import LAB_PORT, RST_MARK, Backend, responder_tree_hash, state_root
+from harness.util import PROJECT_ROOT, LabError, progress
 
 PLAYBOOK = PROJECT_ROOT / "provision" / "site.yml"
 RECAP_RE = re.compile(r"^labvm\s*:\s*(?P<counts>(?:\w+=\d+\s*)+)$", re.M)

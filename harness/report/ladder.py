@@ -14,8 +14,8 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from harness.dissect import Pkt
-from harness.match import Verdict
+from harness.judge.dissect import Pkt
+from harness.judge.match import Verdict
 
 ROW = 34            # vertical space per packet
 TOP = 70

@@ -21,9 +21,9 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from harness.dissect import Pkt, format_options
-from harness.match import Verdict
-from harness.scenario import Scenario, c_escape
+from harness.judge.dissect import Pkt, format_options
+from harness.judge.match import Verdict
+from harness.judge.scenario import Scenario, c_escape
 
 TRANSCRIPT = "transcript.txt"
 RESULT = "result.json"

@@ -22,9 +22,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from .keys import ensure_keypair, write_known_hosts
-from .lab import NETMASK_BITS, Backend, SshEndpoint
-from .util import (LabError, kill_pids, pid_alive, pids_mentioning, progress, require_root,
+from harness.lab.keys import ensure_keypair, write_known_hosts
+from harness.lab import NETMASK_BITS, Backend, SshEndpoint
+from harness.util import (LabError, kill_pids, pid_alive, pids_mentioning, progress, require_root,
                    require_tools, run, wait_until)
 
 SSHD = "/usr/sbin/sshd"

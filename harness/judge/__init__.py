@@ -1,0 +1,1 @@
+"""Judging: scenarios (expected exchanges as data), the capture's dissection, the matcher."""

@@ -1,0 +1,91 @@
+"""What answers in the lab VM during a run: tcplab's own responder, or someone else's program.
+
+A run (:func:`harness.run.demo.run_demo`) does not care which: it asks a *launcher* to start the
+program in the VM, runs the client and the capture, then asks the launcher to stop it.  Two
+kinds exist:
+
+* :class:`TcplabResponder` -- ``python3 -m responder --listen VM:80 ARGS`` from the provisioned
+  tree; ready when it prints ``listening on``; its stderr carries tcplab's transition log and
+  exit counters, so a scenario's ``states:`` and ``counters:`` checks apply;
+* a submission's launcher (``harness.grade``): a student's program, ready when its raw socket
+  shows up, stopped with SIGTERM then SIGKILL; it logs nothing tcplab can read
+  (``own_logs = False``), so ``states:``/``counters:`` checks are *n/a*, never passed.
+
+Also here: reading the responder's counters line, and the capture canary.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from harness.lab.base import LAB_PORT, Backend
+from harness.run.ssh import LabSSH, RemoteProcess
+from responder.contract import READY_LINE
+
+#: The UDP port the capture canary is sent to (nothing listens; the capture sees it).
+CANARY_PORT = 9
+RESPONDER_PYTHON = "/usr/bin/python3"
+
+
+class TcplabResponder:
+    """tcplab's own responder with ``args`` (e.g. ``["--app", "hello"]``)."""
+
+    own_logs = True
+
+    def __init__(self, args, python: str = RESPONDER_PYTHON):
+        self.args = list(args)
+        self.python = python
+        self.label = "tcplab responder"
+
+    def argv(self, backend: Backend) -> list[str]:
+        """``python3 -m responder --listen VM:80 ARGS`` as the VM runs it."""
+        return [self.python, "-m", "responder", "--listen", f"{backend.vm_ip}:{LAB_PORT}",
+                *self.args]
+
+    def start(self, ssh: LabSSH, backend: Backend) -> RemoteProcess:
+        """Start it in the VM and wait until it says it listens; raises (LabError) with its
+        stderr if it dies first, and never leaves one running that did not come up."""
+        proc = ssh.start(self.argv(backend), cwd=backend.responder_dir())
+        try:
+            proc.wait_for_stderr("^" + READY_LINE, timeout=15)
+        except BaseException:
+            proc.stop()
+            raise
+        return proc
+
+    def stop(self, proc: RemoteProcess) -> int:
+        """SIGTERM (SIGKILL if it lingers); its exit status."""
+        return proc.stop()
+
+
+def responder_argv(backend: Backend, args) -> list[str]:
+    """``python3 -m responder --listen VM:80 ARGS`` as the VM runs it."""
+    return TcplabResponder(args).argv(backend)
+
+
+def start_responder(ssh: LabSSH, backend: Backend, args) -> RemoteProcess:
+    """Start tcplab's responder with ``args`` in the VM and wait until it listens."""
+    return TcplabResponder(args).start(ssh, backend)
+
+
+def responder_counters(stderr: str) -> dict:
+    """The responder's last JSON counters line (printed on exit), or {}."""
+    for line in reversed(stderr.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return {}
+
+
+def canary(backend: Backend):
+    """A function that sends one UDP datagram from the host side to the VM's CANARY_PORT: the
+    proof that a capture is live (and, at its end, that it has caught up)."""
+    cmd = backend.host_exec_prefix() + ["nc", "-u", "-w0", backend.vm_ip, str(CANARY_PORT)]
+
+    def send():
+        subprocess.run(cmd, input=b"tcplab capture canary\n", capture_output=True, timeout=5)
+    return send

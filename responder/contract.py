@@ -1,0 +1,43 @@
+"""The responder's contract: the facts other programs rely on, written down once.
+
+The harness (scenarios, grading, fuzzing, the bench) and the Ansible roles import or mirror
+these names instead of copying them; ``responder.cli`` builds the command line from them.
+Standard library only, no imports from the rest of the package: this module is safe to import
+anywhere (the host's venv, the lab VM's bare python3, PyPy).
+"""
+
+#: ``--app NAME``: what the responder says (``responder.apps``).
+APPS = ("hello", "http", "tarpit", "echo")
+
+#: ``--fault NAME``: deliberate, documented mistakes for testing the harness's checks
+#: (``responder.faults``).
+FAULTS = ("bad-checksum", "wrong-seq", "no-delayed-ack", "no-backoff", "no-challenge-ack",
+          "tarpit-window", "no-time-wait")
+
+#: The eleven states of RFC 9293 section 3.3.2, spelled as the RFC (and the transition log:
+#: ``192.168.56.100:80 <> 192.168.56.1:62438 SYN-RECEIVED => ESTABLISHED``).
+STATE_NAMES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
+               "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT")
+
+#: ``--mark``: SO_MARK on everything the responder sends.  The lab's RST rule drops the VM
+#: kernel's RSTs from the lab port unless they carry this mark.
+DEFAULT_MARK = 0x5E
+
+#: The lecture's naive responder's initial sequence number (``--classic`` without ``--isn``).
+CLASSIC_ISN = 0xAAAABBBB
+
+#: The lab's addresses and port (the lecture's: the VM 192.168.56.100, port 80; the host
+#: 192.168.56.1 on ``vboxnet0``).
+VM_IP = "192.168.56.100"
+HOST_IP = "192.168.56.1"
+LAB_PORT = 80
+
+#: The first line the responder prints on stderr once its sockets are open.
+READY_LINE = "listening on "
+
+
+def rst_rule(port: int = LAB_PORT, mark: int = DEFAULT_MARK) -> list:
+    """The lecture's RST block as iptables arguments after ``-A``/``-C``/``-D``: drop the
+    kernel's RSTs from ``port`` unless marked by the responder."""
+    return ["OUTPUT", "-p", "tcp", "--sport", str(port), "--tcp-flags", "RST", "RST",
+            "-m", "mark", "!", "--mark", hex(mark), "-j", "DROP"]
