@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 from responder import wire
-from tests.unit import lecture
+from responder import lecture
 
 
 def naive_sum(data: bytes) -> int:

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from responder import wire
 from responder.classic import ClassicResponder
-from tests.unit import lecture
+from responder import lecture
 
 
 def client_segment(base=lecture.ACK, **changes) -> bytes:

@@ -1,6 +1,6 @@
 """harness.dissect against the lecture's packets: read_pcap must give what tcpdump printed.
 
-The pcaps are built offline from the notes' hex (tests/unit/lecture.py), framed in Ethernet
+The pcaps are built offline from the notes' hex (responder/lecture.py), framed in Ethernet
 the way a capture on vboxnet0 would be.  The helpers here (``write_pcap``, ``lecture_frames``,
 ``fix_checksums``) are shared with the matcher and report tests.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from harness.judge import dissect
 from harness.judge.dissect import DissectError, inet_checksum, parse_options, read_pcap
-from tests.unit import lecture
+from responder import lecture
 
 # The capture times the notes printed (01:35:59.xxxxxx), as seconds after a fixed epoch.
 T0 = 1_700_000_000.0

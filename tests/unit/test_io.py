@@ -225,7 +225,7 @@ def test_receive_errors_are_counted_not_fatal():
 
 
 def test_classic_wiring_reproduces_the_lecture_synack_on_the_raw_path():
-    from tests.unit import lecture
+    from responder import lecture
     r = io.Responder(opts("--classic"), clock=lambda: 5.0)
     r.rbuf = bytearray(65536)
     r.rview = memoryview(r.rbuf)

@@ -9,7 +9,7 @@ import pytest
 from harness.judge.dissect import read_many
 from harness.judge.match import match
 from harness.judge.scenario import load_scenario, parse_scenario
-from tests.unit import lecture
+from responder import lecture
 from tests.unit.test_dissect import (LECTURE_TIMES, T0, fix_checksums, lecture_frames,
                                      write_pcap)
 

@@ -13,7 +13,7 @@ from harness.judge.dissect import read_many
 from harness.judge.match import match
 from harness.report.runfiles import format_summary, write_run
 from harness.judge.scenario import load_scenario
-from tests.unit import lecture
+from responder import lecture
 from tests.unit.test_dissect import lecture_frames, write_pcap
 
 

@@ -15,7 +15,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from responder import wire
 from responder.wire import Segment, TcpOptions
-from tests.unit import lecture
+from responder import lecture
 
 
 # --- hand-made packets ----------------------------------------------------------------------
