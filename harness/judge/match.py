@@ -58,6 +58,7 @@ class Verdict:
     bad_packets: set = field(default_factory=set)      # frame numbers marked ✗
     client: str = ""                                   # "192.168.56.1.40000", tcpdump style
     server: str = ""                                   # "192.168.56.100.80"
+    not_applicable: list = field(default_factory=list)  # checks that could not apply, and why
 
     def __bool__(self):
         return self.ok
@@ -67,7 +68,8 @@ class Verdict:
                 "lines": [r.to_dict() for r in self.lines],
                 "notes": {str(k): v for k, v in sorted(self.notes.items())},
                 "bad_packets": sorted(self.bad_packets),
-                "client": self.client, "server": self.server}
+                "client": self.client, "server": self.server,
+                "not_applicable": list(self.not_applicable)}
 
 
 def _seq_lt(a: int, b: int) -> bool:
@@ -588,13 +590,24 @@ def measurements(scenario: Scenario, verdict: Verdict) -> dict:
 
 
 def check_run(scenario: Scenario, verdict: Verdict, *, responder_log: str = "",
-              counters: dict | None = None, held: bool | None = None) -> Verdict:
+              counters: dict | None = None, held: bool | None = None,
+              own_logs: bool = True) -> Verdict:
     """Add the scenario's run-level checks to ``verdict`` (in place, and returned): the
     responder's state transitions (``states:``, in this order, others may come between), its
-    exit counters (``counters:``), and whether the client was held (``hold:``)."""
+    exit counters (``counters:``), and whether the client was held (``hold:``).
+
+    ``own_logs=False``: the program in the VM is not tcplab's responder (a submission), so
+    nothing it prints can be read as tcplab's transition log or counters: ``states:`` and
+    ``counters:`` are recorded in ``verdict.not_applicable`` -- neither passed nor failed."""
     fails = []
     where = scenario.filename
-    if scenario.states:
+    if not own_logs:
+        for key, present in (("states", scenario.states), ("counters", scenario.counters)):
+            if present:
+                verdict.not_applicable.append(
+                    f"{where}: {key}: n/a (reads tcplab's own responder log, which this "
+                    f"program does not write)")
+    elif scenario.states:
         seen = transitions(responder_log)
         k = 0
         for want in scenario.states:
@@ -608,7 +621,7 @@ def check_run(scenario: Scenario, verdict: Verdict, *, responder_log: str = "",
             k += 1
     counters = counters or {}
     drops = counters.get("drops") if isinstance(counters.get("drops"), dict) else {}
-    for c in scenario.counters:
+    for c in scenario.counters if own_logs else ():
         actual = counters.get(c.name, drops.get(c.name))
         if not c.holds(actual):
             got = actual if actual is not None else (

@@ -139,7 +139,8 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
                     server_port=LAB_PORT)
     log_text = (run_dir / "responder.log").read_text() if (run_dir / "responder.log").exists() \
         else ""
-    check_run(scn, verdict, responder_log=log_text, counters=counters, held=client.held)
+    check_run(scn, verdict, responder_log=log_text, counters=counters, held=client.held,
+              own_logs=launcher.own_logs)
     measured = measurements(scn, verdict)
     ok, reason = verdict.ok, verdict.reason
     client_rc, client_err = client.status, client.stderr
@@ -148,7 +149,7 @@ def run_demo(backend: Backend, scenario_name: str = "hello", *, fault: str | Non
                             f"{client_err.decode(errors='replace').strip()[-500:]}"
     if ok and client.report is not None and not client.report.get("ok"):
         ok, reason = False, f"the {scn.client} client failed: {client.report.get('error')}"
-    if ok and counters.get("exit_status") not in (0,):
+    if ok and launcher.own_logs and counters.get("exit_status") not in (0,):
         ok, reason = False, (f"the responder exited {counters.get('exit_status')} on SIGTERM "
                              f"(expected 0); see {run_dir / 'responder.log'}")
     client_out = client.received

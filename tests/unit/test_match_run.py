@@ -165,6 +165,22 @@ def test_counters_and_hold():
     assert "no counters" in check_run(sc, v, counters={}, held=True).reason
 
 
+def test_states_and_counters_are_not_applicable_to_a_foreign_program():
+    """A submission writes no tcplab log: its states:/counters: are n/a, neither passed nor
+    failed, while hold: (seen from the outside) is still judged."""
+    head = HEAD + ("states: ESTABLISHED => FIN-WAIT-1\ncounters: challenge_acks == 2\n"
+                   "hold: 4s\n")
+    sc, v = _ok_verdict(head)
+    v = check_run(sc, v, responder_log="", counters={}, held=True, own_logs=False)
+    assert v.ok and v.failures == []
+    assert [n.split(":")[1].strip() for n in v.not_applicable] == ["states", "counters"]
+    assert all("n/a" in n for n in v.not_applicable)
+    sc, v = _ok_verdict(head)
+    v = check_run(sc, v, counters={}, held=False, own_logs=False)
+    assert not v.ok and v.failures == ["t.scn: hold: expected the client to be still held "
+                                       "after 4 s, but it had finished"]
+
+
 def test_fin_flags_helper_sanity():
     assert flags_str(FIN | ACK) == "F."
 
