@@ -209,6 +209,7 @@ class Expect:
     payload: bytes | None = None
     analysis: frozenset | None = None   # must be present; empty set = "none"
     timing: Timing | None = None
+    flags_maybe: int = 0                # flags written with '?': may be set or not
 
     @property
     def from_server(self) -> bool:
@@ -411,17 +412,40 @@ def _strip_comment(line: str) -> str:
 
 def parse_flags(text: str) -> int:
     """tcpdump flag notation (``S``, ``S.``, ``P.``, ``F.``, ``R.``, ``.``) to bits."""
+    bits, maybe = parse_flag_spec(text)
+    if maybe:
+        raise ValueError(f"optional flags ('?') are not allowed here: [{text.strip()}]")
+    return bits
+
+
+#: Flags that an expect line may mark optional with ``?`` (``[P?.]``: PSH may or may not be
+#: set).  Not S, R or ``.``: they decide what kind of segment a line is about.
+OPTIONAL_FLAG_CHARS = "FPUEW"
+
+
+def parse_flag_spec(text: str) -> tuple[int, int]:
+    """Flags with optional ones: ``P?.`` -> (ACK, PSH): the bits that must be set, and the bits
+    that may be set or not (a letter followed by ``?``); every other bit must be clear."""
     t = text.strip()
     if not t:
         raise ValueError("empty flags []")
-    bits = 0
-    for ch in t:
+    bits = maybe = 0
+    for i, ch in enumerate(t):
+        if ch == "?":
+            prev = t[i - 1] if i else ""
+            if not prev or prev not in OPTIONAL_FLAG_CHARS:
+                raise ValueError(f"'?' must follow one of {' '.join(OPTIONAL_FLAG_CHARS)} in "
+                                 f"[{t}] (e.g. [P?.]: PSH may or may not be set)")
+            bits &= ~FLAG_CHARS[prev]
+            maybe |= FLAG_CHARS[prev]
+            continue
         if ch not in FLAG_CHARS:
-            raise ValueError(f"unknown flag {ch!r} in [{t}] (use F S R P U E W and .)")
-        if bits & FLAG_CHARS[ch]:
+            raise ValueError(f"unknown flag {ch!r} in [{t}] (use F S R P U E W and ., "
+                             f"and ? after F P U E W for 'may be set')")
+        if (bits | maybe) & FLAG_CHARS[ch]:
             raise ValueError(f"flag {ch!r} twice in [{t}]")
         bits |= FLAG_CHARS[ch]
-    return bits
+    return bits, maybe
 
 
 def _parse_option(text: str) -> OptSpec:
@@ -665,7 +689,7 @@ class _LineParser:
         if m["dir"] not in DIRECTIONS:
             self.fail("direction", f"expected c>s or s>c, got {m['dir']!r}")
         try:
-            flags = parse_flags(m["flags"])
+            flags, maybe_flags = parse_flag_spec(m["flags"])
         except ValueError as exc:
             self.fail("flags", str(exc))
         label = m["label"]
@@ -689,7 +713,8 @@ class _LineParser:
             kw[name] = value.strip()
         e = self._fields(kw)
         e.update(lineno=self.lineno, index=self.index, text=text.strip(), label=label,
-                 direction=m["dir"], flags=flags, flags_text=m["flags"].strip())
+                 direction=m["dir"], flags=flags, flags_text=m["flags"].strip(),
+                 flags_maybe=maybe_flags)
         self._consistency(e)
         return Expect(**e)
 

@@ -1,0 +1,73 @@
+"""The scenario format's additions for grading foreign responders (docs/scenarios.md): what TCP
+requires rather than what tcplab's responder happens to send.  Packets are built as plain
+:class:`Pkt` records (no tshark), so each rule is checked in microseconds."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.judge.dissect import ACK, FIN, PSH, SYN, Pkt, flags_str
+from harness.judge.match import match
+from harness.judge.scenario import ScenarioError, parse_flag_spec, parse_flags, parse_scenario
+
+C, S, CPORT = "192.168.56.1", "192.168.56.100", 40000
+C_ISN, S_ISN = 1000, 0xAAAABBBB
+
+
+def pkt(n: int, from_client: bool, flags: int, seq: int, ack: int = 0, payload: bytes = b"",
+        t: float | None = None, checksum_ok: bool = True) -> Pkt:
+    """Packet number ``n`` of the connection, relative ``seq``/``ack``."""
+    own, peer = (C_ISN, S_ISN) if from_client else (S_ISN, C_ISN)
+    src, dst, sport, dport = (C, S, CPORT, 80) if from_client else (S, C, 80, CPORT)
+    return Pkt(number=n, time=n * 0.01 if t is None else t, epoch=0.0, src=src, dst=dst,
+               sport=sport, dport=dport, flags=flags, flags_str=flags_str(flags), seq=seq,
+               ack=ack if flags & ACK else 0, seq_raw=(own + seq) & 0xFFFFFFFF,
+               ack_raw=(peer + ack) & 0xFFFFFFFF if flags & ACK else 0,
+               length=len(payload), window=64240, window_calc=None, payload=payload,
+               options=[], ip_id=0, ttl=64, ip_checksum="good", tcp_checksum="good",
+               ip_checksum_ok=True, tcp_checksum_ok=checksum_ok)
+
+
+def scn(expect: str, head: str = "responder: --app hello\n"):
+    return parse_scenario(head + "expect:\n" + expect, "t.scn")
+
+
+HANDSHAKE = [pkt(1, True, SYN, 0), pkt(2, False, SYN | ACK, 0, 1), pkt(3, True, ACK, 1, 1)]
+HANDSHAKE_LINES = "c>s [S] seq 0\ns>c [S.] seq 0, ack 1\nc>s [.] ack 1\n"
+
+
+# ---------------------------------------------------------------- [P?.]: a flag that may be set
+
+def test_flag_spec_parses_optional_letters():
+    assert parse_flag_spec("P?.") == (ACK, PSH)
+    assert parse_flag_spec("F?P?.") == (ACK, FIN | PSH)
+    assert parse_flag_spec("FP.") == (FIN | PSH | ACK, 0)
+    assert parse_flags("S.") == SYN | ACK
+
+
+@pytest.mark.parametrize("text,why", [("S?.", "'?' must follow"), ("?.", "'?' must follow"),
+                                      (".?", "'?' must follow"), ("P?P.", "twice"),
+                                      ("P??.", "'?' must follow")])
+def test_flag_spec_refuses_what_it_cannot_mean(text, why):
+    with pytest.raises(ValueError, match=why):
+        parse_flag_spec(text)
+
+
+def test_optional_flags_are_refused_where_plain_flags_are_expected():
+    with pytest.raises(ValueError, match="optional flags"):
+        parse_flags("P?.")
+
+
+def test_optional_psh_accepts_both_and_nothing_else():
+    sc = scn(HANDSHAKE_LINES + 's>c [P?.] seq 1:3, ack 1, payload "hi"\n')
+    for flags in (ACK, PSH | ACK):
+        v = match(sc, HANDSHAKE + [pkt(4, False, flags, 1, 1, b"hi")], C, S, 80)
+        assert v.ok, v.reason
+    v = match(sc, HANDSHAKE + [pkt(4, False, FIN | PSH | ACK, 1, 1, b"hi")], C, S, 80)
+    assert not v.ok and "expected flags [P?.], got [FP.]" in v.reason
+
+
+def test_a_required_flag_stays_required_next_to_an_optional_one():
+    sc = scn(HANDSHAKE_LINES + 's>c [P?.] seq 1:3, ack 1, payload "hi"\n')
+    v = match(sc, HANDSHAKE + [pkt(4, False, PSH, 1, 0, b"hi")], C, S, 80)
+    assert not v.ok and "expected flags [P?.], got [P]" in v.reason
