@@ -210,6 +210,7 @@ class Expect:
     analysis: frozenset | None = None   # must be present; empty set = "none"
     timing: Timing | None = None
     flags_maybe: int = 0                # flags written with '?': may be set or not
+    optional: bool = False              # 'maybe s>c ...': the responder may send it here, or not
 
     @property
     def from_server(self) -> bool:
@@ -440,8 +441,7 @@ def parse_flag_spec(text: str) -> tuple[int, int]:
             maybe |= FLAG_CHARS[prev]
             continue
         if ch not in FLAG_CHARS:
-            raise ValueError(f"unknown flag {ch!r} in [{t}] (use F S R P U E W and ., "
-                             f"and ? after F P U E W for 'may be set')")
+            raise ValueError(f"unknown flag {ch!r} in [{t}] (use F S R P U E W and .)")
         if (bits | maybe) & FLAG_CHARS[ch]:
             raise ValueError(f"flag {ch!r} twice in [{t}]")
         bits |= FLAG_CHARS[ch]
@@ -491,8 +491,8 @@ def parse_options_spec(text: str) -> OptionsSpec | None:
 
 # ---------------------------------------------------------------- the file
 
-_HEAD = re.compile(r"(?:@(?P<label>[A-Za-z_][\w-]*)\s+)?(?P<dir>\S+)\s+\[(?P<flags>[^\]]*)\]"
-                   r"\s*(?P<rest>.*)$")
+_HEAD = re.compile(r"(?:@(?P<label>[A-Za-z_][\w-]*)\s+)?(?:(?P<maybe>maybe)\s+)?"
+                   r"(?P<dir>\S+)\s+\[(?P<flags>[^\]]*)\]\s*(?P<rest>.*)$")
 
 
 def _responder_args(value: str) -> tuple:
@@ -693,6 +693,9 @@ class _LineParser:
         except ValueError as exc:
             self.fail("flags", str(exc))
         label = m["label"]
+        if m["maybe"] and m["dir"] != "s>c":
+            self.fail("maybe", "only a responder line (s>c) can be 'maybe': client lines "
+                               "already state only what TCP guarantees")
         if label and label in self.labels:
             self.fail("label", f"@{label} already names line {self.labels[label][0]}")
         kw = {}
@@ -714,7 +717,7 @@ class _LineParser:
         e = self._fields(kw)
         e.update(lineno=self.lineno, index=self.index, text=text.strip(), label=label,
                  direction=m["dir"], flags=flags, flags_text=m["flags"].strip(),
-                 flags_maybe=maybe_flags)
+                 flags_maybe=maybe_flags, optional=bool(m["maybe"]))
         self._consistency(e)
         return Expect(**e)
 
@@ -851,7 +854,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         if not in_expect:
             key, colon, value = line.partition(":")
             key = key.strip()
-            if re.match(r"\s*(@\S+\s+)?(c>s|s>c)\s", line):
+            if re.match(r"\s*(@\S+\s+)?(maybe\s+)?(c>s|s>c)\s", line):
                 raise ScenarioError(path, lineno, "expect line before the 'expect:' line")
             if not colon or not re.fullmatch(r"[A-Za-z_-]+", key):
                 raise ScenarioError(path, lineno, f"expected 'key: value' or 'expect:', "

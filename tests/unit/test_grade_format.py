@@ -71,3 +71,46 @@ def test_a_required_flag_stays_required_next_to_an_optional_one():
     sc = scn(HANDSHAKE_LINES + 's>c [P?.] seq 1:3, ack 1, payload "hi"\n')
     v = match(sc, HANDSHAKE + [pkt(4, False, PSH, 1, 0, b"hi")], C, S, 80)
     assert not v.ok and "expected flags [P?.], got [P]" in v.reason
+
+
+# ---------------------------------------------------------------- maybe s>c: a packet that may come
+
+MAYBE_FIN = (HANDSHAKE_LINES + 's>c [P?.] seq 1:3, ack 1, payload "hi"\n'
+             "maybe s>c [F.] seq 3, ack 1\n"
+             '@hi c>s [P.] seq 1:4, payload "hi\\n"\n'
+             "s>c [.] ack 4\n")
+DATA = [pkt(4, False, PSH | ACK, 1, 1, b"hi"), pkt(5, True, ACK, 1, 3)]
+
+
+def test_a_maybe_line_matches_its_packet_when_it_comes():
+    pk = HANDSHAKE + DATA + [pkt(6, False, FIN | ACK, 3, 1), pkt(7, True, PSH | ACK, 1, 4, b"hi\n"),
+                             pkt(8, False, ACK, 4, 4)]
+    v = match(scn(MAYBE_FIN), pk, C, S, 80)
+    assert v.ok, v.reason
+    assert v.lines[4].packet == 6
+
+
+def test_a_maybe_line_may_be_absent():
+    pk = HANDSHAKE + DATA + [pkt(6, True, PSH | ACK, 1, 3, b"hi\n"), pkt(7, False, ACK, 3, 4)]
+    v = match(scn(MAYBE_FIN), pk, C, S, 80)
+    assert v.ok, v.reason
+    assert v.lines[4].ok and v.lines[4].packet is None and "maybe: absent" in v.lines[4].message
+    assert v.lines[6].packet == 7
+
+
+def test_a_maybe_line_at_the_end_may_be_absent_but_its_packet_is_still_judged():
+    sc = scn(HANDSHAKE_LINES + "maybe s>c [F.] seq 1, ack 1\n")
+    assert match(sc, HANDSHAKE, C, S, 80).ok
+    bad = match(sc, HANDSHAKE + [pkt(4, False, FIN | ACK, 1, 1, checksum_ok=False)], C, S, 80)
+    assert not bad.ok and "expected a correct TCP checksum" in bad.reason
+
+
+def test_a_maybe_line_does_not_excuse_the_packet_after_it():
+    pk = HANDSHAKE + DATA + [pkt(6, True, PSH | ACK, 1, 3, b"hi\n"), pkt(7, False, ACK, 3, 1)]
+    v = match(scn(MAYBE_FIN), pk, C, S, 80)
+    assert not v.ok and "packet 7 (server→client): expected ack 4, got 1" in v.reason
+
+
+def test_maybe_is_for_responder_lines_only():
+    with pytest.raises(ScenarioError, match="t.scn:6: field .maybe.: only a responder line"):
+        scn(HANDSHAKE_LINES + "maybe c>s [F.] seq 1\n")
