@@ -181,7 +181,7 @@ class Condition:
 
     kind: str                # "drop", "delay", "loss"
     direction: str = ""      # "c>s" or "s>c"
-    field: str = ""          # "", "ack" or "seq" (relative; needs a fixed --isn)
+    field: str = ""          # "", "ack" or "seq" (relative; needs a fixed --isn), "ack-only"
     value: int = 0
     count: int = 0
     amount: str = ""         # for netem kinds: "100ms", "10%"
@@ -652,6 +652,10 @@ def parse_conditions(value: str) -> tuple:
         t = part.strip()
         if not t:
             continue
+        m = re.fullmatch(r"drop\s+c>s\s+ack-only\s+first\s+(\d+)", t)
+        if m:           # no sequence number: works with any ISN (a foreign responder's)
+            out.append(Condition("drop", "c>s", "ack-only", 0, int(m.group(1)), text=t))
+            continue
         m = re.fullmatch(r"drop\s+(c>s|s>c)(?:\s+(ack|seq)\s+(\d+))?\s+first\s+(\d+)", t)
         if m:
             if m.group(2) == "ack" and m.group(1) == "s>c" or \
@@ -666,7 +670,8 @@ def parse_conditions(value: str) -> tuple:
             out.append(Condition(m.group(1), amount=m.group(2), text=t))
             continue
         raise ValueError(f"unknown condition {t!r} (known: 'drop c>s [ack N] first K', "
-                         "'drop s>c [seq N] first K', 'delay 100ms', 'loss 10%')")
+                         "'drop c>s ack-only first K', 'drop s>c [seq N] first K', "
+                         "'delay 100ms', 'loss 10%')")
     return tuple(out)
 
 
@@ -923,7 +928,7 @@ def _check_header(path: str, head: dict, seen: dict) -> None:
     isn_fixed = "--isn" in head.get("responder_args", ()) or \
         "--classic" in head.get("responder_args", ())
     for c in head.get("condition_list", ()):
-        if c.field and not isn_fixed:
+        if c.field in ("ack", "seq") and not isn_fixed:
             raise ScenarioError(path, seen["conditions"], f"key 'conditions': {c.text!r} names "
                                 "a sequence number, which needs a fixed ISN "
                                 "(responder: ... --isn N)")

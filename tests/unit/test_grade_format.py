@@ -114,3 +114,28 @@ def test_a_maybe_line_does_not_excuse_the_packet_after_it():
 def test_maybe_is_for_responder_lines_only():
     with pytest.raises(ScenarioError, match="t.scn:6: field .maybe.: only a responder line"):
         scn(HANDSHAKE_LINES + "maybe c>s [F.] seq 1\n")
+
+
+# ---------------------------------------------------------------- drop c>s ack-only first K
+
+def test_ack_only_drop_needs_no_fixed_isn_and_matches_flags_not_numbers():
+    from harness.run.conditions import iptables_rules
+    sc = parse_scenario("responder: --app hello\nconditions: drop c>s ack-only first 2\n"
+                        "expect:\n" + HANDSHAKE_LINES, "t.scn")
+    (cond,) = sc.condition_list
+    assert (cond.kind, cond.direction, cond.field, cond.count) == ("drop", "c>s", "ack-only", 2)
+    rules = iptables_rules(cond, sc, C)
+    assert len(rules) == 2
+    r = rules[0]
+    assert r[:6] == ["INPUT", "-p", "tcp", "-s", C, "--dport"]
+    i = r.index("--tcp-flags")
+    assert r[i + 1:i + 3] == ["SYN,ACK,FIN,RST,PSH", "ACK"]
+    assert "u32" not in r and r[-2:] == ["-j", "DROP"]
+
+
+@pytest.mark.parametrize("text", ["drop s>c ack-only first 1", "drop c>s ack-only 1",
+                                  "drop c>s ack-only first x"])
+def test_ack_only_drop_is_refused_in_other_shapes(text):
+    with pytest.raises(ScenarioError, match="unknown condition"):
+        parse_scenario(f"responder: --app hello\nconditions: {text}\nexpect:\n" +
+                       HANDSHAKE_LINES, "t.scn")
