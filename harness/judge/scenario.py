@@ -42,7 +42,8 @@ CLIENT_OPTIONS = {"python": ("--nodelay", "--no-quickack", "--mss"), "scapy": ("
 CLIENT_OPTION_VALUES = ("--mss",)          # options followed by a number
 STEPS = {"nc": ("send", "sleep"),
          "python": ("send", "sleep", "recv", "recv-all", "shutdown", "close"),
-         "scapy": ("connect", "send", "sleep", "recv", "wait-fin", "fin", "ack", "rst", "syn")}
+         "scapy": ("connect", "send", "sleep", "recv", "wait-fin", "fin", "ack", "rst", "syn",
+                   "syn-badsum")}
 DIRECTIONS = {"c>s": "client→server", "s>c": "server→client"}
 FLAG_CHARS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "U": URG, "E": ECE, "W": CWR, ".": ACK}
 HEADER_KEYS = ("lesson", "responder", "client", "stdin", "script", "conditions", "timeout",
@@ -613,7 +614,8 @@ def parse_script(value: str) -> tuple:
             if arg and not re.fullmatch(r"\d+", arg):
                 raise ValueError(f"{kind} takes a number, got {arg!r}")
             steps.append(Step(kind, int(arg) if arg else 0))
-        elif kind in ("recv-all", "shutdown", "close", "connect", "wait-fin", "fin", "ack"):
+        elif kind in ("recv-all", "shutdown", "close", "connect", "wait-fin", "fin", "ack",
+                      "syn-badsum"):
             if arg:
                 raise ValueError(f"{kind} takes no argument, got {arg!r}")
             steps.append(Step(kind))

@@ -10,7 +10,8 @@
   It ACKs data at once (``--delayed-ack``: 80 ms later, and its data does not piggyback a newer
   ACK), never a FIN unless told (``ack``); steps ``connect``, ``send``, ``recv
   N``, ``wait-fin``, ``fin``, ``ack``, ``rst N`` (RST at our SND.NXT + N: N > 0 is in the
-  window but not exact), ``syn N``, ``sleep``.  The host kernel knows nothing of its connection
+  window but not exact), ``syn N``, ``syn-badsum`` (the SYN ``connect`` will send, with a
+  wrong TCP checksum), ``sleep``.  The host kernel knows nothing of its connection
   and would reset it, so while it runs an iptables rule *in the lab's host namespace* drops
   RSTs from its port (removed afterwards).
 
@@ -242,7 +243,7 @@ class ScapyPeer:
         self.tx.close()
 
     def send(self, flags: str, seq: int | None = None, ack: int | None = None,
-             payload: bytes = b"", options=()) -> None:
+             payload: bytes = b"", options=(), bad_checksum: bool = False) -> None:
         from scapy.all import IP, TCP, Raw
         if ack is None:
             # with delayed ACKs our data carries only what we ACKed before: a delayed-ACK
@@ -257,7 +258,10 @@ class ScapyPeer:
         pkt = IP(src=self.src, dst=self.dst) / tcp
         if payload:
             pkt = pkt / Raw(payload)
-        self.tx.sendto(bytes(pkt), (self.dst, 0))
+        wire = bytearray(bytes(pkt))
+        if bad_checksum:
+            wire[20 + 16] ^= 0xFF            # the TCP checksum's first byte, after a 20-byte IP
+        self.tx.sendto(bytes(wire), (self.dst, 0))
 
     def _receive(self) -> None:
         from scapy.all import IP, TCP
@@ -339,6 +343,8 @@ class ScapyPeer:
             self.send("R", seq=self.snd_nxt + step.arg, ack=0)
         elif k == "syn":
             self.send("S", seq=self.snd_nxt + step.arg, ack=0, options=[("MSS", 1460)])
+        elif k == "syn-badsum":           # our SYN with a wrong TCP checksum; `connect` next
+            self.send("S", options=[("MSS", 1460)], bad_checksum=True)   # sends it intact
 
 
 def scapy_client(host: str, port: int, steps, timeout: float = 10.0,

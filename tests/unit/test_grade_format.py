@@ -139,3 +139,34 @@ def test_ack_only_drop_is_refused_in_other_shapes(text):
     with pytest.raises(ScenarioError, match="unknown condition"):
         parse_scenario(f"responder: --app hello\nconditions: {text}\nexpect:\n" +
                        HANDSHAKE_LINES, "t.scn")
+
+
+# ---------------------------------------------------------------- scapy step syn-badsum
+
+class _Tx:
+    def __init__(self):
+        self.sent = []
+
+    def sendto(self, data, addr):
+        self.sent.append(bytes(data))
+
+
+def test_syn_badsum_is_the_connect_syn_with_a_broken_tcp_checksum():
+    from harness.judge.dissect import decode_ip_tcp
+    from harness.judge.scenario import Step, parse_script
+    from harness.run.clients import ScapyPeer
+    assert parse_script("syn-badsum; sleep 0.5s; connect") == (
+        Step("syn-badsum"), Step("sleep", 0.5), Step("connect"))
+    peer = object.__new__(ScapyPeer)             # no sockets, no iptables: only its packets
+    peer.dst, peer.dport, peer.sport, peer.src = S, 80, 41000, C
+    peer.iss = peer.snd_nxt = 12345
+    peer.rcv_nxt, peer.delayed_ack, peer.ack_sent, peer.ack_timer = None, 0.0, None, None
+    peer.tx = _Tx()
+    peer._step(Step("syn-badsum"))
+    peer.send("S", options=[("MSS", 1460)])      # what `connect` sends first
+    bad, good = (decode_ip_tcp(p) for p in peer.tx.sent)
+    assert not bad["tcp_checksum_ok"] and good["tcp_checksum_ok"] and bad["ip_checksum_ok"]
+    assert {k: v for k, v in bad.items() if k != "tcp_checksum_ok"} == \
+        {k: v for k, v in good.items() if k != "tcp_checksum_ok"}
+    assert bad["flags"] == SYN and bad["seq_raw"] == 12345
+    assert peer.tx.sent[0][:36] == peer.tx.sent[1][:36]
