@@ -98,14 +98,15 @@ class OptSpec:
 class OptionsSpec:
     """``exact``: ``[...]``, the list in wire order; ``contains``: ``{...}``, these options in
     any order among others (nop/eol ignored); ``echo``: the same option bytes as some packet the
-    peer sent earlier."""
+    peer sent earlier; ``valid``: whatever options, as long as TCP allows them (well formed,
+    sane values, and on a SYN only the ones the peer's SYN offered)."""
 
     mode: str
     items: tuple = ()
 
     def __str__(self):
-        if self.mode == "echo":
-            return "echo"
+        if self.mode in ("echo", "valid"):
+            return self.mode
         inner = ",".join(str(i) for i in self.items)
         return f"[{inner}]" if self.mode == "exact" else f"{{{inner}}}"
 
@@ -483,11 +484,13 @@ def parse_options_spec(text: str) -> OptionsSpec | None:
         return None
     if t == "echo":
         return OptionsSpec("echo")
+    if t == "valid":
+        return OptionsSpec("valid")
     if len(t) >= 2 and (t[0], t[-1]) in (("[", "]"), ("{", "}")):
         inner = t[1:-1].strip()
         items = tuple(_parse_option(p) for p in _split_top(inner)) if inner else ()
         return OptionsSpec("exact" if t[0] == "[" else "contains", items)
-    raise ValueError(f"expected [list], {{set}}, echo or *, got {t!r}")
+    raise ValueError(f"expected [list], {{set}}, echo, valid or *, got {t!r}")
 
 
 # ---------------------------------------------------------------- the file

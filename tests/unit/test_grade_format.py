@@ -170,3 +170,49 @@ def test_syn_badsum_is_the_connect_syn_with_a_broken_tcp_checksum():
         {k: v for k, v in good.items() if k != "tcp_checksum_ok"}
     assert bad["flags"] == SYN and bad["seq_raw"] == 12345
     assert peer.tx.sent[0][:36] == peer.tx.sent[1][:36]
+
+
+# ---------------------------------------------------------------- options valid
+
+def _synack_with(syn_opts, synack_opts):
+    syn, synack, ack = (pkt(1, True, SYN, 0), pkt(2, False, SYN | ACK, 0, 1),
+                        pkt(3, True, ACK, 1, 1))
+    syn.options, synack.options = syn_opts, synack_opts
+    return [syn, synack, ack]
+
+
+OFFER = [("mss", 1460), ("sackOK", None), ("TS", (5, 0)), ("nop", None), ("wscale", 7)]
+
+
+@pytest.mark.parametrize("synack_opts", [
+    [], [("mss", 536)], list(OFFER),
+    [("mss", 1460), ("nop", None), ("wscale", 5), ("nop", None), ("nop", None),
+     ("TS", (5, 0)), ("sackOK", None), ("eol", None)],          # the lecture's copied SYN
+    [("mss", 1460), ("unknown-30", b"\x00\x01")],                # unknown kinds are ignored
+])
+def test_options_valid_accepts_what_tcp_allows(synack_opts):
+    sc = scn("c>s [S] seq 0\ns>c [S.] seq 0, ack 1, options valid\nc>s [.] ack 1\n")
+    v = match(sc, _synack_with(list(OFFER), synack_opts), C, S, 80)
+    assert v.ok, v.reason
+
+
+@pytest.mark.parametrize("syn_opts,synack_opts,why", [
+    (OFFER, [("mss", 1460), ("bad", b"\x08\x20")], "the option list is malformed"),
+    (OFFER, [("mss", 0)], "mss 0"),
+    (OFFER, [("wscale", 15)], "wscale 15 is above 14"),
+    ([("mss", 1460)], [("mss", 1460), ("TS", (1, 5))], "TS in the SYN,ACK, but the SYN did not "
+                                                        "offer it"),
+    ([("mss", 1460)], [("sackOK", None)], "sackOK in the SYN,ACK, but the SYN did not"),
+])
+def test_options_valid_names_what_tcp_forbids(syn_opts, synack_opts, why):
+    sc = scn("c>s [S] seq 0\ns>c [S.] seq 0, ack 1, options valid\nc>s [.] ack 1\n")
+    v = match(sc, _synack_with(syn_opts, synack_opts), C, S, 80)
+    assert not v.ok and "expected options valid" in v.reason and why in v.reason, v.reason
+
+
+def test_options_valid_on_data_refuses_syn_only_options():
+    sc = scn(HANDSHAKE_LINES + 's>c [P?.] seq 1:3, ack 1, payload "hi", options valid\n')
+    data = pkt(4, False, PSH | ACK, 1, 1, b"hi")
+    data.options = [("mss", 1460)]
+    v = match(sc, HANDSHAKE + [data], C, S, 80)
+    assert not v.ok and "mss outside a SYN" in v.reason
