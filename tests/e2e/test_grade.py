@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html.parser
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -77,8 +78,10 @@ def class_of_six(dest: Path) -> Path:
 
 
 def lab_namespaces() -> set:
+    """Grading labs' namespaces (``g`` + 9 hex digits); other helpers' labs come and go."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {l.split()[0] for l in out.splitlines() if l.strip()}
+    return {l.split()[0] for l in out.splitlines()
+            if re.match(r"g[0-9a-f]{9}-(host|vm)\b", l)}
 
 
 def sandbox_processes() -> list:
@@ -330,7 +333,7 @@ def test_nothing_to_run_is_a_grade_of_0(tmp_path, sub, first, rest):
     g, _ = grade(SUBS / sub, out_dir=tmp_path)
     assert g["score"] == 0 and why(g, "handshake").startswith(first)
     if rest:
-        assert why(g, "lines") == rest
+        assert why(g, "lines").startswith(rest)
     assert not sandbox_processes()
 
 
