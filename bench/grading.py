@@ -24,6 +24,7 @@ from pathlib import Path
 from harness.grade.grader import grade_on, make_grade_dir, new_grade_prefix
 from harness.grade.klass import grade_class
 from harness.grade.rubric import load_rubric
+from harness.grade.submission import tcplab_as_submission
 from harness.lab import get_backend
 from harness.lab.provision import bring_up
 from harness.util import PROJECT_ROOT, require_root
@@ -33,16 +34,6 @@ ONE_LESSON = SUBS / "one-lesson.yml"
 CLASS_MIX = ("naive.c", "badsum.py", "tcplab")
 
 
-def _tcplab(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    shutil.copytree(PROJECT_ROOT / "responder", dest / "responder",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (dest / "run").write_text("#!/bin/sh\nexec python3 -m responder --listen "
-                              "192.168.56.100:80 --app hello\n")
-    (dest / "run").chmod(0o755)
-    return dest
-
-
 def make_class(dest: Path, n: int) -> Path:
     """``n`` submissions, cycling through :data:`CLASS_MIX` (student1-naive.c, ...)."""
     dest.mkdir(parents=True)
@@ -50,7 +41,7 @@ def make_class(dest: Path, n: int) -> Path:
         kind = CLASS_MIX[i % len(CLASS_MIX)]
         target = dest / f"student{i + 1:02d}-{kind}"
         if kind == "tcplab":
-            _tcplab(target)
+            tcplab_as_submission(target)
         else:
             shutil.copy(SUBS / kind, target)
     return dest

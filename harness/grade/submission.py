@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.grade.sandbox import BUILD_LIMITS, bwrap_argv
-from harness.util import LabError
+from harness.util import PROJECT_ROOT, LabError
 
 BINARY = "responder"
 RUN_SCRIPT = "run"
@@ -198,3 +198,16 @@ def _prepare_dir(prep: Prepared, uid: int, machine: str, static: bool) -> Prepar
                   ("make built no executable 'responder', and there is no executable 'run'"
                    if makefile else "no Makefile, no executable 'responder' or 'run'"))
     return prep
+
+
+def tcplab_as_submission(dest: Path, app: str = "hello") -> Path:
+    """tcplab's own responder as a student would hand it in: a directory with a copy of
+    ``responder/`` and a ``run`` script (told nothing, so address and app are in the script).
+    The reference a rubric is checked against (tests, bench)."""
+    dest.mkdir(parents=True)
+    shutil.copytree(PROJECT_ROOT / "responder", dest / "responder",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / RUN_SCRIPT).write_text(f"#!/bin/sh\nexec python3 -m responder --listen "
+                                   f"192.168.56.100:80 --app {app}\n")
+    (dest / RUN_SCRIPT).chmod(0o755)
+    return dest

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.grade.submission import tcplab_as_submission
 from tests.conftest import ROOT, require_lab_machine, root_ns_state
 
 pytestmark = pytest.mark.e2e
@@ -56,24 +57,12 @@ def why(grade: dict, lesson: str) -> str:
     return next(l["why"] for l in grade["lessons"] if l["lesson"] == lesson)
 
 
-def tcplab_submission(dest: Path) -> Path:
-    """tcplab's own responder as a student would hand it in: a copy of responder/ and a run
-    script (told nothing, so the address and app are in the script)."""
-    dest.mkdir(parents=True)
-    shutil.copytree(ROOT / "responder", dest / "responder",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (dest / "run").write_text("#!/bin/sh\nexec python3 -m responder --listen "
-                              "192.168.56.100:80 --app hello\n")
-    (dest / "run").chmod(0o755)
-    return dest
-
-
 def class_of_six(dest: Path) -> Path:
     dest.mkdir(parents=True)
     for name in ("naive.c", "badsum.py", "nocompile.c", "crash-at-syn.c"):
         shutil.copy(SUBS / name, dest / name)
     shutil.copytree(SUBS / "hang", dest / "hang")
-    tcplab_submission(dest / "tcplab")
+    tcplab_as_submission(dest / "tcplab")
     return dest
 
 
