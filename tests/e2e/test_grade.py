@@ -229,7 +229,7 @@ def test_the_card_in_a_real_browser(singles, tmp_path):
     assert text["handshake"].startswith("✓ handshake pass 20 / 20")
     assert text["close"].startswith("✗ close fail 0 / 15") and "expected flags [F.]" in \
         text["close"]
-    assert "pcapng transcript stdout stderr" in text["lines"]
+    assert "".join(text["lines"].split()).endswith("pcapngtranscriptstdoutstderr")
     assert 'id="score">40' in dom.stdout and "naive.c" in dom.stdout
     assert dom.stdout.count("<svg") == 6                         # the ladders, inline
     shot = tmp_path / "card.png"
