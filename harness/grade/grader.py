@@ -119,7 +119,7 @@ def _files(gdir: Path, ldir: Path) -> dict:
     return out
 
 
-def _judge_run(lesson, res, launcher) -> tuple[str, str]:
+def _judge_run(res, launcher) -> tuple[str, str]:
     """(status, why) of one lesson from the run's verdict and what the program did."""
     f = launcher.facts
     why = "" if res.ok else lesson_why(res.verdict.failures if res.verdict is not None
@@ -147,7 +147,7 @@ def _run_lesson(backend, lesson, launcher, gdir: Path) -> tuple[dict, str]:
     fatal = ""
     try:
         res = run_demo(backend, str(lesson.scenario_path), launcher=launcher, runs_dir=ldir)
-        status, why = _judge_run(lesson, res, launcher)
+        status, why = _judge_run(res, launcher)
         notes = list(res.verdict.not_applicable) if res.verdict else []
     except ProgramError as e:
         status, why, notes = "error", f"the program did not start: {e}", []
