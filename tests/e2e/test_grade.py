@@ -355,3 +355,22 @@ def test_an_interrupted_class_leaves_no_lab(tmp_path):
     assert "interrupted" in err
     assert lab_namespaces() <= before and not sandbox_processes()
     assert (next((tmp_path / "out").iterdir()) / "index.html").is_file()
+
+
+@pytest.mark.qemu
+def test_grading_on_qemu_builds_static_and_runs_as_root_in_the_guest(tmp_path):
+    """The qemu path: C linked -static on the host, copied into the guest over SFTP, run as
+    root there under the limits, seen ready and stopped from the outside (~80 s under TCG)."""
+    from harness.grade.grader import grade
+    require_lab_machine()
+    missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap")
+               if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (packages/apt-vm.txt)")
+    before = lab_namespaces()
+    g, gdir = grade(SUBS / "naive.c", rubric=ONE_LESSON, backend="qemu", out_dir=tmp_path)
+    assert g["backend"] == "qemu" and statuses(g) == {"handshake": "pass"}
+    assert g["build"]["how"] == ("gcc -O2 -Wall -static -o responder naive.c in the sandbox "
+                                 "on the host, copied into the guest")
+    assert g["isolation"].startswith("root inside the QEMU guest")
+    assert lab_namespaces() <= before
