@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -86,15 +87,17 @@ def junit_xml(grade: dict) -> str:
         + "\n"
 
 
-def format_table(grade: dict, width: int = 100) -> str:
-    """The card for the terminal."""
+def format_table(grade: dict, width: int = 110) -> str:
+    """The card for the terminal: a row per lesson, its why wrapped under it."""
     out = [f"{grade['submission']} — {grade['rubric_title']} ({grade['backend']})",
            f"score {score_text(grade)}"]
     name_w = max(len(l["lesson"]) for l in grade["lessons"])
+    indent = " " * (2 + 4 + name_w + 2 + 8 + 1)
     for l in grade["lessons"]:
         pts = f"{l['points']:>3}/{l['max_points']:<3}" + ("+" if l["bonus"] else " ")
-        why = l["why"] if len(l["why"]) <= width else l["why"][:width - 1] + "…"
-        out.append(f"  {MARKS[l['status']]:<3} {l['lesson']:<{name_w}}  {pts} {why}".rstrip())
+        why = textwrap.wrap(l["why"], max(40, width - len(indent))) or [""]
+        out.append(f"  {MARKS[l['status']]:<3} {l['lesson']:<{name_w}}  {pts} {why[0]}".rstrip())
+        out += [indent + more for more in why[1:]]
     b = grade["build"]
     out.append("built: " + (b["how"] if grade["built"] else f"no — {b['error']}"))
     return "\n".join(out)
