@@ -37,7 +37,8 @@ import traceback
 
 from . import wire
 from .apps import make_app
-from .contract import CLASSIC_ISN, FAULTS
+from .contract import CLASSIC_ISN
+from .faults import Faults
 from .tcp import Config, Stack
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -88,74 +89,6 @@ def drop_capabilities() -> str:
         return f"capabilities kept ({e})"
 
 
-class Faults:
-    """``--fault NAME``: deliberate, documented mistakes for testing the harness's checks.
-
-    * ``bad-checksum``: every data segment leaves with its TCP checksum corrupted (one byte of
-      the checksum field inverted), so the peer drops it and the capture shows "incorrect".
-    * ``wrong-seq``: the second data segment of each connection leaves with its sequence number
-      one too high (the stack's own state is untouched, so the peer sees a hole of one byte).
-    * ``no-delayed-ack``: every segment is ACKed at once (``Config.delayed_ack = 0``).
-    * ``no-backoff``: the retransmission timeout is not doubled after a timeout (RFC 6298 5.5
-      ignored): retransmissions come every RTO.
-    * ``no-challenge-ack``: RFC 5961's challenge ACKs are never sent (the limit is 0).
-    * ``tarpit-window``: a SYN,ACK that advertises a zero window advertises 1024 instead.
-    * ``no-time-wait``: where TIME-WAIT would begin, the TCB is deleted at once (CLOSED; the
-      last ACK is not even sent).
-    """
-
-    def __init__(self, name: str | None):
-        if name is not None and name not in FAULTS:
-            raise ValueError(f"unknown fault {name!r} (choose from {', '.join(FAULTS)})")
-        self.name = name
-        self.data_segments: dict = {}
-
-    def configure(self, cfg) -> None:
-        """Faults that are settings of the state machine (``cfg``: a ``tcp.Config``)."""
-        if self.name == "no-delayed-ack":
-            cfg.delayed_ack = 0
-        elif self.name == "no-challenge-ack":
-            cfg.challenge_ack_limit = 0
-
-    def patch(self, stack) -> None:
-        """Faults in the stack's timers: ``no-backoff`` undoes the doubling after each RTO;
-        ``no-time-wait`` deletes the TCB instead of entering TIME-WAIT."""
-        if self.name == "no-time-wait":
-            stack._enter_time_wait = lambda conn: stack._delete(conn, "no TIME-WAIT (fault)")
-        if self.name != "no-backoff":
-            return
-        timer_rto = stack._timer_rto
-
-        def no_backoff(conn):
-            rto = conn.rto
-            timer_rto(conn)
-            if conn.rto != rto and "rto" in conn.timers:
-                conn.rto = rto
-                stack._set_timer(conn, "rto", rto)
-        stack._timer_rto = no_backoff
-
-    def before(self, seg: wire.Segment) -> wire.Segment:
-        if self.name == "tarpit-window" and seg.flags & wire.SYN and seg.flags & wire.ACK \
-                and seg.window == 0:
-            return wire.Segment(seg.src, seg.dst, seg.sport, seg.dport, seg.seq, seg.ack,
-                                seg.flags, 1024, seg.urgent, seg.options, seg.payload)
-        if self.name != "wrong-seq" or not len(seg.payload):
-            return seg
-        key = (bytes(seg.dst), seg.dport)
-        n = self.data_segments[key] = self.data_segments.get(key, 0) + 1
-        if n != 2:
-            return seg
-        return wire.Segment(seg.src, seg.dst, seg.sport, seg.dport, seg.seq + 1, seg.ack,
-                            seg.flags, seg.window, seg.urgent, seg.options, seg.payload)
-
-    def after(self, seg: wire.Segment, tcp_bytes):
-        if self.name != "bad-checksum" or not len(seg.payload):
-            return tcp_bytes
-        out = bytearray(tcp_bytes)
-        out[wire.TCP_CHECKSUM] ^= 0xFF
-        return out
-
-
 class Responder:
     """The event loop around one :class:`Stack` (or the classic program)."""
 
@@ -166,6 +99,7 @@ class Responder:
         self.addr = wire.ip_bytes(self.addr_str)
         self.port = int(port)
         self.faults = Faults(opts.fault)
+        self.wire_faults = self.faults.on_the_wire      # bad-checksum, wrong-seq, tarpit-window
         self.counters = {"packets_ignored": 0, "send_errors": 0, "internal_errors": 0}
         # The stack's per-transition lines ("... SYN-RECEIVED => ESTABLISHED") are collected
         # here and written with one write + flush per loop iteration (flush_log), before the
@@ -190,7 +124,6 @@ class Responder:
             cfg = Config(fixed_isn=opts.isn, nodelay=opts.nodelay, msl2=opts.msl2)
             self.faults.configure(cfg)
             self.stack = Stack(cfg, isn_key=random(32), log=self.log_lines.append)
-            self.faults.patch(self.stack)
             self.app = make_app(opts.app, page, cfg.mss)
             self.stack.listen(self.addr, self.port, self.app)
         self.encode_hook = getattr(self.app, "encode", None)
@@ -219,7 +152,7 @@ class Responder:
             lines.clear()
 
     def send_segment(self, seg: wire.Segment) -> None:
-        faulty = self.faults.name is not None
+        faulty = self.wire_faults
         if faulty:
             seg = self.faults.before(seg)
         data = None

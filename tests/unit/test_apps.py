@@ -153,7 +153,7 @@ def test_echo_window_closes_then_reopens_with_window_update():
     assert s.window == 2920
     p.rcv_nxt = seq_add(LOCAL_ISS, 3001)
     p.recv_nothing(p.send(p.seg(ACK, window=4000)))   # < min(buf/2, MSS) more: no update
-    assert c.rcv_wnd == 2920 and c._window_to_advertise() == 3000
+    assert c.rcv_wnd == 2920 and c.window_to_advertise() == 3000
 
 
 def test_miniweb_falls_back_to_a_full_build_when_the_peer_mss_is_small():

@@ -130,14 +130,14 @@ def _established(app="echo") -> Session:
 
 def test_oracle_fails_on_an_uncounted_drop(monkeypatch):
     s = _established()
-    monkeypatch.setattr(tcp.Stack, "_act_drop", lambda *args, **kw: None)
+    monkeypatch.setitem(s.stack.actions, "drop", lambda *args, **kw: None)
     with pytest.raises(Escape, match="no drop reason"):
         s.feed(craft(seq=s.conn().rcv_nxt - (1 << 30), flags=wire.RST), "RST out of window")
 
 
 def test_oracle_fails_on_a_catch_all_reason(monkeypatch):
     s = _established()
-    monkeypatch.setattr(tcp, "_drop_reason", lambda *args, **kw: "dropped")
+    monkeypatch.setattr(tcp.stack, "drop_reason", lambda *args, **kw: "dropped")
     with pytest.raises(Escape, match="catch-all"):
         s.feed(craft(seq=s.conn().rcv_nxt - (1 << 30), flags=wire.RST), "RST out of window")
 
@@ -147,19 +147,19 @@ def test_oracle_fails_on_an_escaping_exception(monkeypatch):
 
     def boom(*args, **kw):
         raise KeyError("oops")
-    monkeypatch.setattr(tcp.Stack, "_act_challenge_ack", boom)
+    monkeypatch.setitem(s.stack.actions, "challenge_ack", boom)
     with pytest.raises(Escape, match="KeyError"):
         s.feed(craft(seq=s.conn().rcv_nxt + 1, flags=wire.RST), "RST in window")
 
 
 def test_oracle_fails_on_an_unsendable_answer(monkeypatch):
     s = _established()
-    real = tcp.Connection._seg
+    real = tcp.Connection.segment
 
     def wide(self, *a, **kw):
         seg = real(self, *a, **kw)
         seg.window = 70_000
         return seg
-    monkeypatch.setattr(tcp.Connection, "_seg", wide)
+    monkeypatch.setattr(tcp.Connection, "segment", wide)
     with pytest.raises(Escape, match="handle_packet raised error"):
         s.feed(craft(seq=s.conn().rcv_nxt, ack=s.conn().snd_nxt, flags=wire.SYN), "SYN")
