@@ -88,23 +88,24 @@ def craft(*, src=CLIENT, dst=SERVER, sport=40000, dport=PORT, seq=0, ack=0, flag
     if total is None:
         total = len(buf)
     buf += trailer
-    wire._IPV4.pack_into(buf, 0, (version & 15) << 4 | (ihl & 15), 0, total & 0xFFFF,
-                         0x1234, frag & 0xFFFF, ttl & 0xFF, proto & 0xFF, 0, src, dst)
+    wire.IPV4_HEADER.pack_into(buf, 0, (version & 15) << 4 | (ihl & 15), 0, total & 0xFFFF,
+                               0x1234, frag & 0xFFFF, ttl & 0xFF, proto & 0xFF, 0, src, dst)
     if ip_csum_ok:
         s = wire.internet_checksum(buf[:min(len(buf), max(20, (ihl & 15) * 4))])
-        wire._U16.pack_into(buf, wire.IP_CHECKSUM, s)
+        wire.U16.pack_into(buf, wire.IP_CHECKSUM, s)
     end = min(total & 0xFFFF, len(buf))
     if hl + 18 <= end:
         s = wire.internet_checksum(buf[hl:end],
                                    wire.pseudo_header_sum(src, dst, proto & 0xFF, end - hl))
-        wire._U16.pack_into(buf, hl + wire.TCP_CHECKSUM, s if tcp_csum_ok else s ^ 0x0101)
+        wire.U16.pack_into(buf, hl + wire.TCP_CHECKSUM, s if tcp_csum_ok else s ^ 0x0101)
     return bytes(buf)
 
 
 def _tcp_header(sport, dport, seq, ack, doff, flags, window, urgent) -> bytes:
     m = 0xFFFFFFFF
-    return wire._TCP.pack(sport & 0xFFFF, dport & 0xFFFF, seq & m, ack & m, (doff & 15) << 4,
-                          flags & 0xFF, window & 0xFFFF, 0, urgent & 0xFFFF)
+    return wire.TCP_HEADER.pack(sport & 0xFFFF, dport & 0xFFFF, seq & m, ack & m,
+                                (doff & 15) << 4, flags & 0xFF, window & 0xFFFF, 0,
+                                urgent & 0xFFFF)
 
 
 # ---------------------------------------------------------------------------------------------
