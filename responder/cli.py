@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .contract import APPS, DEFAULT_MARK, FAULTS
+from .contract import APPS, DEFAULT_MARK, DEFAULT_USER, FAULTS
 
 EPILOG = """\
 apps:
@@ -35,8 +35,8 @@ out_of_window, paws, bad_ack, rst_in_window, syn_queue_overflow, closed_port, li
 connections_open, connections_total, established_total, half_open, retransmissions,
 challenge_acks, resets_sent, resets_received, syn_cookies_accepted, stateless_replies,
 packets_ignored, send_errors, internal_errors (+ tarpit_held, http_packets_patched).
-SIGTERM exits 0.  Exit 2 without CAP_NET_RAW.  After opening its sockets it drops all
-capabilities.  --connect opens from the --listen address:port, so the same RST rule covers it.
+SIGTERM exits 0.  Exit 2 without CAP_NET_RAW.  After opening its sockets it becomes --user
+(nobody) with no groups, no capabilities and no_new_privs, or exits 2 if it cannot.  --connect opens from the --listen address:port, so the same RST rule covers it.
 Needs the lab's rule dropping unmarked RSTs from the port, e.g.
   iptables -A OUTPUT -p tcp --sport 80 --tcp-flags RST RST -m mark ! --mark 0x5e -j DROP
 """
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TIME-WAIT duration, 2 MSL (default 2 s for a lab; RFC 9293: 4 min)")
     p.add_argument("--http-file", metavar="PATH",
                    help="page served by --app http (default: a built-in page)")
+    p.add_argument("--user", default=DEFAULT_USER, metavar="NAME",
+                   help="who to become once the raw sockets are open, when started as root "
+                        "(default: nobody; never root); started as another user with "
+                        "CAP_NET_RAW, the responder stays that user and drops the capability")
     p.add_argument("--fault", choices=FAULTS, metavar="NAME",
                    help="deliberate fault for harness tests: " + ", ".join(FAULTS))
     p.add_argument("--table", action="store_true",

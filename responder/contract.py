@@ -23,6 +23,10 @@ STATE_NAMES = ("CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "F
 #: kernel's RSTs from the lab port unless they carry this mark.
 DEFAULT_MARK = 0x5E
 
+#: ``--user``: who the responder becomes once its raw sockets are open, when started as root
+#: (``responder.privileges``).
+DEFAULT_USER = "nobody"
+
 #: The lecture's naive responder's initial sequence number (``--classic`` without ``--isn``).
 CLASSIC_ISN = 0xAAAABBBB
 

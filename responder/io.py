@@ -17,20 +17,20 @@ This is the only module that touches the outside world.  It
 * counts: segments in/out, drops by reason (``WireError.reason`` names and the state machine's
   reasons), connections, retransmissions, challenge ACKs; SIGUSR1 prints them as one JSON line on
   stderr, and so does exit; SIGTERM exits 0;
-* after the sockets are open, drops every capability (``capset`` via ctypes): an open raw socket
-  keeps working without CAP_NET_RAW, so a bug in the parser can no longer be used to open more.
+* after the sockets are open (and ``--http-file`` read), gives up every privilege for good
+  (:mod:`responder.privileges`: an unprivileged uid/gid, no groups, no capabilities,
+  no_new_privs), or refuses to go on: an open raw socket keeps working, so a bug in the parser
+  can no longer be used to open more, or to read or write anyone else's files.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -39,6 +39,7 @@ from . import wire
 from .apps import make_app
 from .contract import CLASSIC_ISN
 from .faults import Faults
+from .privileges import PrivilegeError, drop_privileges
 from .tcp import Config, Stack
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -72,21 +73,6 @@ def open_socket(proto: int, mark: int, rcvbuf: bool = False) -> socket.socket:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     s.setblocking(False)
     return s
-
-
-def drop_capabilities() -> str:
-    """Drop all capabilities of this process (capset(2) with empty sets, via ctypes) and set
-    no_new_privs.  Returns what was done, for the log.  Best effort: stdlib only."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(38, 1, 0, 0, 0)                      # PR_SET_NO_NEW_PRIVS
-        header = struct.pack("Ii", 0x20080522, 0)       # _LINUX_CAPABILITY_VERSION_3, this pid
-        data = ctypes.create_string_buffer(24)          # 2 x {effective, permitted, inheritable}
-        if libc.capset(ctypes.c_char_p(header), data) != 0:
-            return f"capabilities kept (capset: {os.strerror(ctypes.get_errno())})"
-        return "capabilities dropped"
-    except (OSError, AttributeError) as e:
-        return f"capabilities kept ({e})"
 
 
 class Responder:
@@ -336,5 +322,9 @@ def main(opts) -> int:
     except OSError as e:
         log(f"responder: cannot open raw sockets: {e}")
         return 2
-    log(drop_capabilities())
+    try:
+        log(drop_privileges(opts.user))
+    except PrivilegeError as e:
+        log(f"responder: refusing to serve with privileges it cannot drop: {e}")
+        return 2
     return responder.run()
