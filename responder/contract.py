@@ -2,12 +2,14 @@
 
 The harness (scenarios, grading, fuzzing, the bench) and the Ansible roles import or mirror
 these names instead of copying them; ``responder.cli`` builds the command line from them.
-Standard library only, no imports from the rest of the package: this module is safe to import
-anywhere (the host's venv, the lab VM's bare python3, PyPy).
+Standard library only, no imports from the rest of the package at import time: this module is
+safe and cheap to import anywhere (the host's venv, the lab VM's bare python3, PyPy).
+
+``APPS`` (the ``--app`` names) is the one fact kept elsewhere: each app registers its name beside
+its class and its ``--help`` text in :mod:`responder.apps`, so adding an app is one file.  Reading
+``contract.APPS`` imports that registry (and with it the state machine, ~30 ms) on first use.
 """
 
-#: ``--app NAME``: what the responder says (``responder.apps``).
-APPS = ("hello", "http", "tarpit", "echo")
 
 #: ``--fault NAME``: deliberate, documented mistakes for testing the harness's checks
 #: (``responder.faults``).
@@ -45,3 +47,11 @@ def rst_rule(port: int = LAB_PORT, mark: int = DEFAULT_MARK) -> list:
     kernel's RSTs from ``port`` unless marked by the responder."""
     return ["OUTPUT", "-p", "tcp", "--sport", str(port), "--tcp-flags", "RST", "RST",
             "-m", "mark", "!", "--mark", hex(mark), "-j", "DROP"]
+
+
+def __getattr__(name: str):
+    """``APPS``: the ``--app`` names, from :data:`responder.apps.REGISTRY` (PEP 562)."""
+    if name == "APPS":
+        from .apps import REGISTRY
+        return tuple(REGISTRY)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

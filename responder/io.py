@@ -214,10 +214,9 @@ class Responder:
         if self.classic is not None:
             c["segments_in"] = self.counters.get("classic_in", 0)
             c["segments_out"] = self.counters.get("classic_out", 0)
-        if self.app is not None and hasattr(self.app, "held"):
-            c["tarpit_held"] = self.app.held
-        if self.app is not None and hasattr(self.app, "patched"):
-            c["http_packets_patched"] = self.app.patched
+        app_counters = getattr(self.app, "counters", None)
+        if app_counters is not None:
+            c.update(app_counters())        # e.g. tarpit_held, http_packets_patched
         return c
 
     def print_stats(self) -> None:

@@ -1,4 +1,7 @@
-"""The apps over the real state machine: hello (the lecture's exchange), echo, tarpit, miniweb."""
+"""The apps over the real state machine: hello (the lecture's exchange), echo, tarpit, miniweb;
+and the registry that names them."""
+
+import pytest
 
 from responder import wire
 from responder.apps import HELLO_LINES, Echo, Hello, Miniweb, Tarpit, make_app
@@ -167,3 +170,34 @@ def test_miniweb_falls_back_to_a_full_build_when_the_peer_mss_is_small():
     data = [s for s in out if len(s.payload)]
     assert all(len(s.payload) <= 600 - 12 for s in data)
     assert all(app.encode(s) is None for s in data)     # cut differently: built normally
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+def test_registry_is_the_one_list_of_apps():
+    import subprocess
+    import sys
+    from responder import contract
+    from responder.apps import REGISTRY
+    from responder.cli import build_parser
+    from tests.conftest import ROOT
+    assert contract.APPS == tuple(REGISTRY)
+    for name, info in REGISTRY.items():
+        assert isinstance(make_app(name), info.cls) and info.help
+    assert isinstance(make_app("http", b"<p>x</p>"), Miniweb)
+    with pytest.raises(ValueError, match="choose from hello, http, tarpit, echo"):
+        make_app("daytime")
+    assert build_parser().parse_args(["--listen", "1.2.3.4:9", "--app", "echo"]).app == "echo"
+    out = subprocess.run([sys.executable, "-m", "responder", "--help"], cwd=ROOT,
+                         capture_output=True, text=True).stdout
+    for name in REGISTRY:
+        assert f"\n  {name:7} " in out, name
+
+
+def test_app_counters_reach_the_io_json_line():
+    from responder.cli import build_parser
+    from responder.io import Responder
+    opts = build_parser().parse_args(["--listen", "192.168.56.100:80", "--app", "tarpit"])
+    r = Responder(opts, random=lambda n: b"\x07" * n)
+    r.app.held = 7
+    assert r.stats()["tarpit_held"] == 7
