@@ -8,6 +8,7 @@ import pytest
 from harness.judge.dissect import ACK, FIN, PSH, SYN
 from harness.judge.scenario import (ANY, ScenarioError, Val, c_escape, c_unescape, list_scenarios,
                               load_scenario, parse_flags, parse_scenario)
+from responder.contract import APPS
 
 HEAD = "responder: --app hello\nexpect:\n"
 
@@ -121,7 +122,7 @@ def test_bad_expect_lines(body, message):
     ("responder: --app hello\nresponder: --app echo\nexpect:\n",
      "t.scn:2: key 'responder' already given on line 1"),
     ("responder: --app gopher\nexpect:\n",
-     "t.scn:1: key 'responder': --app must be one of hello, http, tarpit, echo, got 'gopher'"),
+     f"t.scn:1: key 'responder': --app must be one of {', '.join(APPS)}, got 'gopher'"),
     ("responder: --classic\nexpect:\n", "t.scn:1: key 'responder': --app is required"),
     ("responder: --app hello --listen 1.2.3.4:80\nexpect:\n",
      "t.scn:1: key 'responder': --listen is set by the harness"),
