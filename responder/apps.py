@@ -14,6 +14,7 @@ and how the I/O layer builds it.  Adding an app is adding a class here (docs/app
 * :class:`Tarpit` -- completes the handshake with a zero window, then forgets the connection and
   keeps the peer stuck by answering its window probes statelessly (LaBrea).
 * :class:`Echo` -- echoes what it receives, with flow control.
+* :class:`Discard` -- RFC 863: takes everything, says nothing.
 
 An app may also define ``counters() -> dict``: the I/O layer adds them to its JSON line.
 """
@@ -279,6 +280,31 @@ class Echo(App):
 
     def _update_window(self, conn: Connection) -> None:
         conn.set_receive_window(max(0, self.buffer - conn.send_buffered))
+
+
+@register("discard", "RFC 863: data is ACKed and thrown away, nothing is sent back; when the "
+                     "peer closes, we close (counter: discard_bytes)")
+class Discard(App):
+    """The Discard Protocol (RFC 863): "simply throw away any data received".
+
+    The stack ACKs every byte as it arrives (delayed ACK: every second segment at once), and
+    since nothing is kept, the window we advertise never shrinks: the peer can send as fast as
+    the network lets it.  Nothing is ever sent back but ACKs.  When the peer's FIN arrives
+    (CLOSE-WAIT), we close too (LAST-ACK), as RFC 863's TCP service ends "until the calling
+    user terminates it".
+    """
+
+    def __init__(self):
+        self.discarded = 0
+
+    def on_data(self, conn: Connection, data: bytes) -> None:
+        self.discarded += len(data)
+
+    def on_peer_close(self, conn: Connection) -> None:
+        conn.close()
+
+    def counters(self) -> dict:
+        return {"discard_bytes": self.discarded}
 
 
 def make_app(name: str, http_page: bytes | None = None, mss: int = 1460) -> App:

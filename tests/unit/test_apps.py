@@ -1,10 +1,10 @@
-"""The apps over the real state machine: hello (the lecture's exchange), echo, tarpit, miniweb;
-and the registry that names them."""
+"""The apps over the real state machine: hello (the lecture's exchange), echo, tarpit, miniweb,
+discard; and the registry that names them."""
 
 import pytest
 
 from responder import wire
-from responder.apps import HELLO_LINES, Echo, Hello, Miniweb, Tarpit, make_app
+from responder.apps import HELLO_LINES, Discard, Echo, Hello, Miniweb, Tarpit, make_app
 from responder.tcp import State, seq_add
 from responder.wire import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 
@@ -172,7 +172,33 @@ def test_miniweb_falls_back_to_a_full_build_when_the_peer_mss_is_small():
     assert all(app.encode(s) is None for s in data)     # cut differently: built normally
 
 
-# --- the registry ---------------------------------------------------------------------------
+# --- discard (RFC 863), the app added by following docs/apps.md ----------------------------
+
+def test_discard_acks_and_throws_away_and_closes_after_the_peer():
+    app = Discard()
+    p = conn_syn_received(app=app)
+    p.send(p.seg(ACK))
+    win = None
+    for chunk in (b"a" * 1000, b"b" * 1000, b"c" * 1000):
+        out = p.send(p.seg(ACK | PSH, payload=chunk))
+        ack = p.recv(out, flags=ACK, ack=p.snd_nxt, payload=b"")    # an ACK, nothing else
+        assert win is None or ack.window == win                      # the window never shrinks
+        win = ack.window
+    assert app.counters() == {"discard_bytes": 3000}
+    out = p.send(p.seg(FIN | ACK))
+    fin = p.recv(out, flags=FIN | ACK, ack=p.snd_nxt, payload=b"")   # ACKs theirs, closes
+    assert p.state is State.LAST_ACK
+    p.rcv_nxt = seq_add(fin.seq, 1)
+    p.recv_nothing(p.send(p.seg(ACK)))
+    assert p.state is State.CLOSED
+
+
+def test_discard_with_delayed_ack_acks_every_second_segment():
+    p = conn_syn_received(app=Discard(), delayed_ack=0.2)
+    p.send(p.seg(ACK))
+    p.recv_nothing(p.send(p.seg(ACK, payload=b"x" * 100)))
+    p.recv(p.send(p.seg(ACK, payload=b"y" * 100)), flags=ACK, ack=p.snd_nxt)
+
 
 def test_registry_is_the_one_list_of_apps():
     import subprocess
@@ -181,13 +207,14 @@ def test_registry_is_the_one_list_of_apps():
     from responder.apps import REGISTRY
     from responder.cli import build_parser
     from tests.conftest import ROOT
-    assert contract.APPS == tuple(REGISTRY)
+    assert contract.APPS == tuple(REGISTRY) and "discard" in contract.APPS
     for name, info in REGISTRY.items():
         assert isinstance(make_app(name), info.cls) and info.help
     assert isinstance(make_app("http", b"<p>x</p>"), Miniweb)
-    with pytest.raises(ValueError, match="choose from hello, http, tarpit, echo"):
+    with pytest.raises(ValueError, match="choose from hello, http, tarpit, echo, discard"):
         make_app("daytime")
-    assert build_parser().parse_args(["--listen", "1.2.3.4:9", "--app", "echo"]).app == "echo"
+    assert build_parser().parse_args(["--listen", "1.2.3.4:9", "--app", "discard"]).app \
+        == "discard"
     out = subprocess.run([sys.executable, "-m", "responder", "--help"], cwd=ROOT,
                          capture_output=True, text=True).stdout
     for name in REGISTRY:
@@ -197,7 +224,7 @@ def test_registry_is_the_one_list_of_apps():
 def test_app_counters_reach_the_io_json_line():
     from responder.cli import build_parser
     from responder.io import Responder
-    opts = build_parser().parse_args(["--listen", "192.168.56.100:80", "--app", "tarpit"])
+    opts = build_parser().parse_args(["--listen", "192.168.56.100:80", "--app", "discard"])
     r = Responder(opts, random=lambda n: b"\x07" * n)
-    r.app.held = 7
-    assert r.stats()["tarpit_held"] == 7
+    r.app.discarded = 7
+    assert r.stats()["discard_bytes"] == 7
