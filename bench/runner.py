@@ -597,7 +597,9 @@ def summarize_profile(path: Path, res: dict, loop: tuple = ("io.py", "run"),
     st = pstats.Stats(str(path))
     rows = []
     for (file, line, fn), (cc, nc, tt, ct, _callers) in st.stats.items():
-        rows.append({"function": f"{Path(file).name}:{line}({fn})", "ncalls": nc,
+        where = Path(file)              # the state machine is a package: tcp/conn.py, ...
+        short = f"tcp/{where.name}" if where.parent.name == "tcp" else where.name
+        rows.append({"function": f"{short}:{line}({fn})", "ncalls": nc,
                      "tottime_s": round(tt, 6), "cumtime_s": round(ct, 6)})
     total = st.total_tt
     waiting = sum(r["tottime_s"] for r in rows if _is_wait(r["function"]))
@@ -622,7 +624,9 @@ def summarize_profile(path: Path, res: dict, loop: tuple = ("io.py", "run"),
             fn = r["function"]
             name = "syscall " + fn.split("'")[1] if "of '_socket.socket'" in fn \
                 else "builtins (C)"
-        elif name not in ("wire.py", "tcp.py", "apps.py", "io.py"):
+        elif name.startswith("tcp/"):
+            name = "tcp/"
+        elif name not in ("wire.py", "apps.py", "io.py"):
             name = "other Python"
         modules[name] = modules.get(name, 0.0) + r["tottime_s"]
     mod_total = sum(modules.values())
