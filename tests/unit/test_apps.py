@@ -6,7 +6,7 @@ import pytest
 from responder import wire
 from responder.apps import HELLO_LINES, Discard, Echo, Hello, Miniweb, Tarpit, make_app
 from responder.tcp import State, seq_add
-from responder.wire import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+from responder.wire import ACK, FIN, PSH, RST, Segment, TcpOptions
 
 from tests.unit.tcp_helpers import LOCAL_ISS, PEER_TS0, REMOTE_ISS, Peer, conn_syn_received
 

@@ -4,7 +4,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -134,24 +133,29 @@ def test_garbage_never_raises():
     assert r.counters["internal_errors"] == 0
 
 
-def test_responder_exits_2_as_unprivileged_user():
-    if subprocess.run(["id", "-u", "nobody"], capture_output=True).returncode:
-        pytest.skip("no nobody user")
-    # A copy of the package in a directory 'nobody' can read, as it is deployed into a VM: the
-    # checkout itself may be a mode-700 temporary clone that 'nobody' cannot import from.
+@pytest.fixture
+def public_copy():
+    """A copy of the package in a directory 'nobody' can read, as it is deployed into a VM: the
+    checkout itself may be a mode-700 temporary clone that 'nobody' cannot import from."""
     import shutil
     import tempfile
+    if subprocess.run(["id", "-u", "nobody"], capture_output=True).returncode:
+        pytest.skip("no nobody user")
     where = tempfile.mkdtemp(prefix="tcplab-nobody-")
     try:
         os.chmod(where, 0o755)
         shutil.copytree(ROOT / "responder", os.path.join(where, "responder"),
                         ignore=shutil.ignore_patterns("__pycache__"))
-        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                            "/usr/bin/python3", "-m", "responder", "--listen",
-                            "192.168.56.100:80", "--app", "hello"], cwd=where,
-                           capture_output=True, text=True)
+        yield where
     finally:
         shutil.rmtree(where, ignore_errors=True)
+
+
+def test_responder_exits_2_as_unprivileged_user(public_copy):
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        "/usr/bin/python3", "-m", "responder", "--listen",
+                        "192.168.56.100:80", "--app", "hello"], cwd=public_copy,
+                       capture_output=True, text=True)
     if r.returncode != 2 and "setpriv" in r.stderr:
         pytest.skip(r.stderr)
     assert r.returncode == 2
@@ -194,6 +198,17 @@ def _responder_in_empty_netns(cwd, *args, prefix=()):
 def _proc_status(pid) -> dict:
     with open(f"/proc/{pid}/status") as f:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def _exit_and_stderr(proc) -> tuple:
+    """Wait (at most 20 s) for a responder that should exit by itself: (exit code, lines)."""
+    try:
+        rc = proc.wait(timeout=20)
+        return rc, proc.stderr.read().strip().splitlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _wait_for_line(proc, prefix, lines):
@@ -247,33 +262,21 @@ def test_refuses_to_serve_as_root_when_it_cannot_leave_root(private_copy):
     import shutil
     if not shutil.which("setpriv"):
         pytest.skip("needs setpriv")
-    proc = _responder_in_empty_netns(
-        private_copy, prefix=["setpriv", "--inh-caps=-all", "--bounding-set=-all,+net_raw"])
-    try:
-        assert proc.wait(timeout=20) == 2
-        err = proc.stderr.read().strip().splitlines()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert len(err) == 1, err
+    rc, err = _exit_and_stderr(_responder_in_empty_netns(
+        private_copy, prefix=["setpriv", "--inh-caps=-all", "--bounding-set=-all,+net_raw"]))
+    assert rc == 2 and len(err) == 1, (rc, err)
     assert err[0].startswith("responder: refusing to serve with privileges it cannot drop: "
                              "setgroups([]): Operation not permitted"), err
 
 
-def test_non_root_with_net_raw_is_already_unprivileged_and_drops_the_capability():
+def test_non_root_with_net_raw_is_already_unprivileged_and_drops_the_capability(public_copy):
     """Started as 'nobody' with CAP_NET_RAW only (ambient, as setpriv gives it): it stays
     'nobody', says so, and keeps no capability once listening."""
     import shutil
-    import tempfile
     if not shutil.which("setpriv"):
         pytest.skip("needs setpriv")
-    where = tempfile.mkdtemp(prefix="tcplab-nobody-")     # 'nobody' must read the package
-    os.chmod(where, 0o755)
-    shutil.copytree(ROOT / "responder", os.path.join(where, "responder"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
     proc = _responder_in_empty_netns(
-        where, prefix=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+        public_copy, prefix=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                        "--inh-caps=+net_raw", "--ambient-caps=+net_raw"])
     try:
         lines = []
@@ -288,7 +291,6 @@ def test_non_root_with_net_raw_is_already_unprivileged_and_drops_the_capability(
     finally:
         proc.kill()
         proc.wait()
-        shutil.rmtree(where, ignore_errors=True)
 
 
 def test_user_option_never_root_and_unknown_users_named():
@@ -303,15 +305,8 @@ def test_user_option_never_root_and_unknown_users_named():
 
 
 def test_bad_user_refused_with_one_line(private_copy):
-    proc = _responder_in_empty_netns(private_copy, "--user", "root")
-    try:
-        assert proc.wait(timeout=20) == 2
-        err = proc.stderr.read().strip().splitlines()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert len(err) == 1 and "must not keep uid or gid 0" in err[0], err
+    rc, err = _exit_and_stderr(_responder_in_empty_netns(private_copy, "--user", "root"))
+    assert rc == 2 and len(err) == 1 and "must not keep uid or gid 0" in err[0], (rc, err)
 
 
 def test_receive_errors_are_counted_not_fatal():
