@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..wire import ACK, NO_OPTIONS, RST, SYN, Segment, TcpOptions, ip_str
-from .seq import HALF, MASK, seq_add, seq_diff, seq_gt
+from .seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_in_window, seq_le
 from .table import RECEIVING, State
 
 if TYPE_CHECKING:                    # only for the annotations: stack.py imports this module
@@ -168,23 +168,18 @@ class Connection:
     # --- helpers used by classify ------------------------------------------------------
     @property
     def rcv_wnd(self) -> int:
-        """max(0, seq_diff(RCV.ADV, RCV.NXT)), written out."""
-        d = (self.rcv_adv - self.rcv_nxt) & MASK
-        return d if d < HALF else 0
+        """RCV.WND: what we advertised (RCV.ADV) beyond RCV.NXT, never negative."""
+        return max(0, seq_diff(self.rcv_adv, self.rcv_nxt))
 
     def acceptable(self, seq: int, seg_len: int) -> bool:
-        """RFC 9293 3.10.7.4 first check: the four cases of segment length and window.
-        ``seq_in_window(x, RCV.NXT, wnd)`` is written ``(x - RCV.NXT) & MASK < wnd``: the
-        window is below 2**31 (:attr:`rcv_wnd`), so that also says ``seq_diff >= 0``."""
+        """RFC 9293 3.10.7.4 first check: the four cases of segment length and window."""
         nxt = self.rcv_nxt
-        wnd = (self.rcv_adv - nxt) & MASK
-        if wnd >= HALF:
-            wnd = 0
+        wnd = self.rcv_wnd
         if seg_len == 0:
-            return seq == nxt if wnd == 0 else (seq - nxt) & MASK < wnd
+            return seq == nxt if wnd == 0 else seq_in_window(seq, nxt, wnd)
         if wnd == 0:
             return False
-        return (seq - nxt) & MASK < wnd or (seq + seg_len - 1 - nxt) & MASK < wnd
+        return seq_in_window(seq, nxt, wnd) or seq_in_window(seq + seg_len - 1, nxt, wnd)
 
     @property
     def fin_seq(self) -> int:
@@ -197,9 +192,7 @@ class Connection:
 
     @property
     def fin_acked(self) -> bool:
-        # seq_gt(SND.UNA, fin_seq)
-        return self.fin_queued and \
-            0 < (self.snd_una - self.buf_seq - self.buffered) & MASK < HALF
+        return self.fin_queued and seq_gt(self.snd_una, self.buf_seq + self.buffered)
 
     @property
     def send_buffered(self) -> int:
@@ -267,16 +260,13 @@ class Connection:
         return max(wnd, self.rcv_wnd)       # never shrink (RFC 9293 3.8.6.2.2)
 
     def segment(self, seq: int, ack: int, flags: int, payload=b"", options=None,
-             window: bool = True) -> Segment:
+                window: bool = True) -> Segment:
         """A segment of this connection; fills the window field and our timestamps.
         Every segment carrying ACK updates Last.ACK.sent and RCV.ADV, and pays off owed ACKs."""
         now = self.stack.now
         win = 0
         if window:
-            # _window_to_advertise() and rcv_wnd, written out
-            rcv_wnd = (self.rcv_adv - self.rcv_nxt) & MASK
-            if rcv_wnd >= HALF:
-                rcv_wnd = 0
+            rcv_wnd = self.rcv_wnd
             ws = self.rcv_wscale
             space = min(self.rcv_buf, 65535 << ws)
             if space < rcv_wnd:
@@ -288,15 +278,14 @@ class Connection:
                 win = min(space >> ws, 65535)
                 space = win << ws
             if flags & ACK:
-                self.rcv_adv = (self.rcv_nxt + (space if space > rcv_wnd else rcv_wnd)) & MASK
+                self.rcv_adv = seq_add(self.rcv_nxt, max(space, rcv_wnd))
         if flags & ACK:
             self.last_ack_sent = ack
             self.ack_owed = ACK_NONE
             self.unacked_segs = 0
             self.timers.pop("delack", None)
         if options is None:
-            options = (TcpOptions(timestamps=((int(now * 1000) + self.ts_offset) & MASK,
-                                              self.ts_recent))     # self.tsval(now)
+            options = (TcpOptions(timestamps=(self.tsval(now), self.ts_recent))
                        if self.ts_ok and not flags & RST else NO_OPTIONS)
         return Segment(self.local[0], self.remote[0], self.local[1], self.remote[1], seq,
                        ack if flags & ACK else 0, flags, win, options=options, payload=payload)
@@ -349,9 +338,8 @@ class Connection:
         """RFC 7323 4.3: TS.Recent = SEG.TSval if SEG.TSval >= TS.Recent and SEG.SEQ =<
         Last.ACK.sent (the segment covers the left edge of the window we last ACKed)."""
         ts = seg.options.timestamps
-        # seq_ge(ts[0], TS.Recent) and seq_le(SEG.SEQ, Last.ACK.sent)
-        if self.ts_ok and ts is not None and (ts[0] - self.ts_recent) & MASK < HALF \
-                and (self.last_ack_sent - seg.seq) & MASK <= HALF:
+        if self.ts_ok and ts is not None and seq_ge(ts[0], self.ts_recent) \
+                and seq_le(seg.seq, self.last_ack_sent):
             self.ts_recent = ts[0]
             self.ts_recent_age = self.stack.now
 

@@ -17,7 +17,7 @@ import heapq
 
 from ..wire import ACK, FIN, PSH, SYN, Segment
 from .conn import ACK_DELAYED, ACK_NONE, ACK_NOW, Connection
-from .seq import HALF, MASK, seq_add, seq_diff
+from .seq import seq_add, seq_diff, seq_gt
 from .table import SENDING, Ev, State
 
 S = State
@@ -43,15 +43,9 @@ class Sender:
             return
         mss = conn.snd_mss
         while True:
-            # unsent = seq_diff(buf_seq + buffered, SND.NXT);
-            # usable = seq_diff(SND.UNA + SND.WND, SND.NXT)
             snd_nxt = conn.snd_nxt
-            unsent = (conn.buf_seq + conn.buffered - snd_nxt) & MASK
-            if unsent >= HALF:
-                unsent -= 0x100000000
-            usable = (conn.snd_una + conn.snd_wnd - snd_nxt) & MASK
-            if usable >= HALF:
-                usable -= 0x100000000
+            unsent = seq_diff(conn.buf_seq + conn.buffered, snd_nxt)
+            usable = seq_diff(conn.snd_una + conn.snd_wnd, snd_nxt)
             in_flight = snd_nxt != conn.snd_una
             if unsent > 0:
                 n = min(unsent, mss, usable)
@@ -68,18 +62,17 @@ class Sender:
                 if last and conn.fin_queued:
                     flags |= FIN
                 self._send_data(conn, seq, n, flags)
-                conn.snd_nxt = (seq + n + (1 if flags & FIN else 0)) & MASK
+                conn.snd_nxt = seq_add(seq, n + (1 if flags & FIN else 0))
             elif unsent == 0 and conn.fin_queued:
                 self._emit(conn.segment(conn.snd_nxt, conn.rcv_nxt, FIN | ACK))
                 conn.snd_nxt = seq_add(conn.snd_nxt, 1)
             else:
                 break
             if conn.rtt_seq is None:         # time one segment per RTT (RFC 6298 3)
-                conn.rtt_seq, conn.rtt_time = (conn.snd_nxt - 1) & MASK, self.now
+                conn.rtt_seq, conn.rtt_time = seq_add(conn.snd_nxt, -1), self.now
             self._arm_rto(conn)
         # Zero window with data waiting and nothing in flight: probe (RFC 9293 3.8.6.1).
-        # (seq_diff(buf_seq + buffered, SND.NXT) > 0)
-        if conn.snd_wnd == 0 and 0 < (conn.buf_seq + conn.buffered - conn.snd_nxt) & MASK < HALF \
+        if conn.snd_wnd == 0 and seq_gt(conn.buf_seq + conn.buffered, conn.snd_nxt) \
                 and conn.snd_nxt == conn.snd_una and "persist" not in conn.timers:
             self._set_timer(conn, "persist", conn.persist_interval())
 

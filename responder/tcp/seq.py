@@ -50,8 +50,9 @@ def seq_ge(a: int, b: int) -> bool:
 
 
 def seq_in_window(x: int, lo: int, size: int) -> bool:
-    """``lo <= x < lo + size`` on the circle (``size`` >= 0)."""
-    return 0 <= seq_diff(x, lo) < size
+    """``lo <= x < lo + size`` on the circle (``size`` >= 0): ``0 <= seq_diff(x, lo) < size``."""
+    d = (x - lo) & MASK
+    return d < size and d < HALF
 
 
 # --------------------------------------------------------------------------------------------

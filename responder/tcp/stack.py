@@ -23,7 +23,7 @@ from ..wire import ACK, FIN, RST, SYN, Segment
 from . import cookies
 from .conn import ACK_DELAYED, ACK_NONE, ACK_NOW, App, Config, Connection, Listener
 from .sender import Sender
-from .seq import HALF, MASK, isn_rfc6528, keyed_hash, seq_add, seq_diff, seq_gt, seq_lt
+from .seq import MASK, isn_rfc6528, keyed_hash, seq_add, seq_diff, seq_gt, seq_le, seq_lt
 from .table import RECEIVING, TABLE, Ev, State, classify
 
 S = State
@@ -383,14 +383,11 @@ class Stack(Sender):
         """RFC 9293 3.10.7.4 fifth check for synchronized states."""
         ack = seg.ack
         conn.probes_out = 0                 # the peer is alive (RFC 1122 4.2.2.17)
-        # seq_lt(SND.UNA, ack) and seq_le(ack, SND.NXT)
-        if (conn.snd_una - ack) & MASK >= HALF and (conn.snd_nxt - ack) & MASK <= HALF:
+        if seq_lt(conn.snd_una, ack) and seq_le(ack, conn.snd_nxt):
             self._ack_advance(conn, ack)
-        # Window update (SND.WL1/WL2 keep old segments from setting it, RFC 9293 3.10.7.4):
-        # seq_le(SND.UNA, ack) and (seq_lt(SND.WL1, SEG.SEQ) or (SND.WL1 == SEG.SEQ and
-        # seq_le(SND.WL2, ack)))
-        if (ack - conn.snd_una) & MASK <= HALF and ((conn.snd_wl1 - seg.seq) & MASK >= HALF or (
-                conn.snd_wl1 == seg.seq and (ack - conn.snd_wl2) & MASK <= HALF)):
+        # Window update (SND.WL1/WL2 keep old segments from setting it, RFC 9293 3.10.7.4).
+        if seq_le(conn.snd_una, ack) and (seq_lt(conn.snd_wl1, seg.seq) or (
+                conn.snd_wl1 == seg.seq and seq_le(conn.snd_wl2, ack))):
             conn.snd_wnd = seg.window << conn.snd_wscale
             conn.max_snd_wnd = max(conn.max_snd_wnd, conn.snd_wnd)
             conn.snd_wl1, conn.snd_wl2 = seg.seq, ack
@@ -410,8 +407,7 @@ class Stack(Sender):
     def _ack_advance(self, conn: Connection, ack: int) -> None:
         """SND.UNA advances: free acknowledged data, take an RTT sample (Karn: only if it was
         never retransmitted, RFC 6298 3), restart or stop the retransmission timer (5.2-5.3)."""
-        d = (ack - conn.buf_seq) & MASK     # max(0, min(seq_diff(ack, buf_seq), buffered))
-        acked_data = 0 if d >= HALF else min(d, conn.buffered)
+        acked_data = max(0, min(seq_diff(ack, conn.buf_seq), conn.buffered))
         conn.snd_una = ack
         n = acked_data
         while n:
@@ -423,9 +419,8 @@ class Stack(Sender):
                 conn.chunks[0] = head[n:]
                 n = 0
         conn.buffered -= acked_data
-        conn.buf_seq = (conn.buf_seq + acked_data) & MASK
-        # seq_gt(ack, rtt_seq)
-        if conn.rtt_seq is not None and 0 < (ack - conn.rtt_seq) & MASK < HALF:
+        conn.buf_seq = seq_add(conn.buf_seq, acked_data)
+        if conn.rtt_seq is not None and seq_gt(ack, conn.rtt_seq):
             conn.rtt_sample(self.now - conn.rtt_time)
             conn.rtt_seq = None
         conn.retries = 0
@@ -433,7 +428,7 @@ class Stack(Sender):
         if conn.snd_una != conn.snd_nxt:
             self._arm_rto(conn)
         if conn.recover is not None:
-            if (ack - conn.recover) & MASK >= HALF:         # seq_lt(ack, recover)
+            if seq_lt(ack, conn.recover):
                 self.counters["retransmissions"] += 1
                 self._retransmit_head(conn)
             else:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ..contract import STATE_NAMES
 from ..wire import ACK, FIN, RST, SYN, Segment
-from .seq import HALF, MASK, seq_add, seq_le, seq_lt
+from .seq import seq_add, seq_gt, seq_le, seq_lt
 
 if TYPE_CHECKING:                    # only for the annotations: conn.py imports this module
     from .conn import Connection
@@ -312,8 +312,7 @@ def classify(conn: "Connection | None", state: State, seg: Segment, now: float =
         if ts is None:
             return Ev.NO_TIMESTAMP
         # PAWS (RFC 7323 5.3 R1): older than TS.Recent, and TS.Recent not older than 24 days.
-        if (ts[0] - c.ts_recent) & MASK >= HALF and now - c.ts_recent_age < 24 * 86400:
-            # ^ seq_lt(ts[0], c.ts_recent)
+        if seq_lt(ts[0], c.ts_recent) and now - c.ts_recent_age < 24 * 86400:
             return Ev.OUT_OF_WINDOW
     if state is S.TIME_WAIT and f & FIN and seq_add(seg.seq, seg.seg_len) == c.rcv_nxt:
         return Ev.FIN if f & ACK else Ev.NO_ACK
@@ -323,12 +322,9 @@ def classify(conn: "Connection | None", state: State, seg: Segment, now: float =
         return Ev.NO_ACK
     ack = seg.ack
     if state is S.SYN_RECEIVED:
-        # not (seq_lt(c.snd_una, ack) and seq_le(ack, c.snd_nxt))
-        if not ((c.snd_una - ack) & MASK >= HALF and (c.snd_nxt - ack) & MASK <= HALF):
+        if not (seq_lt(c.snd_una, ack) and seq_le(ack, c.snd_nxt)):
             return Ev.BAD_ACK
-    # seq_gt(ack, c.snd_nxt) or seq_lt(ack, c.snd_una - c.max_snd_wnd)
-    elif 0 < (ack - c.snd_nxt) & MASK < HALF \
-            or (ack - c.snd_una + c.max_snd_wnd) & MASK >= HALF:
+    elif seq_gt(ack, c.snd_nxt) or seq_lt(ack, c.snd_una - c.max_snd_wnd):
         return Ev.BAD_ACK
     if f & FIN:
         return Ev.FIN
