@@ -1,6 +1,6 @@
 """Configuration that only runs elsewhere is checked here: every GitHub workflow against
 GitHub's workflow schema (check-jsonschema's vendored copy, offline) and the script of each of
-its `run:` steps with shellcheck; the Ansible roles and playbook with ansible-lint's production
+its `run:` steps with shellcheck, as are `bootstrap` and `.ci/run`; the Ansible roles and playbook with ansible-lint's production
 profile (what the README promises).  Each check is also shown failing on a broken input."""
 
 from __future__ import annotations
@@ -78,6 +78,13 @@ def test_run_steps_pass_shellcheck():
             if res.returncode != 0:
                 problems.append(f"{wf.name} / {name}:\n{res.stdout}")
     assert not problems, "\n".join(problems)
+
+
+def test_bootstrap_and_ci_entry_pass_shellcheck():
+    need_shellcheck()
+    res = subprocess.run(["shellcheck", "-f", "gcc", "bootstrap", ".ci/run"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout
 
 
 BROKEN = """\
