@@ -151,6 +151,28 @@ def test_bootstrap_demo_and_unit_tests_under_each_controller_python(minor):
               f"({counts})")
 
 
+@pytest.mark.parametrize("python", ["pyenv-3.8", "fake-3.9", "missing", "not-python"])
+def test_an_unsupported_python_gets_one_line_and_nothing_is_installed(python, tmp_path):
+    require_lab_machine()                     # bootstrap's first check is root
+    if python == "pyenv-3.8":
+        py = str(need_python("3.8"))
+    elif python == "fake-3.9":                # Debian 11's python3, as bootstrap sees it
+        py = str(tmp_path / "python3")
+        Path(py).write_text("#!/bin/sh\necho 3.9.2\n")
+        Path(py).chmod(0o755)
+    elif python == "missing":
+        py = str(tmp_path / "nowhere" / "python3")
+    else:
+        py = "/bin/true"
+    venv_before = os.path.realpath(ROOT / ".venv")
+    res = run([str(ROOT / "bootstrap"), "demo"], ROOT, 60, PYTHON=py)
+    lines = res.stderr.splitlines()
+    assert res.returncode == 1 and res.stdout == "" and len(lines) == 1, res.stderr
+    assert lines[0].startswith("bootstrap: error: ") and py in lines[0], lines
+    assert "3.10 to 3.13" in lines[0] and "Traceback" not in res.stderr
+    assert os.path.realpath(ROOT / ".venv") == venv_before
+
+
 # --- the responder under Python 3.9 ---------------------------------------------------------
 
 ALLOWED_TOP = {"responder", "pytest", "hypothesis", "__future__"}
