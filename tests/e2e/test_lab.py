@@ -254,3 +254,78 @@ def test_status_and_down_use_the_backend_the_lab_was_made_with(lab_factory):
     r = invoke("down", "--prefix", lab.prefix, "--backend", "qemu")
     assert r.returncode != 0 and "made by the netns backend" in r.stderr, r.stderr
     assert lab.status()["up"], "a down with the wrong backend touched the lab"
+
+
+# --- the recipe in docs/backends.md ("Adding a backend"), followed once -----------------------
+
+from dataclasses import dataclass  # noqa: E402
+
+from harness.lab.base import ANSIBLE_DIRS, NETMASK_BITS, Backend  # noqa: E402
+from harness.lab import net  # noqa: E402
+from harness.lab.net import Namespace  # noqa: E402
+
+
+@dataclass
+class RecipeBackend(Backend):
+    """A backend written by the recipe alone: its host side is a namespace with a tap (no VM
+    behind it, so SSH never answers).  One class, one registry line."""
+
+    name: str = "recipe"
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.host_namespace = Namespace(f"{self.prefix}-host")
+
+    def up(self) -> None:
+        self._begin_up(*ANSIBLE_DIRS, tools=("ip",), flavour="tap only")
+        self.host_namespace.make()
+        if not net.link_exists(self.host_ns, self.capture_interface):
+            net.tap(self.host_ns, self.capture_interface)
+        net.addr_replace(self.host_ns, self.capture_interface, f"{self.host_ip}/{NETMASK_BITS}")
+        net.link_up(self.host_ns, self.capture_interface)
+        sleeper = [sys.executable, "-c", "import time; time.sleep(300)",  # a "daemon" that
+                   str(self.state_dir) + "/"]                              # names the lab
+        subprocess.Popen(self.host_exec_prefix() + sleeper, start_new_session=True)
+
+    def down(self) -> None:
+        self._teardown()
+
+    def status(self) -> dict:
+        st = self._status_base()
+        st["interface"] = net.addr_brief(self.host_ns, self.capture_interface)
+        st["up"] = all(st["namespaces"].values()) and st["interface"] is not None
+        return st
+
+    def ssh_endpoint(self):
+        return self._endpoint()
+
+
+def test_a_backend_written_by_the_recipe_works_with_one_registry_line(monkeypatch):
+    import harness.lab
+    from harness.lab import get_backend
+    from harness.lab.labs import down_all, status_all
+    from harness.util import pids_mentioning
+    from tests.conftest import require_lab_machine
+    require_lab_machine()
+    monkeypatch.setitem(harness.lab.REGISTRY, "recipe", f"{__name__}:RecipeBackend")
+    monkeypatch.setattr(harness.lab, "BACKENDS", tuple(harness.lab.REGISTRY))
+    monkeypatch.setattr("harness.lab.labs.BACKENDS", tuple(harness.lab.REGISTRY))
+    root = Path(f"/run/tcplab-rcp{uuid.uuid4().hex[:6]}")
+    monkeypatch.setenv("TCPLAB_STATE_ROOT", str(root))
+    b = get_backend("recipe", new_prefix("rcp"))
+    try:
+        with b.locked():
+            b.up()
+            b.up()                                   # idempotent
+        st = b.status()
+        assert st["up"] and "192.168.56.1/24" in st["interface"] and st["record"]
+        assert b.ssh_endpoint().proxy_command == f"ip netns exec {b.host_ns} nc %h %p"
+        rows = status_all()
+        assert [(r["prefix"], r["backend"]) for r in rows] == [(b.prefix, "recipe")]
+        assert pids_mentioning(str(b.state_dir) + "/")
+        assert down_all(log=lambda m: None)["removed"] == [b.prefix]
+        assert b.host_ns not in namespaces() and not b.state_dir.exists()
+        assert not pids_mentioning(str(b.state_dir) + "/") and list(root.iterdir()) == []
+    finally:
+        b.down()
+        shutil.rmtree(root, ignore_errors=True)
