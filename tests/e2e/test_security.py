@@ -10,6 +10,7 @@ commands must refuse it without touching what the attack aims at.  A stale pid f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -128,28 +129,29 @@ def _scrub(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def user_root():
-    """A state root that user nobody made under /tmp."""
+@contextlib.contextmanager
+def _state_root(path: str, make):
     require_lab_machine()
-    root = Path(f"/tmp/tcplab-atk{uuid.uuid4().hex[:8]}")
-    as_nobody(f"mkdir -m 755 {root}")
+    root = Path(f"{path}{uuid.uuid4().hex[:8]}")
+    make(root)
     try:
         yield root
     finally:
         _scrub(root)
+
+
+@pytest.fixture
+def user_root():
+    """A state root that user nobody made under /tmp."""
+    with _state_root("/tmp/tcplab-atk", lambda r: as_nobody(f"mkdir -m 755 {r}")) as root:
+        yield root
 
 
 @pytest.fixture
 def trusted_root():
     """A state root of the tests' own, root's alone."""
-    require_lab_machine()
-    root = Path(f"/run/tcplab-sec{uuid.uuid4().hex[:8]}")
-    root.mkdir(mode=0o755)
-    try:
+    with _state_root("/run/tcplab-sec", lambda r: r.mkdir(mode=0o755)) as root:
         yield root
-    finally:
-        _scrub(root)
 
 
 @pytest.fixture
