@@ -36,6 +36,10 @@ from harness.util import (PROJECT_ROOT, LabError, kill_pids, pids_mentioning, pr
 from responder.contract import DEFAULT_MARK as RST_MARK  # noqa: F401  (the lab's RST rule)
 from responder.contract import HOST_IP, LAB_PORT, VM_IP  # noqa: F401
 
+__all__ = ["ANSIBLE_DIRS", "DEFAULT_PREFIX", "HOST_IP", "LAB_PORT", "NETMASK_BITS", "PREFIX_RE",
+           "RST_MARK", "STATE_ROOT_ENV", "VM_IP", "Backend", "LabState", "SshEndpoint",
+           "responder_tree_hash", "state_root", "validate_prefix"]
+
 NETMASK_BITS = 24
 #: Ansible's home, temp files and SSH control sockets, inside the lab's state directory.
 ANSIBLE_DIRS = ("ansible/cp", "ansible/tmp", "ansible/home")

@@ -57,10 +57,11 @@ def test_a_missing_program_is_one_clear_error():
 
 
 def test_cmdline_of_a_process_and_of_none():
-    p = subprocess.Popen(["sleep", "30", "tcplab-marker"])
+    argv = [sys.executable, "-c", "import time; time.sleep(30)", "tcplab-marker"]
+    p = subprocess.Popen(argv)
     try:
-        # (just after the fork, before exec, the child's command line is not yet sleep's)
-        assert wait_until(lambda: cmdline(p.pid) == "sleep 30 tcplab-marker ", timeout=5)
+        # (just after the fork, before exec, the child's command line is not yet its own)
+        assert wait_until(lambda: cmdline(p.pid) == " ".join(argv) + " ", timeout=5)
     finally:
         p.kill()
         p.wait()
