@@ -5,8 +5,9 @@
 
 The host side is a namespace ``<prefix>-host`` (:class:`harness.lab.net.Namespace`, the same
 name, ProxyCommand and teardown as the netns backend's, shared through :class:`Backend`, not by
-subclassing it), with a tap instead of a veth: qemu runs *inside* it and opens the tap there, so the guest can reach 192.168.56.1 and nothing else, and the root namespace is never
-touched.  The guest boots the cached image (:mod:`harness.lab.image`) directly (``-kernel/-initrd``,
+subclassing it), with a tap instead of a veth: qemu runs *inside* it and opens the tap there,
+so the guest can reach 192.168.56.1 and nothing else, and the root namespace is never touched.
+The guest boots the cached image (:mod:`harness.lab.image`) directly (``-kernel/-initrd``,
 ``root=/dev/vda``) through a per-lab qcow2 overlay, so the cached image stays clean.  The lab's
 SSH host key, root's authorized key and the static network reach the guest through qemu's
 fw_cfg, read by a unit in the image before sshd starts: known_hosts is strict from the first

@@ -233,7 +233,8 @@ def test_a_planted_sshd_pid_is_not_killed(user_root, victim):
     """Once, `down` killed whatever PID the lab's sshd.pid named."""
     _, proc = victim
     prefix = new_prefix("atk")
-    as_nobody(f"mkdir -m 755 {user_root}/{prefix} && echo {proc.pid} > {user_root}/{prefix}/sshd.pid")
+    d = user_root / prefix
+    as_nobody(f"mkdir -m 755 {d} && echo {proc.pid} > {d}/sshd.pid")
     r = invoke("down", "--prefix", prefix, root=user_root)
     assert refused(r), (r.returncode, r.stderr[-1500:])
     assert proc.poll() is None, "down killed the process a planted pid file named"
