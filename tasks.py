@@ -1,8 +1,8 @@
 """tcplab tasks (invoke).  Thin: the logic lives in ``harness/``.
 
     invoke up [--backend netns] [--prefix tcplab]   make the lab and provision it (idempotent)
-    invoke down [--prefix tcplab]                   remove everything the lab made
-    invoke status [--json]                          what exists, does SSH answer
+    invoke down [--prefix tcplab] [--all]           remove everything the lab (or every lab) made
+    invoke status [--json] [--all]                  what exists, does SSH answer
     invoke demo [--scenario hello]                  run a scenario end to end and check it
     invoke scenarios                                the lessons: every scenario, one line each
     invoke doctor                                   check the lab piece by piece, explain failures
@@ -29,6 +29,8 @@ from harness.lab import BACKENDS, DEFAULT_PREFIX, get_backend  # noqa: E402
 from harness.util import LabError  # noqa: E402
 
 BACKEND_HELP = f"lab backend: {', '.join(BACKENDS)} (default netns)"
+LAB_BACKEND_HELP = f"lab backend: {', '.join(BACKENDS)} (default: the one that made the lab, " \
+                   f"netns for a new one)"
 PREFIX_HELP = f"lab name, 1-10 lowercase letters/digits (default {DEFAULT_PREFIX}); " \
               f"several labs can exist at once"
 
@@ -44,42 +46,74 @@ def _backend(backend: str, prefix: str, **kw):
         raise _fail(e)
 
 
-@task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP,
+def _lab(backend: str | None, prefix: str, **kw):
+    """The lab ``prefix`` with the backend its record names (or ``backend``, checked)."""
+    from harness.lab.labs import backend_for
+    try:
+        return backend_for(prefix, backend, **kw)
+    except LabError as e:
+        raise _fail(e)
+
+
+@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
             "verbose": "show Ansible's whole output",
             "provider": "with --backend vagrant: virtualbox or libvirt (default: virtualbox "
                         "when VBoxManage exists, else libvirt)"})
-def up(c, backend="netns", prefix=DEFAULT_PREFIX, verbose=False, provider=None):
+def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None):
     """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
     from harness.lab.provision import bring_up
     if provider and backend != "vagrant":
         raise Exit("tcplab: error: --provider goes with --backend vagrant", code=1)
-    b = _backend(backend, prefix, **({"provider": provider} if provider else {}))
+    b = _lab(backend, prefix, **({"provider": provider} if provider else {}))
     try:
         with b.locked():
             res = bring_up(b, verbose=verbose, force=True)
     except LabError as e:
         raise _fail(e)
-    print(f"lab '{prefix}' is up ({backend}): host {b.host_ip} on {b.capture_interface}, "
+    print(f"lab '{prefix}' is up ({b.name}): host {b.host_ip} on {b.capture_interface}, "
           f"VM {b.vm_ip}; provisioning changed {res['recap'].get('changed', '?')} thing(s)")
 
 
-@task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP})
-def down(c, backend="netns", prefix=DEFAULT_PREFIX):
+@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
+            "all": "remove every lab tcplab made on this machine (found in the state root "
+                   "from their lab.json records, also after kill -9); namespaces without a "
+                   "record are someone else's and stay"})
+def down(c, backend=None, prefix=DEFAULT_PREFIX, all_=False):
     """Remove every namespace, process, file and rule of the lab (fine if nothing is there)."""
-    b = _backend(backend, prefix)
+    if all_:
+        return _down_all()
+    b = _lab(backend, prefix)
     try:
-        b.down()
+        with b.locked():
+            b.down()
     except LabError as e:
         raise _fail(e)
     print(f"lab '{prefix}' is down: nothing of it is left")
 
 
-@task(name="status", help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP,
-                           "json": "print machine-readable JSON"})
-def status_(c, backend="netns", prefix=DEFAULT_PREFIX, json_=False):
-    """Say what exists of the lab and whether SSH answers."""
+def _down_all() -> None:
+    from harness.lab.labs import down_all
+    try:
+        res = down_all()
+    except LabError as e:
+        raise _fail(e)
+    print(f"removed {len(res['removed'])} lab(s): {', '.join(res['removed']) or '-'}")
+    problems = [f"{p}: busy (a tcplab command is using it)" for p in res["busy"]]
+    problems += [f"{p}: {err}" for p, err in res["failed"].items()]
+    if problems:
+        raise Exit("tcplab: error: not removed: " + "; ".join(problems), code=1)
+
+
+@task(name="status", help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
+                           "json": "print machine-readable JSON",
+                           "all": "every lab tcplab made: backend, prefix, namespaces, "
+                                  "sshd/VM, SSH, provisioned"})
+def status_(c, backend=None, prefix=DEFAULT_PREFIX, json_=False, all_=False):
+    """Say what exists of the lab (or of every lab) and whether SSH answers."""
     from harness.run.ssh import check_login
-    b = _backend(backend, prefix)
+    if all_:
+        return _status_all(json_)
+    b = _lab(backend, prefix)
     try:
         st = b.status()
         if st.get("ssh"):
@@ -91,10 +125,19 @@ def status_(c, backend="netns", prefix=DEFAULT_PREFIX, json_=False):
     if json_:
         print(json.dumps(st, indent=2))
         return
-    print(f"lab '{prefix}' ({backend}): {'UP' if st.get('up') else 'not up'}")
+    print(f"lab '{prefix}' ({b.name}): {'UP' if st.get('up') else 'not up'}")
     for k, v in st.items():
         if k not in ("up",):
             print(f"  {k}: {v}")
+
+
+def _status_all(as_json: bool) -> None:
+    from harness.lab.labs import format_status_all, status_all
+    try:
+        rows = status_all()
+    except LabError as e:
+        raise _fail(e)
+    print(json.dumps(rows, indent=2) if as_json else format_status_all(rows))
 
 
 @task(help={"scenario": "scenario name (scenarios/NAME.scn) or path (default hello)",

@@ -41,9 +41,10 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.lab import LAB_PORT, get_backend
+from harness.lab import HOST_IP, LAB_PORT, NETMASK_BITS, RST_MARK, VM_IP, get_backend, net
 from harness.lab.provision import bring_up
-from harness.util import PROJECT_ROOT, LabError, progress, require_root, run
+from harness.util import PROJECT_ROOT, LabError, progress, require_root, run, stream
+from responder.contract import rst_rule
 
 from . import micro
 from .procs import NsProcess, cpu_delta, cpu_times, proc_status
@@ -242,9 +243,10 @@ class Bench:
         return {"n": p.hello_n, "c": p.hello_c, "scapy_n": p.scapy_n, "results": res}
 
     def rst_rule(self, port: int):
-        """The Scapy responder's own RST block, in the VM namespace, for the ``with`` body."""
-        rule = ["OUTPUT", "-p", "tcp", "--sport", str(port), "--tcp-flags", "RST", "RST",
-                "-j", "DROP"]
+        """The Scapy responder's own RST block, in the VM namespace, for the ``with`` body: the
+        lab's rule (:func:`responder.contract.rst_rule`) for its port.  The Scapy responder
+        sends unmarked packets and no RST, so every RST from that port is the kernel's."""
+        rule = rst_rule(port, RST_MARK)
         ipt = self.b.vm_exec_prefix() + ["iptables"]
         b = self
 
@@ -404,23 +406,29 @@ class Bench:
 
     def netns_floor(self, prefix: str) -> dict:
         """The bare cost of a lab's network: two namespaces and a veth pair made and removed
-        with ``ip`` alone (the reference for ``invoke up``/``down``)."""
+        with ``ip`` alone (the reference for ``invoke up``/``down``).  Only the namespaces
+        made here are deleted: one that exists already is someone else's, and is refused."""
         h, v = f"{prefix}f-host", f"{prefix}f-vm"
+        taken = {h, v} & net.namespaces()
+        if taken:
+            raise LabError(f"namespace(s) {', '.join(sorted(taken))} exist already: the bench "
+                           f"makes its own; remove them or choose another --prefix")
+        made = []
         t0 = time.monotonic()
         try:
             for ns in (h, v):
-                run(["ip", "netns", "add", ns], what="ip netns add")
-            run(["ip", "-n", h, "link", "add", "vboxnet0", "type", "veth", "peer", "name",
-                 "eth1", "netns", v], what="ip link add")
-            run(["ip", "-n", h, "addr", "add", "192.168.56.1/24", "dev", "vboxnet0"])
-            run(["ip", "-n", v, "addr", "add", "192.168.56.100/24", "dev", "eth1"])
-            run(["ip", "-n", h, "link", "set", "vboxnet0", "up"])
-            run(["ip", "-n", v, "link", "set", "eth1", "up"])
+                net.ns_add(ns)
+                made.append(ns)
+            net.veth(h, "vboxnet0", "eth1", v)
+            net.addr_replace(h, "vboxnet0", f"{HOST_IP}/{NETMASK_BITS}")
+            net.addr_replace(v, "eth1", f"{VM_IP}/{NETMASK_BITS}")
+            net.link_up(h, "vboxnet0")
+            net.link_up(v, "eth1")
             t1 = time.monotonic()
         finally:
             t2 = time.monotonic()
-            for ns in (h, v):
-                run(["ip", "netns", "del", ns], check=False)
+            for ns in made:
+                net.ns_del(ns)
             t3 = time.monotonic()
         return {"up_s": t1 - t0, "down_s": t3 - t2}
 
@@ -503,34 +511,22 @@ def _read_event(proc: subprocess.Popen, event: str, timeout: float) -> dict:
 def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False) -> dict:
     """Run ``invoke ARGS`` as a user would, timing each progress line it prints on stderr
     ('tcplab: ...'), so the steps of ``up`` can be told apart."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen(INVOKE + args, cwd=PROJECT_ROOT, stdout=subprocess.PIPE
-                            if capture_stdout else subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
     marks = []
-    stdout_chunks = []
-    try:
-        import threading
-        if capture_stdout:
-            th = threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()),
-                                  daemon=True)
-            th.start()
-        for line in proc.stderr:
-            marks.append((time.monotonic() - t0, line.rstrip()))
-        proc.wait(timeout)
-        if capture_stdout:
-            th.join(5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    wall = time.monotonic() - t0
-    if proc.returncode != 0:
+    with tempfile.TemporaryFile("w+") as out:
+        t0 = time.monotonic()
+        r = stream(INVOKE + args, show=lambda line: marks.append((time.monotonic() - t0,
+                                                                 line.rstrip())),
+                   stdout=out if capture_stdout else subprocess.DEVNULL, timeout=timeout,
+                   cwd=PROJECT_ROOT, what=f"invoke {' '.join(args)}", check=False)
+        wall = time.monotonic() - t0
+        out.seek(0)
+        stdout = out.read()
+    if r.returncode != 0:
         tail = " / ".join(m[1] for m in marks[-3:])
-        raise LabError(f"`invoke {' '.join(args)}` exited {proc.returncode}: {tail}")
+        raise LabError(f"`invoke {' '.join(args)}` exited {r.returncode}: {tail}")
     res = {"argv": args, "wall_s": wall, "marks": marks, "steps": up_steps(marks, wall)}
     if capture_stdout:
-        res["stdout"] = "".join(stdout_chunks)
+        res["stdout"] = stdout
     return res
 
 
