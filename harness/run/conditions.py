@@ -26,16 +26,6 @@ from harness.judge.scenario import Condition, Scenario
 from harness.util import LabError
 
 COMMENT = "tcplab-condition"
-CLASSIC_ISN = 0xAAAABBBB
-
-
-def responder_isn(scn: Scenario) -> int | None:
-    args = list(scn.responder_args)
-    if "--isn" in args:
-        return int(args[args.index("--isn") + 1], 0)
-    if "--classic" in args:
-        return CLASSIC_ISN
-    return None
 
 
 def iptables_rules(cond: Condition, scn: Scenario, client_ip: str,
@@ -48,7 +38,7 @@ def iptables_rules(cond: Condition, scn: Scenario, client_ip: str,
         spec = ["OUTPUT", "-p", "tcp", "-d", client_ip, "--sport", str(port)]
         offset = 4                                    # the TCP seq field
     if cond.field:
-        isn = responder_isn(scn)
+        isn = scn.isn
         if isn is None:
             raise LabError(f"condition {cond.text!r} needs a fixed ISN (--isn N)")
         absolute = (isn + cond.value) & 0xFFFFFFFF
