@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from harness.judge.scenario import Step
+from harness.judge.scenario import NC_PATH, Step
 from harness.util import PROJECT_ROOT, LabError
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -75,7 +75,7 @@ def client_argv(backend, scn, port: int) -> list:
     """The command line that runs the scenario's client on the host side."""
     pre = backend.host_exec_prefix()
     if scn.client == "nc":
-        return pre + ["nc", *scn.client_args, backend.vm_ip, str(port)]
+        return pre + [NC_PATH, *scn.client_args, backend.vm_ip, str(port)]
     if scn.client == "scapy" and not pre:
         raise LabError("the scapy client needs a lab host namespace (netns or qemu backend): "
                        "it adds an iptables rule there, and never on your own host")

@@ -172,7 +172,7 @@ class _Backend:
 def test_client_command_lines():
     nc = parse('responder: --app hello\nclient: nc -q 1\nstdin: ""\n')
     assert client_argv(_Backend(["ip", "netns", "exec", "x-host"]), nc, 80) == [
-        "ip", "netns", "exec", "x-host", "nc", "-q", "1", "192.168.56.100", "80"]
+        "ip", "netns", "exec", "x-host", "/bin/nc.openbsd", "-q", "1", "192.168.56.100", "80"]
     py = parse('responder: --app hello\nclient: python --nodelay\nscript: send "a\\0"; recv 2\n')
     argv = client_argv(_Backend(["ip", "netns", "exec", "x-host"]), py, 80)
     assert argv[4:7] == [argv[4], "-m", "harness.run.clients"] and "--nodelay" in argv
