@@ -42,6 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.lab import LAB_PORT, get_backend
+from harness.lab.firewall import Firewall, local, port_rst_rule
 from harness.lab.provision import bring_up
 from harness.util import PROJECT_ROOT, LabError, progress, require_root, run
 
@@ -243,20 +244,9 @@ class Bench:
 
     def rst_rule(self, port: int):
         """The Scapy responder's own RST block, in the VM namespace, for the ``with`` body."""
-        rule = ["OUTPUT", "-p", "tcp", "--sport", str(port), "--tcp-flags", "RST", "RST",
-                "-j", "DROP"]
-        ipt = self.b.vm_exec_prefix() + ["iptables"]
-        b = self
-
-        class _Rule:
-            def __enter__(self):
-                run(ipt + ["-I", *rule], what="iptables -I (bench RST rule)")
-                b.log(f"  RST rule for port {port} added in {b.b.vm_ns}")
-
-            def __exit__(self, *exc):
-                while run(ipt + ["-C", *rule], check=False).returncode == 0:
-                    run(ipt + ["-D", *rule], what="iptables -D (bench RST rule)")
-        return _Rule()
+        self.log(f"  RST rule for port {port} in {self.b.vm_ns}")
+        return Firewall(local(self.b.vm_exec_prefix())).applied([port_rst_rule(port)],
+                                                                first=True)
 
     # --- item 2 -------------------------------------------------------------------------
     def item_http(self) -> dict:

@@ -14,12 +14,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-from harness.lab import LAB_PORT, RST_MARK, Backend
+from harness.lab import LAB_PORT, Backend
+from harness.lab.firewall import Firewall, over_ssh, rst_rule
 from harness.run.ssh import LabSSH, check_login
 from harness.util import LabError
 
-RST_RULE = (f"OUTPUT -p tcp --sport {LAB_PORT} --tcp-flags RST RST "
-            f"-m mark ! --mark {hex(RST_MARK)} -j DROP")
 TOOLS = ("ip", "iptables", "ethtool", "nc", "tshark", "dumpcap", "tcpdump", "ssh")
 
 
@@ -82,8 +81,9 @@ def diagnose(backend: Backend) -> list[Check]:
             add(Check("vm offload", tx.startswith("off"), f"{dev} tx-checksumming: {tx}",
                       "the responder computes its own checksums, but the VM kernel's packets "
                       f"would show wrong checksums in captures; fix: ethtool -K {dev} tx off"))
-        rule = ssh.run(f"iptables -C {RST_RULE}", check=False)
-        add(Check("rst block", rule.status == 0, f"iptables -C {RST_RULE}: exit {rule.status}",
+        there = Firewall(over_ssh(ssh)).check(rst_rule())
+        add(Check("rst block", there, f"iptables -C {rst_rule()}: "
+                  f"{'present' if there else 'missing'}",
                   "without it the VM kernel answers the client's SYN with a RST (it has no "
                   "socket on the port) faster than the responder's SYN+ACK, and nc is refused; "
                   "re-provision with `invoke up`"))

@@ -33,10 +33,10 @@ import time
 from dataclasses import dataclass
 
 from harness.judge.scenario import NC_PATH, Step
+from harness.lab.firewall import PEER_MARK, Firewall, local, peer_rst_rule
 from harness.util import PROJECT_ROOT, LabError
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
-PEER_MARK = 0x5F          # the Scapy peer's own packets (the responder's are 0x5e)
 #: ``scapy --delayed-ack``: how long the peer sits on an ACK.  Between Linux's 40 ms and BSD's
 #: 200 ms, and shorter than the responder's own 200 ms, so that the two timers never race.
 SCAPY_DELAYED_ACK = 0.08
@@ -222,12 +222,11 @@ class ScapyPeer:
         self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.tx.setsockopt(socket.SOL_SOCKET, SO_MARK, PEER_MARK)
         # the kernel's RSTs from our port are dropped; ours (marked) pass
-        self.rule = ["OUTPUT", "-p", "tcp", "-s", self.src, "--sport", str(self.sport), "-d",
-                     host, "--dport", str(port), "--tcp-flags", "RST", "RST", "-m", "mark",
-                     "!", "--mark", hex(PEER_MARK), "-j", "DROP"]
+        self.rule = peer_rst_rule(self.src, self.sport, host, port)
+        self.firewall = Firewall(local())
 
     def __enter__(self):
-        subprocess.run(["iptables", "-I", *self.rule], check=True, capture_output=True)
+        self.firewall.add(self.rule, first=True)
         self.thread = threading.Thread(target=self._receive, daemon=True)
         self.thread.start()
         return self
@@ -237,7 +236,7 @@ class ScapyPeer:
         self.thread.join(timeout=2)
         if self.ack_timer is not None:
             self.ack_timer.cancel()
-        subprocess.run(["iptables", "-D", *self.rule], capture_output=True)
+        self.firewall.delete(self.rule)
         self.rx.close()
         self.tx.close()
 
@@ -383,7 +382,7 @@ def main(argv=None) -> int:
         else:
             res = scapy_client(opts.host, opts.port, steps,
                                delayed_ack=SCAPY_DELAYED_ACK if opts.delayed_ack else 0.0)
-    except (OSError, TimeoutError, subprocess.CalledProcessError) as e:
+    except (OSError, TimeoutError, LabError) as e:
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
         return 1
     print(json.dumps(res), flush=True)

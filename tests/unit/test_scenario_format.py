@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from harness.run.clients import client_argv, steps_from_json, steps_to_json
-from harness.run.conditions import iptables_rules
+from harness.lab.firewall import drop_rules
 from harness.judge.scenario import Condition, CounterCheck, Step, list_scenarios, load_scenario
 from tests.unit.test_scenario import error as _error, parse as _parse
 
@@ -146,17 +146,17 @@ def test_iptables_rules_for_drops():
     sc = parse("responder: --app echo --isn 1000\nconditions: drop c>s ack 6 first 3; "
                "drop s>c first 2\n")
     first, second = sc.condition_list
-    rules = iptables_rules(first, sc, "192.168.56.1")
+    rules = [r.args() for r in drop_rules(first, sc.isn, "192.168.56.1")]
     assert len(rules) == 3 and rules[0] == rules[2]
     r = rules[0]
     assert r[:6] == ["INPUT", "-p", "tcp", "-s", "192.168.56.1", "--dport"]
     assert "0>>22&0x3C@8=0x3ee" in r                    # 1000 + 6, the TCP ack field
     assert r[r.index("--mode") + 1] == "nth" and r[-2:] == ["-j", "DROP"]
-    rules = iptables_rules(second, sc, "192.168.56.1")
+    rules = [r.args() for r in drop_rules(second, sc.isn, "192.168.56.1")]
     assert len(rules) == 2 and rules[0][0] == "OUTPUT" and "-m u32" not in " ".join(rules[0])
     classic = parse("responder: --app hello --classic\nconditions: drop s>c seq 1 first 1\n")
-    assert "0>>22&0x3C@4=0xaaaabbbc" in iptables_rules(classic.condition_list[0], classic,
-                                                        "192.168.56.1")[0]
+    assert "0>>22&0x3C@4=0xaaaabbbc" in drop_rules(classic.condition_list[0], classic.isn,
+                                                    "192.168.56.1")[0].args()
 
 
 class _Backend:
@@ -216,13 +216,13 @@ def test_conditions_are_added_then_removed_even_on_failure():
     ssh = _SSH()
     with pytest.raises(RuntimeError):
         with Conditions(ssh, sc, "192.168.56.1"):
-            assert sum(c.startswith("iptables -A INPUT") for c in ssh.commands) == 2
+            assert sum(c.startswith("iptables -w 10 -A INPUT") for c in ssh.commands) == 2
             raise RuntimeError("the client broke")
-    assert sum(c.startswith("iptables -D INPUT") for c in ssh.commands) == 2
+    assert sum(c.startswith("iptables -w 10 -D INPUT") for c in ssh.commands) == 2
     sc = parse("responder: --app echo --isn 1000\n"
                "conditions: drop s>c first 1; delay 100ms\n")
     ssh = _SSH()
     with pytest.raises(LabError, match="needs tc netem"):
         with Conditions(ssh, sc, "192.168.56.1"):
             pass
-    assert ssh.commands[-1].startswith("iptables -D OUTPUT")       # the drop rule went again
+    assert ssh.commands[-1].startswith("iptables -w 10 -D OUTPUT")  # the drop rule went again
