@@ -17,7 +17,7 @@
 The Python and Scapy clients run as ``python -m harness.run.clients KIND ...`` under the backend's
 host-side exec prefix (inside the lab's host namespace), and print one JSON line: what they
 received, a log of their steps and any error.  :func:`run_client` hides all three behind one
-call.
+call, and :func:`run_clients` runs a scenario's ``clients: N`` copies of it at once.
 """
 
 from __future__ import annotations
@@ -61,6 +61,13 @@ class ClientRun:
             return bytes.fromhex(self.report.get("received", ""))
         return self.stdout
 
+    def to_dict(self) -> dict:
+        """For result.json."""
+        return {"argv": self.argv, "status": self.status, "held": self.held,
+                "seconds": round(self.seconds, 3), "report": self.report,
+                "received_bytes": len(self.received),
+                "stderr": self.stderr.decode(errors="replace")[-2000:]}
+
 
 def steps_to_json(steps) -> str:
     return json.dumps([[s.kind, s.arg.hex() if isinstance(s.arg, bytes) else s.arg]
@@ -84,6 +91,27 @@ def client_argv(backend, scn, port: int) -> list:
                   *scn.client_args]
 
 
+def run_clients(backend, scn, port: int, timeout: float) -> list[ClientRun]:
+    """The scenario's ``clients: N`` copies of its client, started together, each on its own
+    connection (each its own process, so its own source port); results in start order."""
+    if scn.clients == 1:
+        return [run_client(backend, scn, port, timeout)]
+    results: list = [None] * scn.clients
+
+    def one(i: int) -> None:
+        results[i] = run_client(backend, scn, port, timeout)
+    threads = [threading.Thread(target=one, args=(i,), name=f"tcplab-client-{i + 1}")
+               for i in range(scn.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    missing = [i + 1 for i, r in enumerate(results) if r is None]
+    if missing:
+        raise LabError(f"client(s) {missing} of {scn.clients} could not be run")
+    return results
+
+
 def run_client(backend, scn, port: int, timeout: float) -> ClientRun:
     """Run the scenario's client to its end (or until ``hold``/``timeout``)."""
     argv = client_argv(backend, scn, port)
@@ -92,66 +120,78 @@ def run_client(backend, scn, port: int, timeout: float) -> ClientRun:
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=PROJECT_ROOT)
     out: dict = {}
-    readers = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()),
+    done = threading.Event()                  # the run is over: the feeder stops sleeping
+    threads = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()),
                                 daemon=True) for k, f in (("out", proc.stdout),
                                                           ("err", proc.stderr))]
-    for r in readers:
-        r.start()
+    if scn.client == "nc":
+        threads.append(threading.Thread(target=_feed_nc, args=(proc, scn, done), daemon=True))
+    else:
+        proc.stdin.close()
+    for t in threads:
+        t.start()
     try:
-        if scn.client == "nc":
-            _feed_nc(proc, scn)
-        else:
-            proc.stdin.close()
         limit = scn.hold if scn.hold is not None else timeout
         try:
-            run.status = proc.wait(timeout=max(0.0, limit - (time.monotonic() - t0)))
+            run.status = proc.wait(timeout=max(0.0, min(limit, timeout)))
             run.held = False
         except subprocess.TimeoutExpired:
             run.held = True
-            proc.kill()
-            proc.wait()
-            run.status = None
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for r in readers:
-            r.join(timeout=5)
-        for f in (proc.stdin, proc.stdout, proc.stderr):
-            if f is not None and not f.closed:
-                try:
-                    f.close()
-                except OSError:
-                    pass
+        done.set()
+        _end(proc, threads)
     run.seconds = time.monotonic() - t0
     run.stdout, run.stderr = out.get("out", b""), out.get("err", b"")
     if scn.client != "nc":
-        lines = [l for l in run.stdout.splitlines() if l.startswith(b"{")]
-        if lines:
-            try:
-                run.report = json.loads(lines[-1])
-            except ValueError:
-                run.report = None
+        run.report = _report(run.stdout)
     if run.held and scn.hold is None:
         run.stderr += (f"\ntcplab: the client did not finish within {timeout:g} s; it was "
                        f"stopped").encode()
     return run
 
 
-def _feed_nc(proc, scn) -> None:
+def _end(proc, threads) -> None:
+    """Kill the client if it still runs, reap it, let the readers finish, close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for t in threads:
+        t.join(timeout=5)
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None and not f.closed:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def _report(stdout: bytes) -> dict | None:
+    """The python/scapy client's JSON line (its last line starting with ``{``)."""
+    lines = [line for line in stdout.splitlines() if line.startswith(b"{")]
+    if not lines:
+        return None
+    try:
+        return json.loads(lines[-1])
+    except ValueError:
+        return None
+
+
+def _feed_nc(proc, scn, done: threading.Event) -> None:
+    """nc's stdin: the scenario's ``stdin``, or its script's sends with the sleeps between
+    them; stops at once when the run is over (``done``)."""
     try:
         if scn.script:
             for step in scn.script:
                 if step.kind == "send":
                     proc.stdin.write(step.arg)
                     proc.stdin.flush()
-                elif step.kind == "sleep":
-                    time.sleep(step.arg)
+                elif step.kind == "sleep" and done.wait(step.arg):
+                    return
         else:
             proc.stdin.write(scn.stdin)
         proc.stdin.close()
-    except BrokenPipeError:
-        pass
+    except (BrokenPipeError, ValueError, OSError):
+        pass          # nc has gone (or was stopped): nothing more to feed
 
 
 # ------------------------------------------------------------------ inside the host namespace
