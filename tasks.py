@@ -182,8 +182,9 @@ def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood
 
 
 def _flood(count: int, prefix: str) -> None:
-    """The SYN flood (harness.stress.fuzz.flood_run) with its figures as JSON; exit 1 if it failed."""
-    from harness.stress.fuzz import flood_run
+    """The SYN flood (harness.stress.flood.flood_run) with its figures as JSON; exit 1 if it
+    failed."""
+    from harness.stress.flood import flood_run
     try:
         res = flood_run(count, prefix)
     except LabError as e:
@@ -212,7 +213,8 @@ def box(c):
             "prefix": "lab name for --flood and --soak (default relfuzz)"})
 def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix="relfuzz"):
     """Fuzz the responder's receive path (>= 10^6 inputs), or run the full flood or a soak."""
-    from harness.stress.fuzz import fuzz as run_fuzz, soak as run_soak
+    from harness.stress.fuzz import fuzz as run_fuzz
+    from harness.stress.soak import soak as run_soak
     if flood:
         return _flood(flood, prefix)
     try:

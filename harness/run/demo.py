@@ -185,7 +185,7 @@ def prepare(backend: Backend, scenario_name: str, *, fault, runs_dir, verbose, c
 def exchange(run: Run) -> None:
     """Responder up, capture live, conditions in force, the clients run; then everything
     stopped (also on failure) and the responder's log and counters kept."""
-    b, scn, launcher = run.backend, run.scn, run.launcher
+    b, launcher = run.backend, run.launcher
     run.argv = launcher.argv(b)
     t0 = time.monotonic()
     ssh = LabSSH(b.ssh_endpoint())
