@@ -4,6 +4,7 @@
     invoke down [--prefix tcplab]                   remove everything the lab made
     invoke status [--json]                          what exists, does SSH answer
     invoke demo [--scenario hello]                  run a scenario end to end and check it
+    invoke lessons [--backend B] [--only a,b]       run every lesson for the backend: one table
     invoke scenarios                                the lessons: every scenario, one line each
     invoke doctor                                   check the lab piece by piece, explain failures
     invoke test [--quick]                           the test suite (pytest)
@@ -27,10 +28,19 @@ sys.path.insert(0, str(ROOT))
 
 from harness.lab import BACKENDS, DEFAULT_PREFIX, get_backend  # noqa: E402
 from harness.util import LabError  # noqa: E402
+from responder.contract import FAULTS  # noqa: E402
 
 BACKEND_HELP = f"lab backend: {', '.join(BACKENDS)} (default netns)"
 PREFIX_HELP = f"lab name, 1-10 lowercase letters/digits (default {DEFAULT_PREFIX}); " \
               f"several labs can exist at once"
+PROVIDER_HELP = ("with --backend vagrant: virtualbox or libvirt (default: virtualbox when "
+                 "VBoxManage exists, else libvirt)")
+
+
+def _provider(backend: str, provider: str | None) -> dict:
+    if provider and backend != "vagrant":
+        raise Exit("tcplab: error: --provider goes with --backend vagrant", code=1)
+    return {"provider": provider} if provider else {}
 
 
 def _fail(e: Exception) -> Exit:
@@ -45,15 +55,11 @@ def _backend(backend: str, prefix: str, **kw):
 
 
 @task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP,
-            "verbose": "show Ansible's whole output",
-            "provider": "with --backend vagrant: virtualbox or libvirt (default: virtualbox "
-                        "when VBoxManage exists, else libvirt)"})
+            "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP})
 def up(c, backend="netns", prefix=DEFAULT_PREFIX, verbose=False, provider=None):
     """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
     from harness.lab.provision import bring_up
-    if provider and backend != "vagrant":
-        raise Exit("tcplab: error: --provider goes with --backend vagrant", code=1)
-    b = _backend(backend, prefix, **({"provider": provider} if provider else {}))
+    b = _backend(backend, prefix, **_provider(backend, provider))
     try:
         with b.locked():
             res = bring_up(b, verbose=verbose, force=True)
@@ -98,16 +104,24 @@ def status_(c, backend="netns", prefix=DEFAULT_PREFIX, json_=False):
 
 
 @task(help={"scenario": "scenario name (scenarios/NAME.scn) or path (default hello)",
-            "backend": BACKEND_HELP, "prefix": PREFIX_HELP,
-            "fault": "inject a responder fault (e.g. bad-checksum, wrong-seq) to see a "
+            "backend": BACKEND_HELP, "prefix": PREFIX_HELP, "provider": PROVIDER_HELP,
+            "fault": "inject a responder fault (one of: " + ", ".join(FAULTS) + ") to see a "
                      "mismatch reported",
             "verbose": "show Ansible's whole output"})
-def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None,
+def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, provider=None, fault=None,
          verbose=False):
-    """Run a scenario end to end: responder in the VM, nc on the host, capture, check."""
-    from harness.run.demo import run_demo
-    b = _backend(backend, prefix)
+    """Run a scenario end to end: responder in the VM, nc on the host, capture, check.
+
+    A scenario whose `backends:` leaves this backend out (or whose client this backend cannot
+    drive) is skipped: one line, exit 0."""
+    from harness.run.demo import check_fault, load, run_demo, skip_reason
+    b = _backend(backend, prefix, **_provider(backend, provider))
     try:
+        check_fault(fault)
+        why = skip_reason(load(scenario), b)
+        if why:
+            print(f"tcplab: skipped: scenario {scenario} on {backend}: {why}")
+            return
         with b.locked():
             res = run_demo(b, scenario, fault=fault, verbose=verbose)
     except LabError as e:
@@ -122,6 +136,35 @@ def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None
     if not res.ok:
         raise Exit(f"tcplab: MISMATCH: {res.reason}", code=1)
     print(f"tcplab: MATCH: scenario {res.scenario} passed")
+
+
+@task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP, "provider": PROVIDER_HELP,
+            "only": "comma-separated lesson names (default: every shipped lesson), e.g. "
+                    "hello,miniweb",
+            "verbose": "show Ansible's whole output"})
+def lessons(c, backend="netns", prefix=DEFAULT_PREFIX, provider=None, only="", verbose=False):
+    """Run every shipped lesson that applies to the backend; print one table; exit 1 on a failure.
+
+    Brings the lab up (idempotent) and holds it for the whole run.  Each lesson is a demo with
+    its own run folder under runs/.  A lesson whose scenario leaves this backend out
+    (`backends:`), or whose client the backend cannot drive (the Scapy peer needs a lab host
+    namespace, which VirtualBox does not have), is skipped with the reason, never failed."""
+    from harness.lab.provision import bring_up
+    from harness.run.lessons import format_table, run_lessons, select
+    b = _backend(backend, prefix, **_provider(backend, provider))
+    try:
+        names = select(only)
+        with b.locked():
+            bring_up(b, verbose=verbose)
+            results = run_lessons(b, names)
+    except LabError as e:
+        raise _fail(e)
+    print(format_table(results, backend=backend))
+    bad = [r.name for r in results if r.failed]
+    if bad:
+        raise Exit(f"tcplab: lessons: {len(bad)} of {len(results)} failed: {', '.join(bad)}",
+                   code=1)
+    print(f"tcplab: lessons: every lesson for {backend} passed")
 
 
 @task
@@ -229,4 +272,4 @@ def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix=
         raise Exit("tcplab: fuzz/flood/soak found a problem (see above)", code=1)
 
 
-ns = Collection(up, down, status_, demo, scenarios, doctor, test, bench, box, fuzz)
+ns = Collection(up, down, status_, demo, lessons, scenarios, doctor, test, bench, box, fuzz)
