@@ -56,9 +56,17 @@ class Verdict:
     client: str = ""                                   # "192.168.56.1.40000", tcpdump style
     server: str = ""                                   # "192.168.56.100.80"
     not_applicable: list = field(default_factory=list)  # checks that could not apply, and why
+    connections: list = field(default_factory=list)    # Verdict per connection (clients: N)
 
     def __bool__(self):
         return self.ok
+
+    @property
+    def clients(self) -> list[str]:
+        """Every judged connection's client end, in order (one for a one-client scenario)."""
+        if self.connections:
+            return [c.client for c in self.connections]
+        return [self.client] if self.client else []
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "reason": self.reason, "failures": list(self.failures),
@@ -66,15 +74,27 @@ class Verdict:
                 "notes": {str(k): v for k, v in sorted(self.notes.items())},
                 "bad_packets": sorted(self.bad_packets),
                 "client": self.client, "server": self.server,
-                "not_applicable": list(self.not_applicable)}
+                "not_applicable": list(self.not_applicable),
+                "connections": [{"client": c.client, "ok": c.ok, "reason": c.reason,
+                                 "failures": list(c.failures),
+                                 "lines": [r.to_dict() for r in c.lines]}
+                                for c in self.connections]}
 
 
 # ---------------------------------------------------------------- the matcher
 
+#: The note of a packet that belongs to no connection the scenario judges.
+OTHER_CONNECTION = "not this connection (ignored)"
+
+
 class _Judge:
-    def __init__(self, scenario: Scenario, conv: Conv):
+    """Judges one connection against every expect line; ``tag`` names the connection in every
+    message when a scenario has several (``connection 2``)."""
+
+    def __init__(self, scenario: Scenario, conv: Conv, tag: str = ""):
         self.sc = scenario
         self.conv = conv
+        self.tag = tag
         self.results = [LineResult(e) for e in scenario.expects]
         self.failures: list[tuple[float, str]] = []
         self.notes: dict[int, list[str]] = {}
@@ -86,7 +106,7 @@ class _Judge:
         self.notes.setdefault(p.number, []).append(text)
 
     def where(self, e: Expect) -> str:
-        return f"{self.sc.filename}:{e.lineno}"
+        return f"{self.sc.filename}:{e.lineno}" + (f" ({self.tag})" if self.tag else "")
 
     def pkt_name(self, p: Pkt) -> str:
         side = "s>c" if self.conv.is_server(p) else "c>s"
@@ -291,9 +311,10 @@ class _Judge:
                              f"packet {prev.number}", p)
             prev = p
 
-    def verdict(self) -> Verdict:
-        for p in self.conv.others:
-            self.note(p, "not this connection (ignored)")
+    def verdict(self, others: bool = True) -> Verdict:
+        """The verdict of this connection (``others``: note the other packets as ignored)."""
+        for p in self.conv.others if others else ():
+            self.note(p, OTHER_CONNECTION)
         for p in self.conv.pkts:
             if p.number not in self.used and p.number not in self.notes:
                 self.note(p, "extra client ACK (allowed)" if p.is_pure_ack
@@ -329,15 +350,52 @@ def _analysis_note(p: Pkt) -> str:
 
 def match(scenario: Scenario, packets: list[Pkt], client_ip: str = "192.168.56.1",
           server_ip: str = "192.168.56.100", server_port: int = 80) -> Verdict:
-    """Judge ``packets`` (from :func:`harness.dissect.read_pcap`) against ``scenario``."""
+    """Judge ``packets`` (from :func:`harness.judge.dissect.read_pcap`) against ``scenario``:
+    its one connection, or with ``clients: N`` each of the first N connections separately
+    against every expect line."""
     packets = renumber(packets, client_ip, server_ip, server_port)
-    conv = Conv(packets, client_ip, server_ip, server_port)
-    judge = _Judge(scenario, conv)
+    if scenario.clients == 1:
+        return _judge(scenario, Conv(packets, client_ip, server_ip, server_port))
+    ports = client_ports(packets, client_ip, server_ip, server_port)[:scenario.clients]
+    parts = [_judge(scenario, Conv(packets, client_ip, server_ip, server_port, port),
+                    f"connection {i}", others=False) for i, port in enumerate(ports, 1)]
+    return _combine(scenario, packets, parts, f"{server_ip}.{server_port}")
+
+
+def _judge(scenario: Scenario, conv: Conv, tag: str = "", others: bool = True) -> Verdict:
+    judge = _Judge(scenario, conv, tag)
     judge.server()
     judge.client()
     judge.timing()
     judge.server_timestamps()
-    return judge.verdict()
+    return judge.verdict(others)
+
+
+def _combine(scenario: Scenario, packets: list[Pkt], parts: list[Verdict],
+             server: str) -> Verdict:
+    """One verdict for ``clients: N``: every connection's notes and failures (each names its
+    connection); the lines are the first connection's; a missing connection fails."""
+    n, name = scenario.clients, scenario.filename
+    notes: dict = {}
+    bad: set = set()
+    failures: list = []
+    for v in parts:
+        notes.update(v.notes)
+        bad |= v.bad_packets
+        failures += v.failures
+    for p in packets:
+        notes.setdefault(p.number, [OTHER_CONNECTION])
+    if len(parts) < n:
+        failures.append(f"{name}: clients: expected {n} connections (clients: {n}), the "
+                        f"capture has {len(parts)}")
+    if failures:
+        reason = failures[0] + (f" (+{len(failures) - 1} more)" if len(failures) > 1 else "")
+    else:
+        reason = (f"{name}: all {len(scenario.expects)} lines matched on each of the {n} "
+                  f"connections")
+    lines = parts[0].lines if parts else [LineResult(e) for e in scenario.expects]
+    return Verdict(not failures, reason, lines, notes, failures, bad,
+                   client=parts[0].client if parts else "", server=server, connections=parts)
 
 
 # ---------------------------------------------------------------- checks beyond the packets

@@ -51,6 +51,8 @@ BROKEN = [
     ("close-states-simultaneous", {"fault": "no-time-wait"}, "TIME-WAIT"),
     ("challenge-ack", {"fault": "no-challenge-ack"}, "challenge-ack.scn:"),
     ("miniweb", {"fault": "bad-checksum"}, "checksum"),
+    # the lecture's naive program answers whatever packet came last: two clients confuse it
+    ("two-clients", {"responder": "--app hello --classic"}, "(connection "),
 ]
 
 
