@@ -1,4 +1,4 @@
-"""harness.dissect against the lecture's packets: read_pcap must give what tcpdump printed.
+"""harness.judge.dissect against the lecture's packets: read_pcap must give what tcpdump printed.
 
 The pcaps are built offline from the notes' hex (responder/lecture.py), framed in Ethernet
 the way a capture on vboxnet0 would be.  The helpers here (``write_pcap``, ``lecture_frames``,

@@ -1,4 +1,4 @@
-"""harness.match: the lecture's capture against classic.scn, mutations of it that must fail at
+"""harness.judge.match: the lecture's capture against classic.scn, mutations of it that must fail at
 the right line, packet and field, and synthetic hello exchanges (built with Scapy) whose
 client-side variants must all pass."""
 

@@ -1,4 +1,4 @@
-"""harness.match, the parts the lessons added: relative timing ("each retransmission twice the
+"""harness.judge.match, the parts the lessons added: relative timing ("each retransmission twice the
 one before"), client ACK lines that name one packet each (window probes, duplicate ACKs), a
 client retransmission that a line expects, renumbering from the connection's own ISNs (a
 mid-connection SYN), measurements, and the run checks (states, counters, hold).

@@ -1,4 +1,4 @@
-"""harness.scenario: the shipped scenarios parse; every malformed line is refused with file,
+"""harness.judge.scenario: the shipped scenarios parse; every malformed line is refused with file,
 line and field."""
 
 from __future__ import annotations

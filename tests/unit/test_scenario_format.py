@@ -1,6 +1,7 @@
-"""harness.scenario: the format's additions for the lessons -- client kinds and scripts, hold,
-linger, counters, states, measure, conditions, relative timing -- and what they refuse (file,
-line, field); harness.conditions' iptables rules and harness.run.clients' command lines."""
+"""harness.judge.scenario: the format's additions for the lessons -- client kinds and scripts,
+hold, linger, counters, states, measure, conditions, relative timing -- and what they refuse
+(file, line, field); harness.lab.firewall's drop rules, harness.run.conditions, and
+harness.run.clients' command lines."""
 
 from __future__ import annotations
 
