@@ -4,6 +4,7 @@
     invoke down [--prefix tcplab] [--all]           remove everything the lab (or every lab) made
     invoke status [--json] [--all]                  what exists, does SSH answer
     invoke demo [--scenario hello]                  run a scenario end to end and check it
+    invoke lessons [--backend B] [--only a,b]       run every lesson for the backend: one table
     invoke scenarios                                the lessons: every scenario, one line each
     invoke doctor                                   check the lab piece by piece, explain failures
     invoke test [--quick]                           the test suite (pytest)
@@ -25,25 +26,26 @@ from invoke import Collection, Exit, task
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness.lab import BACKENDS, DEFAULT_PREFIX, get_backend  # noqa: E402
+from harness.lab import BACKENDS, DEFAULT_PREFIX  # noqa: E402
 from harness.util import LabError  # noqa: E402
+from responder.contract import FAULTS  # noqa: E402
 
-BACKEND_HELP = f"lab backend: {', '.join(BACKENDS)} (default netns)"
 LAB_BACKEND_HELP = f"lab backend: {', '.join(BACKENDS)} (default: the one that made the lab, " \
                    f"netns for a new one)"
 PREFIX_HELP = f"lab name, 1-10 lowercase letters/digits (default {DEFAULT_PREFIX}); " \
               f"several labs can exist at once"
+PROVIDER_HELP = ("with --backend vagrant: virtualbox or libvirt (default: virtualbox when "
+                 "VBoxManage exists, else libvirt)")
+
+
+def _provider(backend: str, provider: str | None) -> dict:
+    if provider and backend != "vagrant":
+        raise Exit("tcplab: error: --provider goes with --backend vagrant", code=1)
+    return {"provider": provider} if provider else {}
 
 
 def _fail(e: Exception) -> Exit:
     return Exit(f"tcplab: error: {e}", code=1)
-
-
-def _backend(backend: str, prefix: str, **kw):
-    try:
-        return get_backend(backend, prefix, **kw)
-    except LabError as e:
-        raise _fail(e)
 
 
 def _lab(backend: str | None, prefix: str, **kw):
@@ -56,15 +58,11 @@ def _lab(backend: str | None, prefix: str, **kw):
 
 
 @task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
-            "verbose": "show Ansible's whole output",
-            "provider": "with --backend vagrant: virtualbox or libvirt (default: virtualbox "
-                        "when VBoxManage exists, else libvirt)"})
+            "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP})
 def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None):
     """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
     from harness.lab.provision import bring_up
-    if provider and backend != "vagrant":
-        raise Exit("tcplab: error: --provider goes with --backend vagrant", code=1)
-    b = _lab(backend, prefix, **({"provider": provider} if provider else {}))
+    b = _lab(backend, prefix, **_provider(backend, provider))
     try:
         with b.locked():
             res = bring_up(b, verbose=verbose, force=True)
@@ -141,16 +139,24 @@ def _status_all(as_json: bool) -> None:
 
 
 @task(help={"scenario": "scenario name (scenarios/NAME.scn) or path (default hello)",
-            "backend": BACKEND_HELP, "prefix": PREFIX_HELP,
-            "fault": "inject a responder fault (e.g. bad-checksum, wrong-seq) to see a "
+            "backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP, "provider": PROVIDER_HELP,
+            "fault": "inject a responder fault (one of: " + ", ".join(FAULTS) + ") to see a "
                      "mismatch reported",
             "verbose": "show Ansible's whole output"})
-def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None,
+def demo(c, scenario="hello", backend=None, prefix=DEFAULT_PREFIX, provider=None, fault=None,
          verbose=False):
-    """Run a scenario end to end: responder in the VM, nc on the host, capture, check."""
-    from harness.run.demo import run_demo
-    b = _backend(backend, prefix)
+    """Run a scenario end to end: responder in the VM, nc on the host, capture, check.
+
+    A scenario whose `backends:` leaves this backend out (or whose client this backend cannot
+    drive) is skipped: one line, exit 0."""
+    from harness.run.demo import check_fault, load, run_demo, skip_reason
+    b = _lab(backend, prefix, **_provider(backend, provider))
     try:
+        check_fault(fault)
+        why = skip_reason(load(scenario), b)
+        if why:
+            print(f"tcplab: skipped: scenario {scenario} on {b.name}: {why}")
+            return
         with b.locked():
             res = run_demo(b, scenario, fault=fault, verbose=verbose)
     except LabError as e:
@@ -167,6 +173,35 @@ def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None
     print(f"tcplab: MATCH: scenario {res.scenario} passed")
 
 
+@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP, "provider": PROVIDER_HELP,
+            "only": "comma-separated lesson names (default: every shipped lesson), e.g. "
+                    "hello,miniweb",
+            "verbose": "show Ansible's whole output"})
+def lessons(c, backend=None, prefix=DEFAULT_PREFIX, provider=None, only="", verbose=False):
+    """Run every shipped lesson that applies to the backend; print one table; exit 1 on a failure.
+
+    Brings the lab up (idempotent) and holds it for the whole run.  Each lesson is a demo with
+    its own run folder under runs/.  A lesson whose scenario leaves this backend out
+    (`backends:`), or whose client the backend cannot drive (the Scapy peer needs a lab host
+    namespace, which VirtualBox does not have), is skipped with the reason, never failed."""
+    from harness.lab.provision import bring_up
+    from harness.run.lessons import format_table, run_lessons, select
+    b = _lab(backend, prefix, **_provider(backend, provider))
+    try:
+        names = select(only)
+        with b.locked():
+            bring_up(b, verbose=verbose)
+            results = run_lessons(b, names)
+    except LabError as e:
+        raise _fail(e)
+    print(format_table(results, backend=b.name))
+    bad = [r.name for r in results if r.failed]
+    if bad:
+        raise Exit(f"tcplab: lessons: {len(bad)} of {len(results)} failed: {', '.join(bad)}",
+                   code=1)
+    print(f"tcplab: lessons: every lesson for {b.name} passed")
+
+
 @task
 def scenarios(c):
     """List the scenarios (the lessons), one line each; run one with invoke demo --scenario NAME."""
@@ -174,11 +209,11 @@ def scenarios(c):
     print(format_lessons())
 
 
-@task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP})
-def doctor(c, backend="netns", prefix=DEFAULT_PREFIX):
+@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP})
+def doctor(c, backend=None, prefix=DEFAULT_PREFIX):
     """Check the lab piece by piece (interfaces, offload, SSH, RST rule, responder, Scapy)."""
     from harness.doctor import diagnose, format_checks
-    b = _backend(backend, prefix)
+    b = _lab(backend, prefix)
     try:
         checks = diagnose(b)
     except LabError as e:
@@ -225,8 +260,9 @@ def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood
 
 
 def _flood(count: int, prefix: str) -> None:
-    """The SYN flood (harness.stress.fuzz.flood_run) with its figures as JSON; exit 1 if it failed."""
-    from harness.stress.fuzz import flood_run
+    """The SYN flood (harness.stress.flood.flood_run) with its figures as JSON; exit 1 if it
+    failed."""
+    from harness.stress.flood import flood_run
     try:
         res = flood_run(count, prefix)
     except LabError as e:
@@ -255,7 +291,8 @@ def box(c):
             "prefix": "lab name for --flood and --soak (default relfuzz)"})
 def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix="relfuzz"):
     """Fuzz the responder's receive path (>= 10^6 inputs), or run the full flood or a soak."""
-    from harness.stress.fuzz import fuzz as run_fuzz, soak as run_soak
+    from harness.stress.fuzz import fuzz as run_fuzz
+    from harness.stress.soak import soak as run_soak
     if flood:
         return _flood(flood, prefix)
     try:
@@ -270,4 +307,4 @@ def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix=
         raise Exit("tcplab: fuzz/flood/soak found a problem (see above)", code=1)
 
 
-ns = Collection(up, down, status_, demo, scenarios, doctor, test, bench, box, fuzz)
+ns = Collection(up, down, status_, demo, lessons, scenarios, doctor, test, bench, box, fuzz)

@@ -41,10 +41,10 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.lab import HOST_IP, LAB_PORT, NETMASK_BITS, RST_MARK, VM_IP, get_backend, net
+from harness.lab import HOST_IP, LAB_PORT, NETMASK_BITS, VM_IP, get_backend, net
+from harness.lab.firewall import Firewall, local, port_rst_rule
 from harness.lab.provision import bring_up
-from harness.util import PROJECT_ROOT, LabError, progress, require_root, run, stream
-from responder.contract import rst_rule
+from harness.util import PROJECT_ROOT, LabError, progress, require_root, stream
 
 from . import micro
 from .procs import NsProcess, cpu_delta, cpu_times, proc_status
@@ -243,22 +243,10 @@ class Bench:
         return {"n": p.hello_n, "c": p.hello_c, "scapy_n": p.scapy_n, "results": res}
 
     def rst_rule(self, port: int):
-        """The Scapy responder's own RST block, in the VM namespace, for the ``with`` body: the
-        lab's rule (:func:`responder.contract.rst_rule`) for its port.  The Scapy responder
-        sends unmarked packets and no RST, so every RST from that port is the kernel's."""
-        rule = rst_rule(port, RST_MARK)
-        ipt = self.b.vm_exec_prefix() + ["iptables"]
-        b = self
-
-        class _Rule:
-            def __enter__(self):
-                run(ipt + ["-I", *rule], what="iptables -I (bench RST rule)")
-                b.log(f"  RST rule for port {port} added in {b.b.vm_ns}")
-
-            def __exit__(self, *exc):
-                while run(ipt + ["-C", *rule], check=False).returncode == 0:
-                    run(ipt + ["-D", *rule], what="iptables -D (bench RST rule)")
-        return _Rule()
+        """The Scapy responder's own RST block, in the VM namespace, for the ``with`` body."""
+        self.log(f"  RST rule for port {port} in {self.b.vm_ns}")
+        return Firewall(local(self.b.vm_exec_prefix())).applied([port_rst_rule(port)],
+                                                                first=True)
 
     # --- item 2 -------------------------------------------------------------------------
     def item_http(self) -> dict:

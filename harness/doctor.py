@@ -15,12 +15,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-from harness.lab import LAB_PORT, RST_MARK, Backend, net
+from harness.lab import LAB_PORT, Backend, net
+from harness.lab.firewall import Firewall, over_ssh, rst_rule
 from harness.run.ssh import LabSSH, check_login
 from harness.util import LabError
-from responder.contract import rst_rule
 
-RST_RULE = shlex.join(rst_rule(LAB_PORT, RST_MARK))
 TOOLS = ("ip", "iptables", "ethtool", "nc", "tshark", "dumpcap", "tcpdump", "ssh")
 
 
@@ -81,8 +80,9 @@ def diagnose(backend: Backend) -> list[Check]:
             add(Check("vm offload", tx.startswith("off"), f"{dev} tx-checksumming: {tx}",
                       "the responder computes its own checksums, but the VM kernel's packets "
                       f"would show wrong checksums in captures; fix: ethtool -K {dev} tx off"))
-        rule = ssh.run(f"iptables -C {RST_RULE}", check=False)
-        add(Check("rst block", rule.status == 0, f"iptables -C {RST_RULE}: exit {rule.status}",
+        there = Firewall(over_ssh(ssh)).check(rst_rule())
+        add(Check("rst block", there, f"iptables -C {rst_rule()}: "
+                  f"{'present' if there else 'missing'}",
                   "without it the VM kernel answers the client's SYN with a RST (it has no "
                   "socket on the port) faster than the responder's SYN+ACK, and nc is refused; "
                   "re-provision with `invoke up`"))

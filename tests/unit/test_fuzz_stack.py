@@ -13,8 +13,9 @@ import tracemalloc
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from harness.stress import fuzz
-from harness.stress.fuzz import CLIENT, SERVER, Escape, HypothesisSource, Session, craft, gen_session
+from harness.stress import fuzz, inputs
+from harness.stress.fuzz import Escape, Session
+from harness.stress.inputs import CLIENT, SERVER, HypothesisSource, craft, gen_session
 from responder import tcp, wire
 
 SLOW = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -51,7 +52,7 @@ def scapy_steps(draw):
 
 
 @settings(max_examples=100, **SLOW)
-@given(st.sampled_from(fuzz.APPS), st.integers(1, 3),
+@given(st.sampled_from(inputs.APPS), st.integers(1, 3),
        st.lists(scapy_steps(), min_size=1, max_size=6))
 def test_scapy_built_segments_on_a_live_connection(app, handshake, steps):
     fuzz.run_session({"app": app, "handshake": handshake, "steps": steps})
@@ -62,7 +63,7 @@ def test_the_lecture_exchange_replayed_with_one_byte_changed(seed):
     """Each lecture packet of the client, one byte at a time set to a random value, into a
     responder that has seen the rest of the exchange."""
     rnd = random.Random(seed)
-    client = [p for p in fuzz.lecture_packets().values() if p[12:16] == CLIENT]
+    client = [p for p in inputs.lecture_packets().values() if p[12:16] == CLIENT]
     for pkt in client:
         for pos in range(len(pkt)):
             s = Session("hello")
