@@ -169,14 +169,23 @@ def test(c, quick=False, k=None, x=False):
             "rounds": "rounds per figure (default 5; quick 2)",
             "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile",
             "flood": "instead: the SYN flood of this many SYNs with legitimate clients during "
-                     "it (same as invoke fuzz --flood; e.g. 100000)"})
-def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood=0):
+                     "it (same as invoke fuzz --flood; e.g. 100000)",
+            "runtime": "the responder's interpreters, side by side: cpython,pypy (default "
+                       "both), or one of them",
+            "profile": "the account of the server's CPU per connection (item profile: "
+                       "perf/strace, softirqs, the RST rule's counter, cProfile, bench.hotpath "
+                       "on each runtime); with --only, added to those items"})
+def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood=0,
+          runtime="cpython,pypy", profile=False):
     """Measure the responder and the lab against references in the same run: table, JSON, plot."""
     if flood:
         return _flood(flood, prefix or "benchflood")
     from bench.runner import run_and_print
     try:
-        run_and_print(quick=quick, backend=backend, prefix=prefix, rounds=rounds, only=only)
+        if profile and not only:
+            only = "profile"
+        run_and_print(quick=quick, backend=backend, prefix=prefix, rounds=rounds, only=only,
+                      runtime=runtime, profile=profile)
     except LabError as e:
         raise _fail(e)
 
