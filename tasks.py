@@ -37,6 +37,22 @@ def _fail(e: Exception) -> Exit:
     return Exit(f"tcplab: error: {e}", code=1)
 
 
+RUNTIME_HELP = ("the responder's interpreter in the VM: cpython (python3, default) or pypy "
+                "(Debian's pypy3, installed by provisioning where the VM has packages; on netns "
+                "the VM is this machine); also $TCPLAB_RUNTIME")
+
+
+def _runtime(runtime) -> None:
+    """--runtime: checked, and passed on as $TCPLAB_RUNTIME to provisioning and the launcher."""
+    from harness.run.responder import RUNTIME_ENV, runtime_python
+    if runtime:
+        try:
+            runtime_python(runtime)
+        except LabError as e:
+            raise _fail(e)
+        os.environ[RUNTIME_ENV] = runtime
+
+
 def _backend(backend: str, prefix: str, **kw):
     try:
         return get_backend(backend, prefix, **kw)
@@ -47,12 +63,14 @@ def _backend(backend: str, prefix: str, **kw):
 @task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP,
             "verbose": "show Ansible's whole output",
             "provider": "with --backend vagrant: virtualbox or libvirt (default: virtualbox "
-                        "when VBoxManage exists, else libvirt)"})
-def up(c, backend="netns", prefix=DEFAULT_PREFIX, verbose=False, provider=None):
+                        "when VBoxManage exists, else libvirt)",
+            "runtime": RUNTIME_HELP})
+def up(c, backend="netns", prefix=DEFAULT_PREFIX, verbose=False, provider=None, runtime=None):
     """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
     from harness.lab.provision import bring_up
     if provider and backend != "vagrant":
         raise Exit("tcplab: error: --provider goes with --backend vagrant", code=1)
+    _runtime(runtime)
     b = _backend(backend, prefix, **({"provider": provider} if provider else {}))
     try:
         with b.locked():
@@ -101,11 +119,13 @@ def status_(c, backend="netns", prefix=DEFAULT_PREFIX, json_=False):
             "backend": BACKEND_HELP, "prefix": PREFIX_HELP,
             "fault": "inject a responder fault (e.g. bad-checksum, wrong-seq) to see a "
                      "mismatch reported",
-            "verbose": "show Ansible's whole output"})
+            "verbose": "show Ansible's whole output",
+            "runtime": RUNTIME_HELP})
 def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None,
-         verbose=False):
+         verbose=False, runtime=None):
     """Run a scenario end to end: responder in the VM, nc on the host, capture, check."""
     from harness.run.demo import run_demo
+    _runtime(runtime)
     b = _backend(backend, prefix)
     try:
         with b.locked():
