@@ -6,8 +6,9 @@ how an optimisation is decided (issue 13: "each change is kept only if the bench
 
 Each variant is ``RUNTIME:RESPONDER ARGS`` (``--app hello`` is added); ``RUNTIME+quiet``
 also keeps the VM kernel from seeing the lab port's segments while that variant runs
-(``iptables -t raw -I PREROUTING -d VM -p tcp --dport 80 -j DROP`` in the VM namespace; only
-a responder with ``--rx packet`` receives anything then).  In every round each
+(``responder.contract.quiet_rule``: ``iptables -t raw -I PREROUTING -d VM -p tcp --dport 80
+-j DROP`` in the VM namespace) and starts the responder with ``--rx packet``, the one receive
+path that still sees them.  In every round each
 variant and the kernel + asyncio hello server run once (the lab is re-provisioned first if the
 responder's sources changed), in an order rotated per round, each
 warmed up first (``--warmup``) and then loaded (``-n``, ``-c``) as ``invoke bench``'s item 1
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from harness.lab import get_backend
 from harness.lab.provision import bring_up
-from harness.util import LabError, require_root, run
+from harness.util import LabError, require_root
 
 from .runner import FULL, PORT_KERNEL_HELLO, Bench, _loadavg, check_runtimes
 from .stats import ratios, summarize
@@ -42,38 +43,6 @@ def parse_variant(text: str) -> tuple:
         raise LabError(f"variant {text!r}: after + only 'quiet' is known")
     check_runtimes([runtime])
     return runtime, shlex.split(args), bool(plus)
-
-
-def quiet_rule(vm_ip: str, port: int = 80) -> list:
-    """The rule (table raw) that drops the lab port's segments before the kernel's IP stack."""
-    return ["PREROUTING", "-d", vm_ip, "-p", "tcp", "--dport", str(port), "-j", "DROP"]
-
-
-class _Quiet:
-    """A started server with the quiet rule in place; stopping it removes the rule."""
-
-    def __init__(self, b: Bench, start):
-        self.ipt = b.b.vm_exec_prefix() + ["iptables"]
-        self.rule = quiet_rule(b.vm_ip)
-        run(self.ipt + ["-t", "raw", "-I", *self.rule], what="iptables -t raw -I")
-        try:
-            self.proc = start()
-        except BaseException:
-            self._remove()
-            raise
-
-    def _remove(self):
-        while run(self.ipt + ["-t", "raw", "-C", *self.rule], check=False).returncode == 0:
-            run(self.ipt + ["-t", "raw", "-D", *self.rule], what="iptables -t raw -D")
-
-    def __getattr__(self, name):
-        return getattr(self.proc, name)
-
-    def stop(self, *a, **kw):
-        try:
-            return self.proc.stop(*a, **kw)
-        finally:
-            self._remove()
 
 
 def main(argv=None) -> int:
@@ -102,9 +71,8 @@ def main(argv=None) -> int:
             targets = {"kernel": lambda: b.kernel("hello", PORT_KERNEL_HELLO)}
             how = {"kernel": (PORT_KERNEL_HELLO, "hello", a.n, a.c)}
             for text, (rt, args, quiet) in variants.items():
-                def start(rt=rt, args=args):
-                    return b.responder("hello", runtime=rt, args=args)
-                targets[text] = (lambda start=start: _Quiet(b, start)) if quiet else start
+                targets[text] = lambda rt=rt, args=args, quiet=quiet: b.responder(
+                    "hello", runtime=rt, args=args, quiet=quiet)
                 how[text] = (80, "hello", a.n, a.c)
             res = b.rounds(targets, how, a.rounds)
     except LabError as e:

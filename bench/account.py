@@ -255,8 +255,10 @@ def rule_packets(listing: str, rule: list) -> int | None:
     """The packet counter of ``rule`` (arguments after ``-A``, as :func:`responder.contract.
     rst_rule` gives them) in ``iptables -v -S CHAIN`` output, or None if it is not there.
     iptables prints ``-m tcp`` and the counters (``-c PKTS BYTES``) in its own places, so
-    the rule is matched by its arguments without those."""
+    the rule is matched by its arguments without those (and an address as ``ADDR/32``)."""
     want = [a for a in rule if a not in ("-m", "tcp")]
+    want = [f"{a}/32" if i and want[i - 1] in ("-s", "-d") and "/" not in a else a
+            for i, a in enumerate(want)]
     for line in listing.splitlines():
         parts = line.split()
         if not parts or parts[0] != "-A":

@@ -29,9 +29,12 @@ from .procs import proc_status
 PORT_KERNEL_HELLO = 8080            # bench.runner's kernel hello server
 
 
-def subject(runtime: str) -> str:
+def subject(runtime: str, quiet: bool = False) -> str:
     """The results key of the responder under ``runtime``: ``tcplab`` (CPython, the key every
-    earlier run used) or ``tcplab-pypy``."""
+    earlier run used) or ``tcplab-pypy``; ``+quiet`` with the quiet kernel (``--rx packet``
+    and contract.quiet_rule)."""
+    if quiet:
+        return f"tcplab-{runtime}+quiet"
     return "tcplab" if runtime == "cpython" else f"tcplab-{runtime}"
 
 
@@ -85,6 +88,9 @@ def accounts(b) -> dict:
         return out
     subjects = [(subject(rt), lambda rt=rt: b.responder("hello", runtime=rt), LAB_PORT)
                 for rt in b.runtimes]
+    fast = b.runtimes[-1]               # pypy when asked for: the quiet kernel's account
+    subjects.append((subject(fast, quiet=True),
+                     lambda: b.responder("hello", runtime=fast, quiet=True), LAB_PORT))
     subjects.append(("kernel", lambda: b.kernel("hello", PORT_KERNEL_HELLO),
                      PORT_KERNEL_HELLO))
     for name, start, port in subjects:

@@ -55,18 +55,29 @@ RUNTIME_TARGETS = {
 
 
 def _runtime_of(key: str) -> str:
+    key = key.split("+")[0]
     return "cpython" if key == "tcplab" else key.split("-", 1)[1]
+
+
+def label_of(key: str) -> str:
+    """``tcplab-pypy+quiet`` -> ``tcplab PyPy, quiet kernel``."""
+    runtime = _runtime_of(key)
+    return f"tcplab {RUNTIME_LABELS.get(runtime, runtime)}" + \
+        (", quiet kernel" if key.endswith("+quiet") else "")
 
 
 def _load_rows(item: str, results: dict, subject: str, ref_names: dict, spec) -> list:
     runtime = _runtime_of(subject)
-    label = f"tcplab {RUNTIME_LABELS.get(runtime, runtime)}"
+    quiet = subject.endswith("+quiet")
+    label = label_of(subject)
     label = label if item.startswith("1") else f"{label} miniweb"
     rows = []
     for ref, figure, unit, path, op, target, better, note in spec:
         if ref not in results:
             continue
-        if (ref, figure) in RUNTIME_TARGETS.get(runtime, {}):
+        if quiet:                   # an option beside the lab's default: shown, not judged
+            op = target = None
+        elif (ref, figure) in RUNTIME_TARGETS.get(runtime, {}):
             target = RUNTIME_TARGETS[runtime][(ref, figure)]
             op = "<=" if better == "lower" else ">="
             op, target = (op, target) if target is not None else (None, None)
@@ -181,9 +192,8 @@ def comparisons(items: dict) -> list[dict]:
     for key in [k for k in acc if k.startswith("tcplab")]:
         if "error" in acc[key] or "error" in acc.get("kernel", {"error": 1}):
             continue
-        rt = RUNTIME_LABELS.get(_runtime_of(key), key)
         rows.append(comparison("6 profile", "server CPU per connection (account round)",
-                               "us", f"tcplab {rt}", "kernel+asyncio",
+                               "us", label_of(key), "kernel+asyncio",
                                [acc[key].get("cpu_us_per_conn")],
                                [acc["kernel"].get("cpu_us_per_conn")], better="lower",
                                note="warm, one round each; the breakdown is in the JSON "

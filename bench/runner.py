@@ -44,7 +44,7 @@ from harness.lab import LAB_PORT, get_backend
 from harness.lab.provision import bring_up
 from harness.util import PROJECT_ROOT, LabError, progress, require_root, run
 
-from responder.contract import RUNTIMES
+from responder.contract import RUNTIMES, quiet_rule
 
 from . import micro, profiling
 from .procs import NsProcess, cpu_delta, cpu_times, proc_status
@@ -185,11 +185,25 @@ class Bench:
         return p
 
     def responder(self, app: str, profile_to: Path | None = None,
-                  runtime: str = "cpython") -> NsProcess:
+                  runtime: str = "cpython", args=(), quiet: bool = False):
+        """The responder under ``runtime``; ``quiet``: receiving with ``--rx packet`` while the
+        VM kernel is kept from seeing the lab port's segments (contract.quiet_rule, added
+        here and removed when the server is stopped)."""
         pre = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
-        return self.start_vm(f"responder-{app}-{runtime}",
-                             [RUNTIMES[runtime], *pre, "-m", "responder", "--listen",
-                              f"{self.vm_ip}:{LAB_PORT}", "--app", app], self.b.responder_dir())
+        argv = [RUNTIMES[runtime], *pre, "-m", "responder", "--listen",
+                f"{self.vm_ip}:{LAB_PORT}", "--app", app, *args]
+        if not quiet:
+            return self.start_vm(f"responder-{app}-{runtime}", argv, self.b.responder_dir())
+        rule = self.iptables_rule("raw", quiet_rule(self.vm_ip, LAB_PORT))
+        rule.__enter__()
+        try:
+            p = self.start_vm(f"responder-{app}-{runtime}-quiet", argv + ["--rx", "packet"],
+                              self.b.responder_dir())
+        except BaseException:
+            rule.__exit__()
+            raise
+        p.on_stop(rule.__exit__)
+        return p
 
     def kernel(self, mode: str, port: int, profile_to: Path | None = None) -> NsProcess:
         pre = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
@@ -267,7 +281,7 @@ class Bench:
     # --- item 1 -------------------------------------------------------------------------
     def item_handshake(self) -> dict:
         p = self.p
-        targets, how = self._responders("hello", p.hello_n, p.hello_c)
+        targets, how = self._responders("hello", p.hello_n, p.hello_c, quiet=True)
         targets.update({"kernel": lambda: self.kernel("hello", PORT_KERNEL_HELLO),
                         "scapy": lambda: self.scapy(PORT_SCAPY)})
         how.update({"kernel": (PORT_KERNEL_HELLO, "hello", p.hello_n, p.hello_c),
@@ -279,29 +293,39 @@ class Bench:
         return {"n": p.hello_n, "c": p.hello_c, "scapy_n": p.scapy_n, "warmup_n": p.warmup_n,
                 "runtimes": list(self.runtimes), "results": res}
 
-    def _responders(self, app: str, n: int, c: int) -> tuple:
-        """The responder under each runtime as load targets: ``({key: start}, {key: how})``."""
+    def _responders(self, app: str, n: int, c: int, quiet: bool = False) -> tuple:
+        """The responder under each runtime as load targets: ``({key: start}, {key: how})``;
+        ``quiet``: also the last runtime (PyPy when asked for) with the quiet kernel."""
         targets, how = {}, {}
+        mode = "http" if app == "http" else "hello"
         for rt in self.runtimes:
             targets[subject(rt)] = lambda rt=rt: self.responder(app, runtime=rt)
-            how[subject(rt)] = (LAB_PORT, "http" if app == "http" else "hello", n, c)
+            how[subject(rt)] = (LAB_PORT, mode, n, c)
+        if quiet:
+            rt = self.runtimes[-1]
+            targets[subject(rt, True)] = lambda: self.responder(app, runtime=rt, quiet=True)
+            how[subject(rt, True)] = (LAB_PORT, mode, n, c)
         return targets, how
 
     def rst_rule(self, port: int):
         """The Scapy responder's own RST block, in the VM namespace, for the ``with`` body."""
-        rule = ["OUTPUT", "-p", "tcp", "--sport", str(port), "--tcp-flags", "RST", "RST",
-                "-j", "DROP"]
-        ipt = self.b.vm_exec_prefix() + ["iptables"]
+        return self.iptables_rule("filter", ["OUTPUT", "-p", "tcp", "--sport", str(port),
+                                             "--tcp-flags", "RST", "RST", "-j", "DROP"])
+
+    def iptables_rule(self, table: str, rule: list):
+        """A rule in the VM namespace for the ``with`` body (inserted first; every copy of it
+        deleted at the end)."""
+        ipt = self.b.vm_exec_prefix() + ["iptables", "-t", table]
         b = self
 
         class _Rule:
             def __enter__(self):
-                run(ipt + ["-I", *rule], what="iptables -I (bench RST rule)")
-                b.log(f"  RST rule for port {port} added in {b.b.vm_ns}")
+                run(ipt + ["-I", *rule], what=f"iptables -t {table} -I (bench rule)")
+                b.log(f"  rule added in {b.b.vm_ns}: -t {table} {' '.join(rule)}")
 
             def __exit__(self, *exc):
                 while run(ipt + ["-C", *rule], check=False).returncode == 0:
-                    run(ipt + ["-D", *rule], what="iptables -D (bench RST rule)")
+                    run(ipt + ["-D", *rule], what=f"iptables -t {table} -D (bench rule)")
         return _Rule()
 
     # --- item 2 -------------------------------------------------------------------------

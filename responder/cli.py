@@ -95,10 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="who to become once the raw sockets are open, when started as root "
                         "(default: nobody; never root); started as another user with "
                         "CAP_NET_RAW, the responder stays that user and drops the capability")
-    p.add_argument("--io", choices=("socket", "mmsg"), default="socket",
-                   help="socket: one recv_into/sendto per packet (default); mmsg: a batch of "
-                        "packets per recvmmsg/sendmmsg system call (through ctypes; falls back "
-                        "to socket where libc lacks them)")
     p.add_argument("--rx", choices=("socket", "packet"), default="socket",
                    help="socket: receive on the raw socket, after netfilter (default); packet: "
                         "on an AF_PACKET socket, before netfilter, so the lab may drop the "

@@ -54,6 +54,14 @@ def rst_rule(port: int = LAB_PORT, mark: int = DEFAULT_MARK) -> list:
             "-m", "mark", "!", "--mark", hex(mark), "-j", "DROP"]
 
 
+def quiet_rule(vm_ip: str = VM_IP, port: int = LAB_PORT) -> list:
+    """An option beside the RST block, for load (``invoke bench``), never instead of it: table
+    ``raw`` arguments after ``-A``/``-C``/``-D`` that drop the lab port's segments before the
+    VM kernel's IP stack, so its TCP makes no RSTs at all.  Only a responder receiving on a
+    packet socket (``--rx packet``) still sees them then."""
+    return ["PREROUTING", "-d", vm_ip, "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+
+
 def __getattr__(name: str):
     """``APPS``: the ``--app`` names, from :data:`responder.apps.REGISTRY` (PEP 562)."""
     if name == "APPS":

@@ -7,6 +7,9 @@ This is the only module that touches the outside world.  It
   header (``IP_HDRINCL`` off: the kernel writes the IP header, the TCP checksum is ours).  For
   ``--classic`` an ``IPPROTO_RAW`` socket sends whole IP packets, because the lecture's program
   copies and edits the IP header itself;
+* or, with ``--rx packet``, receives on an ``AF_PACKET`` socket with a BPF filter instead
+  (:mod:`responder.packet`: before netfilter, so a lab can keep the kernel from seeing the
+  port's segments at all) and only sends on the raw socket;
 * marks everything it sends with ``SO_MARK`` (``--mark``, default 0x5e): the lab's iptables rule
   drops the *kernel's* RSTs (the kernel knows no socket on port 80 and would reset every SYN)
   and lets only marked packets through;
@@ -37,7 +40,6 @@ import traceback
 
 from . import wire
 from .apps import make_app
-from .batch import open_batch
 from .contract import CLASSIC_ISN
 from .faults import Faults
 from .privileges import PrivilegeError, drop_privileges
@@ -94,7 +96,6 @@ class Responder:
         self.log_lines: list = []
         self._dst_addr: dict = {}           # sendto address per destination (4 bytes)
         self.wire_drops: dict = {}
-        self.batch = None                   # --io mmsg: responder.batch.Batch, set by open()
         self.stop = False
         self.dump = False
         self.classic = None
@@ -134,18 +135,6 @@ class Responder:
             from .packet import DROP_ALL, attach_filter, open_packet_rx
             self.rx = open_packet_rx(self.addr, self.port, RCVBUF)
             attach_filter(self.tx, DROP_ALL)    # the raw socket only sends now
-        if getattr(self.opts, "io", "socket") == "mmsg" and not self.classic:
-            self.batch = open_batch(self.rx, self.tx)
-            if self.batch is None:
-                log("warning: recvmmsg/sendmmsg not available through ctypes here; "
-                    "one system call per packet")
-            else:
-                self.tx = self.batch            # sendto queues; flush_tx sends the batch
-
-    def flush_tx(self) -> None:
-        """Send the segments queued since the last call (with --io mmsg), in order."""
-        if self.batch is not None and self.batch.queued:
-            self.batch.flush(self._send_error)
 
     def flush_log(self) -> None:
         """Write the transition lines collected since the last call, in order, at once."""
@@ -200,9 +189,8 @@ class Responder:
             return True         # too broken to tell: let the wire layer name the fault
         return view[16:20] == self.addr and (view[ihl + 2] << 8 | view[ihl + 3]) == self.port
 
-    def handle_packet(self, n: int, view=None) -> None:
-        if view is None:
-            view = self.rview[:n]
+    def handle_packet(self, n: int) -> None:
+        view = self.rview[:n]
         if not self.is_ours(view, n):
             self.counters["packets_ignored"] += 1
             return
@@ -233,8 +221,6 @@ class Responder:
         if self.classic is not None:
             c["segments_in"] = self.counters.get("classic_in", 0)
             c["segments_out"] = self.counters.get("classic_out", 0)
-        if self.batch is not None:
-            c.update(self.batch.calls)      # recvmmsg, sendmmsg: packets per call = n / calls
         app_counters = getattr(self.app, "counters", None)
         if app_counters is not None:
             c.update(app_counters())        # e.g. tarpit_held, http_packets_patched
@@ -265,7 +251,6 @@ class Responder:
                 self.send_segment(out)
         try:
             while not self.stop:
-                self.flush_tx()
                 self.flush_log()
                 timeout = None
                 if self.stack is not None:
@@ -287,7 +272,6 @@ class Responder:
                     self._guard(lambda: [self.send_segment(s)
                                          for s in self.stack.on_timer(self.clock())])
         finally:
-            self._guard(self.flush_tx)
             self.flush_log()
             signal.set_wakeup_fd(old_fd)
             sel.close()
@@ -295,8 +279,6 @@ class Responder:
         return 0
 
     def _drain(self) -> None:
-        if self.batch is not None:
-            return self._drain_batch()
         for _ in range(256):
             try:
                 n = self.rx.recv_into(self.rbuf)
@@ -311,26 +293,6 @@ class Responder:
                 self.handle_packet(n)
             except Exception:   # noqa: BLE001 -- deliberately broad, see _guard
                 self._internal_error()
-
-    def _drain_batch(self) -> None:
-        """As :meth:`_drain`, a batch per ``recvmmsg``; what the batch made is sent with one
-        ``sendmmsg`` before the next batch is read."""
-        for _ in range(256 // self.batch.rx.n or 1):
-            try:
-                packets = self.batch.recv()
-            except OSError as e:
-                n = self.counters["recv_errors"] = self.counters.get("recv_errors", 0) + 1
-                if n <= 10:
-                    log(f"receive error #{n}: {e}")
-                return
-            for view, n in packets:
-                try:
-                    self.handle_packet(n, view)
-                except Exception:   # noqa: BLE001 -- deliberately broad, see _guard
-                    self._internal_error()
-            self.flush_tx()
-            if len(packets) < self.batch.rx.n:
-                return
 
     def _guard(self, fn) -> None:
         """Nothing a peer sends may kill the loop: a bug is logged and counted, not fatal."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench import account
-from responder.contract import rst_rule
+from responder.contract import quiet_rule, rst_rule
 
 SEND = """\
 \tffffffff8204acba __ip_select_ident+0x5a ([kernel.kallsyms])
@@ -120,6 +120,9 @@ def test_rst_rule_counter_is_found_by_its_arguments(tmp_path):
 """
     assert account.rule_packets(listing, rst_rule()) == 36000
     assert account.rule_packets(listing, rst_rule(port=81)) is None
+    raw = "-P PREROUTING ACCEPT -c 9 9\n-A PREROUTING -d 192.168.56.100/32 -p tcp -m tcp " \
+          "--dport 80 -c 12 480 -j DROP\n"
+    assert account.rule_packets(raw, quiet_rule()) == 12
     softirqs = tmp_path / "softirqs"
     softirqs.write_text("                    CPU0       CPU1\n"
                         "          HI:          1          2\n"

@@ -249,6 +249,7 @@ def test_both_runtimes_get_rows_with_their_own_targets():
             "complete_ms": {"p50": 2.0, "p99": 3.0}, "server_cpu_us_per_conn": 50.0,
             "loadgen_cpu_us_per_conn": 80.0, "machine_cpu": {"busy_share": 0.9}}
     items = {"handshake": {"results": {"tcplab": [load], "tcplab-pypy": [load],
+                                       "tcplab-pypy+quiet": [load],
                                        "kernel": [load], "scapy": [load]}},
              "http": {"results": {"tcplab": [load], "tcplab-pypy": [load],
                                   "http.server": [load], "asyncio": [load]}}}
@@ -263,6 +264,9 @@ def test_both_runtimes_get_rows_with_their_own_targets():
     assert target[("tcplab PyPy miniweb", "requests/s", "kernel+http.server")]["value"] == 2.0
     for rt in ("CPython", "PyPy"):
         assert target[(f"tcplab {rt}", "connect p50", "kernel+asyncio")]["value"] == 1.5
+    quiet = {k: v for k, v in target.items() if k[0] == "tcplab PyPy, quiet kernel"}
+    assert ("tcplab PyPy, quiet kernel", "hello exchanges/s", "kernel+asyncio") in quiet
+    assert not any(quiet.values())          # an option beside the default: shown, not judged
 
 
 def test_unknown_or_missing_runtime_is_one_clear_error(monkeypatch):
