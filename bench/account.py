@@ -184,6 +184,15 @@ def account(samples: list, conns: int, top: int = 15) -> dict:
     return out
 
 
+def scaled(by_cause: dict, cpu_us: float | None) -> dict:
+    """``by_cause`` (sampled µs per connection) in the same proportions, summing to ``cpu_us``
+    (the CPU of a round without the sampler, whose own cost inflates what it samples)."""
+    total = sum(by_cause.values())
+    if not cpu_us or not total:
+        return {}
+    return {k: round(v / total * cpu_us, 1) for k, v in by_cause.items()}
+
+
 # --- perf trace -s / strace -c: system calls by kind -------------------------------------
 
 def parse_perf_trace_summary(text: str) -> dict:

@@ -102,10 +102,11 @@ def accounts(b) -> dict:
     return out
 
 def account_of(b, name: str, start, port: int, tools: dict) -> dict:
-    """Two warm rounds of ``account_n`` hello connections against one server: the first
-    sampled (``perf record``; the server's CPU, the RST rule's counter, ``/proc/softirqs``
-    around it), the second with every system call traced (``perf trace -s`` or
-    ``strace -c``: exact counts, slowed)."""
+    """Three warm rounds of ``account_n`` hello connections against one server: a clean one
+    (the server's CPU from /proc, the RST rule's counter and ``/proc/softirqs`` around it),
+    one sampled (``perf record``: where the CPU went; sampling adds its own cost, so its
+    total is shown beside the clean one) and one with every system call traced (``perf
+    trace -s`` or ``strace -c``: exact counts, slowed)."""
     p = b.p
     n, c = p.account_n, p.hello_c
     out = {}
@@ -114,12 +115,7 @@ def account_of(b, name: str, start, port: int, tools: dict) -> dict:
         if p.warmup_n:
             b.loadgen(port, "hello", p.warmup_n, c)
         rst0, irq0, cpu0 = rst_count(b), account.read_softirqs(), proc_status(srv.pid)
-        rec = account.perf_record(srv.pid, b.work / f"{name}.perf") \
-            if tools["perf_record"] else None
-        try:
-            load = b.loadgen(port, "hello", n, c)
-        finally:
-            data = rec.stop() if rec else None
+        load = b.loadgen(port, "hello", n, c)
         rst1, irq1, cpu1 = rst_count(b), account.read_softirqs(), proc_status(srv.pid)
         ok = load.get("ok") or 0
         out["load"] = {k: load.get(k) for k in ("ok", "started", "conn_per_s", "errors")}
@@ -129,8 +125,22 @@ def account_of(b, name: str, start, port: int, tools: dict) -> dict:
                                         account.delta(irq0, irq1).items() if v}
             if rst0 is not None and rst1 is not None and port == LAB_PORT:
                 out["rsts_dropped_per_conn"] = round((rst1 - rst0) / ok, 2)
-        if data is not None and ok:
-            out["perf"] = account.account(account.perf_samples(data), ok)
+        if tools["perf_record"]:
+            cpu0 = proc_status(srv.pid)
+            rec = account.perf_record(srv.pid, b.work / f"{name}.perf")
+            try:
+                sampled = b.loadgen(port, "hello", n, c)
+            finally:
+                data = rec.stop()
+            cpu1 = proc_status(srv.pid)
+            sok = sampled.get("ok") or 0
+            if sok:
+                out["perf"] = account.account(account.perf_samples(data), sok)
+                out["perf"]["cpu_us_per_conn_while_sampled"] = round(
+                    (cpu1["cpu_s"] - cpu0["cpu_s"]) / sok * 1e6, 1)
+                out["perf"]["conn_per_s_sampled"] = sampled.get("conn_per_s")
+                out["by_cause_us_per_conn"] = account.scaled(out["perf"]["by_cause_us_per_conn"],
+                                                             out.get("cpu_us_per_conn"))
         use_perf = tools["perf_trace"]
         tr = account.syscall_tracer(srv.pid, b.work / f"{name}.trace", use_perf)
         try:
@@ -146,6 +156,7 @@ def account_of(b, name: str, start, port: int, tools: dict) -> dict:
         out["server_exit"] = srv.stop()
     return out
 
+
 def rst_count(b) -> int | None:
     """The lab RST rule's packet counter in the VM namespace (None if not there)."""
     r = run(b.b.vm_exec_prefix() + ["iptables", "-v", "-S", "OUTPUT"], check=False)
@@ -156,8 +167,11 @@ def _account_line(acc: dict) -> str:
     if "error" in acc:
         return acc["error"]
     calls = acc.get("syscalls", {}).get("per_conn", {})
-    return (f"{acc.get('cpu_us_per_conn')} us CPU per connection, "
-            f"{acc.get('perf', {}).get('sampled_us_per_conn')} us sampled, "
+    perf = acc.get("perf", {})
+    return (f"{acc.get('cpu_us_per_conn')} us CPU per connection "
+            f"({acc.get('load', {}).get('conn_per_s')} conn/s), while sampled "
+            f"{perf.get('cpu_us_per_conn_while_sampled')} us of which "
+            f"{perf.get('sampled_us_per_conn')} us in samples, "
             f"{sum(calls.values()):.1f} syscalls per connection, "
             f"{acc.get('rsts_dropped_per_conn', '-')} RSTs dropped per connection")
 
@@ -166,7 +180,8 @@ def format_account(acc: dict, causes: int = 8) -> str:
     """The account's summary: per server, CPU per connection, where it went (the largest
     causes), system calls per connection and the VM kernel's RSTs."""
     lines = [f"account of the server's CPU per hello connection ({acc.get('n')} connections, "
-             f"warm; perf record + {acc.get('tools', {}).get('perf_trace') and 'perf trace' or 'strace'}):"]
+             f"warm; the clean round's CPU split as the sampled round's perf samples; "
+             f"syscalls from {acc.get('tools', {}).get('perf_trace') and 'perf trace' or 'strace'}):"]
     for name, a in acc.items():
         if not isinstance(a, dict) or not (name.startswith("tcplab") or name == "kernel"):
             continue
@@ -174,7 +189,7 @@ def format_account(acc: dict, causes: int = 8) -> str:
             lines.append(f"  {name}: {a['error']}")
             continue
         lines.append(f"  {name}: {_account_line(a)}")
-        for cause, us in list(a.get("perf", {}).get("by_cause_us_per_conn", {}).items())[:causes]:
+        for cause, us in list(a.get("by_cause_us_per_conn", {}).items())[:causes]:
             lines.append(f"    {us:7.1f} us  {cause}")
         calls = a.get("syscalls", {}).get("per_conn", {})
         if calls:

@@ -86,7 +86,7 @@ class Params:
     stack_conns: int = 1000           # in-process hello exchanges per round (item 6)
     conn_timeout_s: float = 5.0
     budget_s: float = 30.0
-    warmup_n: int = 2000              # untimed connections before each timed load (JIT warm-up)
+    warmup_n: int = 3000              # untimed connections before each timed load (JIT warm-up)
     account_n: int = 5000             # the account's load (item 6, per subject)
     hotpath_conns: int = 2000         # bench.hotpath on each runtime (item 6)
     hotpath_rounds: int = 3

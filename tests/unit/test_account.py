@@ -80,6 +80,9 @@ def test_account_sorts_cpu_into_microseconds_per_connection():
     assert a["user_space_by_library_us_per_conn"] == {"interpreter (CPython)": 100.0}
     assert list(a["by_cause_us_per_conn"])[0] == account.CAUSES[0]     # largest first
     assert a["top_kernel_functions_us_per_conn"]["__ip_select_ident"] == 50.0
+    clean = account.scaled(a["by_cause_us_per_conn"], 100.0)      # a round without perf
+    assert clean[account.CAUSES[0]] == 50.0 and sum(clean.values()) == 100.0
+    assert account.scaled({}, 100.0) == {} and account.scaled(clean, None) == {}
 
 
 def test_perf_trace_and_strace_summaries():
