@@ -17,6 +17,7 @@ import os
 import pstats
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from harness.lab import LAB_PORT
@@ -56,15 +57,23 @@ def item_profile(b) -> dict:
              ("io.py", "run")),
             ("kernel", lambda f: b.kernel("hello", PORT_KERNEL_HELLO, profile_to=f),
              PORT_KERNEL_HELLO, ("base_events.py", "run_forever"))):
-        prof = b.work / f"{name}.prof"
-        res = b.measure(lambda: start(prof), port, "hello", p.profile_n, p.hello_c)
-        out[name] = summarize_profile(prof, res, loop)
-        if b.keep_as and prof.exists():
-            kept = b.keep_as.with_name(f"{b.keep_as.name}-{name}.prof")
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(prof, kept)
-            out[name]["file"] = os.path.relpath(kept, PROJECT_ROOT)
+        # The responder writes its profile at exit, as the unprivileged user it became
+        # (nobody): into a directory anyone may write to, not the bench's private one.
+        shared = Path(tempfile.mkdtemp(prefix="tcplab-prof-"))
+        try:
+            shared.chmod(0o1777)
+            prof = shared / f"{name}.prof"
+            res = b.measure(lambda: start(prof), port, "hello", p.profile_n, p.hello_c)
+            out[name] = summarize_profile(prof, res, loop)
+            if b.keep_as and prof.exists():
+                kept = b.keep_as.with_name(f"{b.keep_as.name}-{name}.prof")
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(prof, kept)
+                out[name]["file"] = os.path.relpath(kept, PROJECT_ROOT)
+        finally:
+            shutil.rmtree(shared, ignore_errors=True)
     return out
+
 
 def hotpath(b, runtime: str) -> dict:
     """``RUNTIME -m bench.hotpath``: µs per segment and per connection in process, and
