@@ -21,7 +21,12 @@ Items (keys of ``result["items"]``):
 5. ``lab``: ``invoke up`` from nothing and ``invoke down`` on a second, scratch lab (and the
    QEMU backend with ``--backend qemu``), ``invoke demo`` on the warm bench lab; the step
    shares; the same-run references are bare ``ip netns`` commands and a bare ``nc`` exchange.
-6. ``profile``: the responder and the asyncio server under cProfile for the same load.
+6. ``profile``: the account of the server's CPU per connection on each runtime, bench.hotpath,
+   and the responder and the asyncio server under cProfile (:mod:`bench.profiling`).
+
+The table's rows are :mod:`bench.rows`.  (This module is ~750 lines, over the project's ~600:
+item 5's lab timings -- ``item_lab`` to ``up_steps`` -- are the next to move out, with issue
+13's items 4-5, which rework them.)
 """
 
 from __future__ import annotations
