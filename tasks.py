@@ -48,6 +48,22 @@ def _fail(e: Exception) -> Exit:
     return Exit(f"tcplab: error: {e}", code=1)
 
 
+RUNTIME_HELP = ("the responder's interpreter in the VM: cpython (python3, default) or pypy "
+                "(Debian's pypy3, installed by provisioning where the VM has packages; on netns "
+                "the VM is this machine); also $TCPLAB_RUNTIME")
+
+
+def _runtime(runtime) -> None:
+    """--runtime: checked, and passed on as $TCPLAB_RUNTIME to provisioning and the launcher."""
+    from harness.run.responder import RUNTIME_ENV, runtime_python
+    if runtime:
+        try:
+            runtime_python(runtime)
+        except LabError as e:
+            raise _fail(e)
+        os.environ[RUNTIME_ENV] = runtime
+
+
 def _lab(backend: str | None, prefix: str, **kw):
     """The lab ``prefix`` with the backend its record names (or ``backend``, checked)."""
     from harness.lab.labs import backend_for
@@ -58,10 +74,12 @@ def _lab(backend: str | None, prefix: str, **kw):
 
 
 @task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
-            "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP})
-def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None):
+            "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP,
+            "runtime": RUNTIME_HELP})
+def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, runtime=None):
     """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
     from harness.lab.provision import bring_up
+    _runtime(runtime)
     b = _lab(backend, prefix, **_provider(backend, provider))
     try:
         with b.locked():
@@ -142,14 +160,16 @@ def _status_all(as_json: bool) -> None:
             "backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP, "provider": PROVIDER_HELP,
             "fault": "inject a responder fault (one of: " + ", ".join(FAULTS) + ") to see a "
                      "mismatch reported",
-            "verbose": "show Ansible's whole output"})
+            "verbose": "show Ansible's whole output",
+            "runtime": RUNTIME_HELP})
 def demo(c, scenario="hello", backend=None, prefix=DEFAULT_PREFIX, provider=None, fault=None,
-         verbose=False):
+         verbose=False, runtime=None):
     """Run a scenario end to end: responder in the VM, nc on the host, capture, check.
 
     A scenario whose `backends:` leaves this backend out (or whose client this backend cannot
     drive) is skipped: one line, exit 0."""
     from harness.run.demo import check_fault, load, run_demo, skip_reason
+    _runtime(runtime)
     b = _lab(backend, prefix, **_provider(backend, provider))
     try:
         check_fault(fault)
@@ -247,14 +267,23 @@ def test(c, quick=False, k=None, x=False):
             "rounds": "rounds per figure (default 5; quick 2)",
             "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile",
             "flood": "instead: the SYN flood of this many SYNs with legitimate clients during "
-                     "it (same as invoke fuzz --flood; e.g. 100000)"})
-def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood=0):
+                     "it (same as invoke fuzz --flood; e.g. 100000)",
+            "runtime": "the responder's interpreters, side by side: cpython,pypy (default "
+                       "both), or one of them",
+            "profile": "the account of the server's CPU per connection (item profile: "
+                       "perf/strace, softirqs, the RST rule's counter, cProfile, bench.hotpath "
+                       "on each runtime); with --only, added to those items"})
+def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood=0,
+          runtime="cpython,pypy", profile=False):
     """Measure the responder and the lab against references in the same run: table, JSON, plot."""
     if flood:
         return _flood(flood, prefix or "benchflood")
     from bench.runner import run_and_print
     try:
-        run_and_print(quick=quick, backend=backend, prefix=prefix, rounds=rounds, only=only)
+        if profile and not only:
+            only = "profile"
+        run_and_print(quick=quick, backend=backend, prefix=prefix, rounds=rounds, only=only,
+                      runtime=runtime, profile=profile)
     except LabError as e:
         raise _fail(e)
 

@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="who to become once the raw sockets are open, when started as root "
                         "(default: nobody; never root); started as another user with "
                         "CAP_NET_RAW, the responder stays that user and drops the capability")
+    p.add_argument("--rx", choices=("socket", "packet"), default="socket",
+                   help="socket: receive on the raw socket, after netfilter (default); packet: "
+                        "on an AF_PACKET socket, before netfilter, so the lab may drop the "
+                        "port's segments in raw PREROUTING and spare the kernel's TCP and its "
+                        "RSTs (for load; INPUT-chain drop conditions of lessons do not apply "
+                        "to it: see responder/packet.py)")
     p.add_argument("--fault", choices=FAULTS, metavar="NAME",
                    help="deliberate fault for harness tests: " + ", ".join(FAULTS))
     p.add_argument("--table", action="store_true",

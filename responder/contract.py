@@ -38,6 +38,11 @@ VM_IP = "192.168.56.100"
 HOST_IP = "192.168.56.1"
 LAB_PORT = 80
 
+#: The interpreters the responder runs on (``--runtime`` of ``invoke up``/``demo``/``bench``):
+#: the VM's system CPython (3.9+) and Debian's ``pypy3`` (Python 3.9, a JIT: ~4x faster per
+#: segment once warm).  The same standard-library sources run on both.
+RUNTIMES = {"cpython": "/usr/bin/python3", "pypy": "/usr/bin/pypy3"}
+
 #: The first line the responder prints on stderr once its sockets are open.
 READY_LINE = "listening on "
 
@@ -47,6 +52,14 @@ def rst_rule(port: int = LAB_PORT, mark: int = DEFAULT_MARK) -> list:
     kernel's RSTs from ``port`` unless marked by the responder."""
     return ["OUTPUT", "-p", "tcp", "--sport", str(port), "--tcp-flags", "RST", "RST",
             "-m", "mark", "!", "--mark", hex(mark), "-j", "DROP"]
+
+
+def quiet_rule(vm_ip: str = VM_IP, port: int = LAB_PORT) -> list:
+    """An option beside the RST block, for load (``invoke bench``), never instead of it: table
+    ``raw`` arguments after ``-A``/``-C``/``-D`` that drop the lab port's segments before the
+    VM kernel's IP stack, so its TCP makes no RSTs at all.  Only a responder receiving on a
+    packet socket (``--rx packet``) still sees them then."""
+    return ["PREROUTING", "-d", vm_ip, "-p", "tcp", "--dport", str(port), "-j", "DROP"]
 
 
 def __getattr__(name: str):

@@ -7,6 +7,9 @@ This is the only module that touches the outside world.  It
   header (``IP_HDRINCL`` off: the kernel writes the IP header, the TCP checksum is ours).  For
   ``--classic`` an ``IPPROTO_RAW`` socket sends whole IP packets, because the lecture's program
   copies and edits the IP header itself;
+* or, with ``--rx packet``, receives on an ``AF_PACKET`` socket with a BPF filter instead
+  (:mod:`responder.packet`: before netfilter, so a lab can keep the kernel from seeing the
+  port's segments at all) and only sends on the raw socket;
 * marks everything it sends with ``SO_MARK`` (``--mark``, default 0x5e): the lab's iptables rule
   drops the *kernel's* RSTs (the kernel knows no socket on port 80 and would reset every SYN)
   and lets only marked packets through;
@@ -128,6 +131,10 @@ class Responder:
         self.tx = self.rx
         self.rbuf = bytearray(65536)
         self.rview = memoryview(self.rbuf)
+        if getattr(self.opts, "rx", "socket") == "packet" and not self.classic:
+            from .packet import DROP_ALL, attach_filter, open_packet_rx
+            self.rx = open_packet_rx(self.addr, self.port, RCVBUF)
+            attach_filter(self.tx, DROP_ALL)    # the raw socket only sends now
 
     def flush_log(self) -> None:
         """Write the transition lines collected since the last call, in order, at once."""

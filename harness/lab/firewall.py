@@ -9,9 +9,12 @@ Rules (as :class:`Rule` values, built here and nowhere else):
   packets, in INPUT for c>s, OUTPUT for s>c);
 * :func:`peer_rst_rule` -- the Scapy peer's RST block on the lab's host side (the host kernel
   knows nothing of the peer's connection and would reset it);
-* :func:`port_rst_rule` -- the bench's Scapy responder: every RST from its port.
+* :func:`port_rst_rule` -- the bench's Scapy responder: every RST from its port;
+* :func:`quiet_rule` -- the bench's "quiet kernel" (table ``raw``): the lab port's segments
+  dropped before the VM kernel's IP stack, beside the RST block, never instead of it.
 
-Where they are applied is a *runner*: a function ``argv -> (status, stderr)``.
+Where they are applied is a *runner*: a function ``argv -> (status, stderr)`` (``stdout=True``:
+``(status, stdout)``, for listings).
 :func:`over_ssh` runs in the lab VM through a :class:`harness.run.ssh.LabSSH`; :func:`local`
 runs here, under an exec prefix (``ip netns exec NS``: a lab namespace).  :class:`Firewall`
 adds, checks and deletes through either, and :meth:`Firewall.applied` removes what it added
@@ -29,6 +32,7 @@ from typing import Callable
 
 from harness.util import LabError
 from responder.contract import DEFAULT_MARK, LAB_PORT
+from responder.contract import quiet_rule as _contract_quiet_rule
 from responder.contract import rst_rule as _contract_rst_rule
 
 #: ``-m comment`` on a scenario's drop rules, so that a rule left by a killed run is recognisable.
@@ -43,10 +47,12 @@ Runner = Callable[[list], "tuple[int, str]"]
 
 @dataclass(frozen=True)
 class Rule:
-    """One iptables rule: its chain and what follows the chain (matches and target)."""
+    """One iptables rule: its chain and what follows the chain (matches and target), in
+    ``table`` (``filter`` unless said)."""
 
     chain: str
     spec: tuple
+    table: str = "filter"
 
     def args(self) -> list:
         return [self.chain, *self.spec]
@@ -98,29 +104,35 @@ def port_rst_rule(port: int) -> Rule:
                            "-j", "DROP"))
 
 
+def quiet_rule(vm_ip: str, port: int = LAB_PORT) -> Rule:
+    """``responder.contract.quiet_rule`` in table ``raw``: for load only (``--rx packet``)."""
+    chain, *spec = _contract_quiet_rule(vm_ip, port)
+    return Rule(chain, tuple(spec), table="raw")
+
+
 # ------------------------------------------------------------------------- where they go
 
 def local(prefix=()) -> Runner:
     """Run iptables on this machine under ``prefix`` (e.g. ``ip netns exec NS``)."""
     prefix = list(prefix)
 
-    def run(argv: list) -> tuple[int, str]:
+    def run(argv: list, stdout: bool = False) -> tuple[int, str]:
         try:
             res = subprocess.run(prefix + argv, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
             return 124, f"{argv[0]} did not finish within 30 s"
         except FileNotFoundError:
             return 127, f"{(prefix + argv)[0]} is not installed"
-        return res.returncode, res.stderr.strip()
+        return res.returncode, res.stdout if stdout else res.stderr.strip()
     run.where = " ".join(prefix) or "this machine"
     return run
 
 
 def over_ssh(ssh) -> Runner:
     """Run iptables in the lab VM over ``ssh`` (a :class:`harness.run.ssh.LabSSH`)."""
-    def run(argv: list) -> tuple[int, str]:
+    def run(argv: list, stdout: bool = False) -> tuple[int, str]:
         res = ssh.run(shlex.join(argv), check=False, timeout=30)
-        return res.status, res.stderr.strip()
+        return res.status, res.stdout if stdout else res.stderr.strip()
     run.where = "the lab VM"
     return run
 
@@ -133,7 +145,15 @@ class Firewall:
         self.where = getattr(runner, "where", "the lab")
 
     def _iptables(self, op: str, rule: Rule) -> tuple[int, str]:
-        return self.runner(["iptables", "-w", LOCK_WAIT_S, op, *rule.args()])
+        table = [] if rule.table == "filter" else ["-t", rule.table]
+        return self.runner(["iptables", "-w", LOCK_WAIT_S, *table, op, *rule.args()])
+
+    def listing(self, chain: str, table: str = "filter") -> str:
+        """``iptables -v -S CHAIN``: the chain's rules with their packet counters ("" if the
+        chain cannot be read)."""
+        status, out = self.runner(["iptables", "-w", LOCK_WAIT_S, "-t", table, "-v", "-S",
+                                   chain], stdout=True)
+        return out if status == 0 else ""
 
     def add(self, rule: Rule, *, first: bool = False) -> None:
         """Append (``first``: insert at the top); raise LabError naming the rule if refused."""
