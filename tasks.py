@@ -1,9 +1,10 @@
 """tcplab tasks (invoke).  Thin: the logic lives in ``harness/``.
 
     invoke up [--backend netns] [--prefix tcplab]   make the lab and provision it (idempotent)
-    invoke down [--prefix tcplab]                   remove everything the lab made
-    invoke status [--json]                          what exists, does SSH answer
+    invoke down [--prefix tcplab] [--all]           remove everything the lab (or every lab) made
+    invoke status [--json] [--all]                  what exists, does SSH answer
     invoke demo [--scenario hello]                  run a scenario end to end and check it
+    invoke lessons [--backend B] [--only a,b]       run every lesson for the backend: one table
     invoke scenarios                                the lessons: every scenario, one line each
     invoke doctor                                   check the lab piece by piece, explain failures
     invoke test [--quick]                           the test suite (pytest)
@@ -26,61 +27,110 @@ from invoke import Collection, Exit, task
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness.lab import BACKENDS, DEFAULT_PREFIX, get_backend  # noqa: E402
+from harness.lab import BACKENDS, DEFAULT_PREFIX  # noqa: E402
 from harness.util import LabError  # noqa: E402
+from responder.contract import FAULTS  # noqa: E402
 
-BACKEND_HELP = f"lab backend: {', '.join(BACKENDS)} (default netns)"
+LAB_BACKEND_HELP = f"lab backend: {', '.join(BACKENDS)} (default: the one that made the lab, " \
+                   f"netns for a new one)"
 PREFIX_HELP = f"lab name, 1-10 lowercase letters/digits (default {DEFAULT_PREFIX}); " \
               f"several labs can exist at once"
+PROVIDER_HELP = ("with --backend vagrant: virtualbox or libvirt (default: virtualbox when "
+                 "VBoxManage exists, else libvirt)")
+
+
+def _provider(backend: str, provider: str | None) -> dict:
+    if provider and backend != "vagrant":
+        raise Exit("tcplab: error: --provider goes with --backend vagrant", code=1)
+    return {"provider": provider} if provider else {}
 
 
 def _fail(e: Exception) -> Exit:
     return Exit(f"tcplab: error: {e}", code=1)
 
 
-def _backend(backend: str, prefix: str, **kw):
+RUNTIME_HELP = ("the responder's interpreter in the VM: cpython (python3, default) or pypy "
+                "(Debian's pypy3, installed by provisioning where the VM has packages; on netns "
+                "the VM is this machine); also $TCPLAB_RUNTIME")
+
+
+def _runtime(runtime) -> None:
+    """--runtime: checked, and passed on as $TCPLAB_RUNTIME to provisioning and the launcher."""
+    from harness.run.responder import RUNTIME_ENV, runtime_python
+    if runtime:
+        try:
+            runtime_python(runtime)
+        except LabError as e:
+            raise _fail(e)
+        os.environ[RUNTIME_ENV] = runtime
+
+
+def _lab(backend: str | None, prefix: str, **kw):
+    """The lab ``prefix`` with the backend its record names (or ``backend``, checked)."""
+    from harness.lab.labs import backend_for
     try:
-        return get_backend(backend, prefix, **kw)
+        return backend_for(prefix, backend, **kw)
     except LabError as e:
         raise _fail(e)
 
 
-@task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP,
-            "verbose": "show Ansible's whole output",
-            "provider": "with --backend vagrant: virtualbox or libvirt (default: virtualbox "
-                        "when VBoxManage exists, else libvirt)"})
-def up(c, backend="netns", prefix=DEFAULT_PREFIX, verbose=False, provider=None):
+@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
+            "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP,
+            "runtime": RUNTIME_HELP})
+def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, runtime=None):
     """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
     from harness.lab.provision import bring_up
-    if provider and backend != "vagrant":
-        raise Exit("tcplab: error: --provider goes with --backend vagrant", code=1)
-    b = _backend(backend, prefix, **({"provider": provider} if provider else {}))
+    _runtime(runtime)
+    b = _lab(backend, prefix, **_provider(backend, provider))
     try:
         with b.locked():
             res = bring_up(b, verbose=verbose, force=True)
     except LabError as e:
         raise _fail(e)
-    print(f"lab '{prefix}' is up ({backend}): host {b.host_ip} on {b.capture_interface}, "
+    print(f"lab '{prefix}' is up ({b.name}): host {b.host_ip} on {b.capture_interface}, "
           f"VM {b.vm_ip}; provisioning changed {res['recap'].get('changed', '?')} thing(s)")
 
 
-@task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP})
-def down(c, backend="netns", prefix=DEFAULT_PREFIX):
+@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
+            "all": "remove every lab tcplab made on this machine (found in the state root "
+                   "from their lab.json records, also after kill -9); namespaces without a "
+                   "record are someone else's and stay"})
+def down(c, backend=None, prefix=DEFAULT_PREFIX, all_=False):
     """Remove every namespace, process, file and rule of the lab (fine if nothing is there)."""
-    b = _backend(backend, prefix)
+    if all_:
+        return _down_all()
+    b = _lab(backend, prefix)
     try:
-        b.down()
+        with b.locked():
+            b.down()
     except LabError as e:
         raise _fail(e)
     print(f"lab '{prefix}' is down: nothing of it is left")
 
 
-@task(name="status", help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP,
-                           "json": "print machine-readable JSON"})
-def status_(c, backend="netns", prefix=DEFAULT_PREFIX, json_=False):
-    """Say what exists of the lab and whether SSH answers."""
+def _down_all() -> None:
+    from harness.lab.labs import down_all
+    try:
+        res = down_all()
+    except LabError as e:
+        raise _fail(e)
+    print(f"removed {len(res['removed'])} lab(s): {', '.join(res['removed']) or '-'}")
+    problems = [f"{p}: busy (a tcplab command is using it)" for p in res["busy"]]
+    problems += [f"{p}: {err}" for p, err in res["failed"].items()]
+    if problems:
+        raise Exit("tcplab: error: not removed: " + "; ".join(problems), code=1)
+
+
+@task(name="status", help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
+                           "json": "print machine-readable JSON",
+                           "all": "every lab tcplab made: backend, prefix, namespaces, "
+                                  "sshd/VM, SSH, provisioned"})
+def status_(c, backend=None, prefix=DEFAULT_PREFIX, json_=False, all_=False):
+    """Say what exists of the lab (or of every lab) and whether SSH answers."""
     from harness.run.ssh import check_login
-    b = _backend(backend, prefix)
+    if all_:
+        return _status_all(json_)
+    b = _lab(backend, prefix)
     try:
         st = b.status()
         if st.get("ssh"):
@@ -92,23 +142,42 @@ def status_(c, backend="netns", prefix=DEFAULT_PREFIX, json_=False):
     if json_:
         print(json.dumps(st, indent=2))
         return
-    print(f"lab '{prefix}' ({backend}): {'UP' if st.get('up') else 'not up'}")
+    print(f"lab '{prefix}' ({b.name}): {'UP' if st.get('up') else 'not up'}")
     for k, v in st.items():
         if k not in ("up",):
             print(f"  {k}: {v}")
 
 
-@task(help={"scenario": "scenario name (scenarios/NAME.scn) or path (default hello)",
-            "backend": BACKEND_HELP, "prefix": PREFIX_HELP,
-            "fault": "inject a responder fault (e.g. bad-checksum, wrong-seq) to see a "
-                     "mismatch reported",
-            "verbose": "show Ansible's whole output"})
-def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None,
-         verbose=False):
-    """Run a scenario end to end: responder in the VM, nc on the host, capture, check."""
-    from harness.run.demo import run_demo
-    b = _backend(backend, prefix)
+def _status_all(as_json: bool) -> None:
+    from harness.lab.labs import format_status_all, status_all
     try:
+        rows = status_all()
+    except LabError as e:
+        raise _fail(e)
+    print(json.dumps(rows, indent=2) if as_json else format_status_all(rows))
+
+
+@task(help={"scenario": "scenario name (scenarios/NAME.scn) or path (default hello)",
+            "backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP, "provider": PROVIDER_HELP,
+            "fault": "inject a responder fault (one of: " + ", ".join(FAULTS) + ") to see a "
+                     "mismatch reported",
+            "verbose": "show Ansible's whole output",
+            "runtime": RUNTIME_HELP})
+def demo(c, scenario="hello", backend=None, prefix=DEFAULT_PREFIX, provider=None, fault=None,
+         verbose=False, runtime=None):
+    """Run a scenario end to end: responder in the VM, nc on the host, capture, check.
+
+    A scenario whose `backends:` leaves this backend out (or whose client this backend cannot
+    drive) is skipped: one line, exit 0."""
+    from harness.run.demo import check_fault, load, run_demo, skip_reason
+    _runtime(runtime)
+    b = _lab(backend, prefix, **_provider(backend, provider))
+    try:
+        check_fault(fault)
+        why = skip_reason(load(scenario), b)
+        if why:
+            print(f"tcplab: skipped: scenario {scenario} on {b.name}: {why}")
+            return
         with b.locked():
             res = run_demo(b, scenario, fault=fault, verbose=verbose)
     except LabError as e:
@@ -125,6 +194,35 @@ def demo(c, scenario="hello", backend="netns", prefix=DEFAULT_PREFIX, fault=None
     print(f"tcplab: MATCH: scenario {res.scenario} passed")
 
 
+@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP, "provider": PROVIDER_HELP,
+            "only": "comma-separated lesson names (default: every shipped lesson), e.g. "
+                    "hello,miniweb",
+            "verbose": "show Ansible's whole output"})
+def lessons(c, backend=None, prefix=DEFAULT_PREFIX, provider=None, only="", verbose=False):
+    """Run every shipped lesson that applies to the backend; print one table; exit 1 on a failure.
+
+    Brings the lab up (idempotent) and holds it for the whole run.  Each lesson is a demo with
+    its own run folder under runs/.  A lesson whose scenario leaves this backend out
+    (`backends:`), or whose client the backend cannot drive (the Scapy peer needs a lab host
+    namespace, which VirtualBox does not have), is skipped with the reason, never failed."""
+    from harness.lab.provision import bring_up
+    from harness.run.lessons import format_table, run_lessons, select
+    b = _lab(backend, prefix, **_provider(backend, provider))
+    try:
+        names = select(only)
+        with b.locked():
+            bring_up(b, verbose=verbose)
+            results = run_lessons(b, names)
+    except LabError as e:
+        raise _fail(e)
+    print(format_table(results, backend=b.name))
+    bad = [r.name for r in results if r.failed]
+    if bad:
+        raise Exit(f"tcplab: lessons: {len(bad)} of {len(results)} failed: {', '.join(bad)}",
+                   code=1)
+    print(f"tcplab: lessons: every lesson for {b.name} passed")
+
+
 @task
 def scenarios(c):
     """List the scenarios (the lessons), one line each; run one with invoke demo --scenario NAME."""
@@ -132,11 +230,11 @@ def scenarios(c):
     print(format_lessons())
 
 
-@task(help={"backend": BACKEND_HELP, "prefix": PREFIX_HELP})
-def doctor(c, backend="netns", prefix=DEFAULT_PREFIX):
+@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP})
+def doctor(c, backend=None, prefix=DEFAULT_PREFIX):
     """Check the lab piece by piece (interfaces, offload, SSH, RST rule, responder, Scapy)."""
     from harness.doctor import diagnose, format_checks
-    b = _backend(backend, prefix)
+    b = _lab(backend, prefix)
     try:
         checks = diagnose(b)
     except LabError as e:
@@ -170,21 +268,31 @@ def test(c, quick=False, k=None, x=False):
             "rounds": "rounds per figure (default 5; quick 2)",
             "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile",
             "flood": "instead: the SYN flood of this many SYNs with legitimate clients during "
-                     "it (same as invoke fuzz --flood; e.g. 100000)"})
-def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood=0):
+                     "it (same as invoke fuzz --flood; e.g. 100000)",
+            "runtime": "the responder's interpreters, side by side: cpython,pypy (default "
+                       "both), or one of them",
+            "profile": "the account of the server's CPU per connection (item profile: "
+                       "perf/strace, softirqs, the RST rule's counter, cProfile, bench.hotpath "
+                       "on each runtime); with --only, added to those items"})
+def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood=0,
+          runtime="cpython,pypy", profile=False):
     """Measure the responder and the lab against references in the same run: table, JSON, plot."""
     if flood:
         return _flood(flood, prefix or "benchflood")
     from bench.runner import run_and_print
     try:
-        run_and_print(quick=quick, backend=backend, prefix=prefix, rounds=rounds, only=only)
+        if profile and not only:
+            only = "profile"
+        run_and_print(quick=quick, backend=backend, prefix=prefix, rounds=rounds, only=only,
+                      runtime=runtime, profile=profile)
     except LabError as e:
         raise _fail(e)
 
 
 def _flood(count: int, prefix: str) -> None:
-    """The SYN flood (harness.stress.fuzz.flood_run) with its figures as JSON; exit 1 if it failed."""
-    from harness.stress.fuzz import flood_run
+    """The SYN flood (harness.stress.flood.flood_run) with its figures as JSON; exit 1 if it
+    failed."""
+    from harness.stress.flood import flood_run
     try:
         res = flood_run(count, prefix)
     except LabError as e:
@@ -213,7 +321,8 @@ def box(c):
             "prefix": "lab name for --flood and --soak (default relfuzz)"})
 def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix="relfuzz"):
     """Fuzz the responder's receive path (>= 10^6 inputs), or run the full flood or a soak."""
-    from harness.stress.fuzz import fuzz as run_fuzz, soak as run_soak
+    from harness.stress.fuzz import fuzz as run_fuzz
+    from harness.stress.soak import soak as run_soak
     if flood:
         return _flood(flood, prefix)
     try:
@@ -231,7 +340,8 @@ def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix=
 @task(help={"submission": "a .c file, a .py file, a directory with a Makefile or an "
                           "executable 'run' -- or a class: a directory of those",
             "rubric": "rubric name (rubrics/NAME.yml) or path (default lab4)",
-            "backend": BACKEND_HELP,
+            "backend": f"lab backend: {', '.join(BACKENDS)} (default netns); grading makes "
+                       "its own labs",
             "min_score": "exit 3 when a score is below this many points",
             "jobs": "a class: grade this many submissions at once, each on its own lab",
             "out": "where the grade folders go (default grades/)",
@@ -280,4 +390,5 @@ def grade(c, submission, rubric="lab4", backend="netns", min_score=None, jobs=1,
         raise Exit(f"tcplab: score below --min-score {min_score}", code=3)
 
 
-ns = Collection(up, down, status_, demo, scenarios, doctor, test, bench, box, fuzz, grade)
+ns = Collection(up, down, status_, demo, lessons, scenarios, doctor, test, bench, box, fuzz,
+                grade)

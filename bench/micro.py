@@ -68,9 +68,9 @@ def _segment(rng: random.Random, payload_len: int = 1448) -> bytearray:
 
 def _full_recompute(pkt: bytearray, seq: int, pseudo: int) -> None:
     """Write the field, then the checksum from scratch: the reference for RFC 1624."""
-    wire._U32.pack_into(pkt, wire.TCP_SEQ, seq)
+    wire.U32.pack_into(pkt, wire.TCP_SEQ, seq)
     pkt[wire.TCP_CHECKSUM:wire.TCP_CHECKSUM + 2] = b"\0\0"
-    wire._U16.pack_into(pkt, wire.TCP_CHECKSUM, wire.internet_checksum(pkt, pseudo))
+    wire.U16.pack_into(pkt, wire.TCP_CHECKSUM, wire.internet_checksum(pkt, pseudo))
 
 
 def incremental_round(iters: int, rng: random.Random) -> dict:

@@ -37,7 +37,12 @@ class NsProcess:
                                      stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                                      start_new_session=True)
         self.pid = self.proc.pid
+        self._on_stop: list = []
         _live.add(self)
+
+    def on_stop(self, fn) -> None:
+        """Call ``fn()`` once the process has been stopped (e.g. remove a rule it needed)."""
+        self._on_stop.append(fn)
 
     def stderr_text(self) -> str:
         try:
@@ -83,6 +88,8 @@ class NsProcess:
                 pass
             self.proc.wait(5)
         self._close()
+        while self._on_stop:
+            self._on_stop.pop()()
         return self.proc.returncode
 
     def _close(self):
@@ -124,6 +131,11 @@ def _kill_leftovers():
             os.killpg(p.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for fn in p._on_stop:
+            try:
+                fn()
+            except Exception:           # noqa: BLE001 -- at exit, clean what can be cleaned
+                pass
 
 
 def cpu_times() -> dict:

@@ -21,7 +21,12 @@ Items (keys of ``result["items"]``):
 5. ``lab``: ``invoke up`` from nothing and ``invoke down`` on a second, scratch lab (and the
    QEMU backend with ``--backend qemu``), ``invoke demo`` on the warm bench lab; the step
    shares; the same-run references are bare ``ip netns`` commands and a bare ``nc`` exchange.
-6. ``profile``: the responder and the asyncio server under cProfile for the same load.
+6. ``profile``: the account of the server's CPU per connection on each runtime, bench.hotpath,
+   and the responder and the asyncio server under cProfile (:mod:`bench.profiling`).
+
+The table's rows are :mod:`bench.rows`.  (This module is ~750 lines, over the project's ~600:
+item 5's lab timings -- ``item_lab`` to ``up_steps`` -- are the next to move out, with issue
+13's items 4-5, which rework them.)
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import pstats
 import shutil
 import subprocess
 import sys
@@ -41,18 +45,24 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.lab import LAB_PORT, get_backend
+from harness.lab import HOST_IP, LAB_PORT, NETMASK_BITS, VM_IP, get_backend, net
+from harness.lab import firewall
+from harness.lab.firewall import Firewall, local, port_rst_rule
 from harness.lab.provision import bring_up
-from harness.util import PROJECT_ROOT, LabError, progress, require_root, run
+from harness.util import PROJECT_ROOT, LabError, progress, require_root, stream
 
-from . import micro
+from responder.contract import RUNTIMES
+
+from . import micro, profiling
 from .procs import NsProcess, cpu_delta, cpu_times, proc_status
+from .profiling import subject
 from .report import ITEMS, format_errors, format_machine, format_missed, format_table, plot, \
     write_json
-from .stats import comparison, shares
+from .rows import comparisons
+from .stats import shares
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
-RESPONDER_PYTHON = "/usr/bin/python3"       # what the lab VM runs the responder with
+RESPONDER_PYTHON = RUNTIMES["cpython"]      # what the lab VM runs the references with
 VENV_PYTHON = sys.executable                # has Scapy (the Scapy responder only)
 INVOKE = [VENV_PYTHON, "-m", "invoke"]
 
@@ -83,12 +93,32 @@ class Params:
     stack_conns: int = 1000           # in-process hello exchanges per round (item 6)
     conn_timeout_s: float = 5.0
     budget_s: float = 30.0
+    warmup_n: int = 3000              # untimed connections before each timed load (JIT warm-up)
+    account_n: int = 5000             # the account's load (item 6, per subject)
+    hotpath_conns: int = 2000         # bench.hotpath on each runtime (item 6)
+    hotpath_rounds: int = 3
 
 
 FULL = Params()
 QUICK = Params(rounds=2, hello_n=400, hello_c=20, scapy_n=100, http_n=300, http_c=20,
                tarpit_n=1000, tarpit_c=100, tarpit_rounds=1, hold_s=0.5, micro_iters=5000, lab_rounds=1,
-               demo_rounds=1, profile_n=300, stack_conns=200, budget_s=8.0)
+               demo_rounds=1, profile_n=300, stack_conns=200, budget_s=8.0, warmup_n=100,
+               account_n=400, hotpath_conns=300, hotpath_rounds=1)
+
+
+def check_runtimes(runtimes) -> list:
+    """The runtimes asked for, each known and installed here (the netns "VM" is this machine),
+    or a LabError saying how to get it."""
+    out = []
+    for r in runtimes:
+        if r not in RUNTIMES:
+            raise LabError(f"unknown runtime {r!r}; choose from {', '.join(RUNTIMES)}")
+        if not os.access(RUNTIMES[r], os.X_OK):
+            raise LabError(f"runtime {r}: {RUNTIMES[r]} is not installed; apt-get install -y "
+                           f"{Path(RUNTIMES[r]).name} (./bootstrap installs it), or leave it out "
+                           f"with --runtime")
+        out.append(r)
+    return out
 
 
 def machine_info() -> dict:
@@ -107,11 +137,16 @@ def machine_info() -> dict:
                 mem = round(int(line.split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
-    py = subprocess.run([RESPONDER_PYTHON, "-c", "import sys; print(sys.version.split()[0])"],
-                        capture_output=True, text=True).stdout.strip()
+    versions = {}
+    for name, exe in RUNTIMES.items():
+        if os.access(exe, os.X_OK):
+            versions[name] = subprocess.run(
+                [exe, "-c", "import sys; print(sys.version.replace(chr(10), ' '))"],
+                capture_output=True, text=True).stdout.strip()
     return {"cpu_model": model, "cores": os.cpu_count(),
             "cores_usable": len(os.sched_getaffinity(0)), "kernel": platform.release(),
-            "python": py, "mem_gb": mem, "loadavg_before": _loadavg()}
+            "python": versions.get("cpython", "?").split()[0], "runtimes": versions,
+            "mem_gb": mem, "loadavg_before": _loadavg()}
 
 
 def _loadavg() -> str:
@@ -131,9 +166,10 @@ def git_info() -> dict:
 
 class Bench:
     def __init__(self, backend, params: Params, workdir: Path, log=progress,
-                 keep_as: Path | None = None):
+                 keep_as: Path | None = None, runtimes=("cpython",)):
         self.b = backend
         self.p = params
+        self.runtimes = tuple(runtimes)
         self.work = workdir
         self.keep_as = keep_as          # profiles are kept as <keep_as>-<name>.prof
         self.log = log
@@ -155,11 +191,27 @@ class Bench:
             raise
         return p
 
-    def responder(self, app: str, profile_to: Path | None = None) -> NsProcess:
+    def responder(self, app: str, profile_to: Path | None = None,
+                  runtime: str = "cpython", args=(), quiet: bool = False):
+        """The responder under ``runtime``; ``quiet``: receiving with ``--rx packet`` while the
+        VM kernel is kept from seeing the lab port's segments (contract.quiet_rule, added
+        here and removed when the server is stopped)."""
         pre = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
-        return self.start_vm(f"responder-{app}", [RESPONDER_PYTHON, *pre, "-m", "responder",
-                                                  "--listen", f"{self.vm_ip}:{LAB_PORT}",
-                                                  "--app", app], self.b.responder_dir())
+        argv = [RUNTIMES[runtime], *pre, "-m", "responder", "--listen",
+                f"{self.vm_ip}:{LAB_PORT}", "--app", app, *args]
+        if not quiet:
+            return self.start_vm(f"responder-{app}-{runtime}", argv, self.b.responder_dir())
+        rule = Firewall(local(self.b.vm_exec_prefix())).applied(
+            [firewall.quiet_rule(self.vm_ip, LAB_PORT)], first=True)
+        rule.__enter__()
+        try:
+            p = self.start_vm(f"responder-{app}-{runtime}-quiet", argv + ["--rx", "packet"],
+                              self.b.responder_dir())
+        except BaseException:
+            rule.__exit__(None, None, None)
+            raise
+        p.on_stop(lambda: rule.__exit__(None, None, None))
+        return p
 
     def kernel(self, mode: str, port: int, profile_to: Path | None = None) -> NsProcess:
         pre = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
@@ -192,17 +244,22 @@ class Bench:
         raise LabError(f"load generator exited {r.returncode} without a result: "
                        f"{r.stderr.strip()[-500:]}")
 
-    def measure(self, start, port: int, mode: str, n: int, c: int) -> dict:
-        """Start one server, run one load against it, stop it; the load's figures plus the
-        server's CPU per connection and its exit counters."""
+    def measure(self, start, port: int, mode: str, n: int, c: int, warmup: int = 0) -> dict:
+        """Start one server, warm it up with ``warmup`` untimed connections (a JIT compiles
+        the hot path during its first thousands of segments), run one load against it, stop
+        it; the load's figures plus the server's CPU per connection and its exit counters."""
         p = start()
         try:
+            warm = self.loadgen(port, mode, warmup, c) if warmup else None
             before, m0 = proc_status(p.pid), cpu_times()
             res = self.loadgen(port, mode, n, c)
             after, m1 = proc_status(p.pid), cpu_times()
         finally:
             rc = p.stop()
         res["machine_cpu"] = cpu_delta(m0, m1)
+        if warm is not None:
+            res["warmup"] = {"n": warmup, "ok": warm.get("ok"),
+                             "conn_per_s": warm.get("conn_per_s")}
         ok = res.get("ok")
         if ok:
             res["loadgen_cpu_us_per_conn"] = res["machine_cpu"]["children_cpu_s"] / ok * 1e6
@@ -221,8 +278,9 @@ class Bench:
         for r in range(rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
-                port, mode, n, c = port_mode_n_c[name]
-                res = self.measure(targets[name], port, mode, n, c)
+                port, mode, n, c, *warm = port_mode_n_c[name]
+                res = self.measure(targets[name], port, mode, n, c,
+                                   warm[0] if warm else self.p.warmup_n)
                 self.log(f"  round {r + 1}/{rounds} {name}: {res['ok']}/{res['started']} ok, "
                          f"{res['conn_per_s']} conn/s, connect p50 {res['connect_ms']['p50']} ms")
                 out[name].append(res)
@@ -231,43 +289,48 @@ class Bench:
     # --- item 1 -------------------------------------------------------------------------
     def item_handshake(self) -> dict:
         p = self.p
-        targets = {"tcplab": lambda: self.responder("hello"),
-                   "kernel": lambda: self.kernel("hello", PORT_KERNEL_HELLO),
-                   "scapy": lambda: self.scapy(PORT_SCAPY)}
-        how = {"tcplab": (LAB_PORT, "hello", p.hello_n, p.hello_c),
-               "kernel": (PORT_KERNEL_HELLO, "hello", p.hello_n, p.hello_c),
-               "scapy": (PORT_SCAPY, "hello", p.scapy_n, p.hello_c)}
+        targets, how = self._responders("hello", p.hello_n, p.hello_c, quiet=True)
+        targets.update({"kernel": lambda: self.kernel("hello", PORT_KERNEL_HELLO),
+                        "scapy": lambda: self.scapy(PORT_SCAPY)})
+        how.update({"kernel": (PORT_KERNEL_HELLO, "hello", p.hello_n, p.hello_c),
+                    # Scapy needs no JIT warm-up, and at ~200 conn/s a full one takes long
+                    "scapy": (PORT_SCAPY, "hello", p.scapy_n, p.hello_c,
+                              min(p.warmup_n, p.scapy_n // 5))})
         with self.rst_rule(PORT_SCAPY):
             res = self.rounds(targets, how, p.rounds)
-        return {"n": p.hello_n, "c": p.hello_c, "scapy_n": p.scapy_n, "results": res}
+        return {"n": p.hello_n, "c": p.hello_c, "scapy_n": p.scapy_n, "warmup_n": p.warmup_n,
+                "runtimes": list(self.runtimes), "results": res}
+
+    def _responders(self, app: str, n: int, c: int, quiet: bool = False) -> tuple:
+        """The responder under each runtime as load targets: ``({key: start}, {key: how})``;
+        ``quiet``: also the last runtime (PyPy when asked for) with the quiet kernel."""
+        targets, how = {}, {}
+        mode = "http" if app == "http" else "hello"
+        for rt in self.runtimes:
+            targets[subject(rt)] = lambda rt=rt: self.responder(app, runtime=rt)
+            how[subject(rt)] = (LAB_PORT, mode, n, c)
+        if quiet:
+            rt = self.runtimes[-1]
+            targets[subject(rt, True)] = lambda: self.responder(app, runtime=rt, quiet=True)
+            how[subject(rt, True)] = (LAB_PORT, mode, n, c)
+        return targets, how
 
     def rst_rule(self, port: int):
         """The Scapy responder's own RST block, in the VM namespace, for the ``with`` body."""
-        rule = ["OUTPUT", "-p", "tcp", "--sport", str(port), "--tcp-flags", "RST", "RST",
-                "-j", "DROP"]
-        ipt = self.b.vm_exec_prefix() + ["iptables"]
-        b = self
-
-        class _Rule:
-            def __enter__(self):
-                run(ipt + ["-I", *rule], what="iptables -I (bench RST rule)")
-                b.log(f"  RST rule for port {port} added in {b.b.vm_ns}")
-
-            def __exit__(self, *exc):
-                while run(ipt + ["-C", *rule], check=False).returncode == 0:
-                    run(ipt + ["-D", *rule], what="iptables -D (bench RST rule)")
-        return _Rule()
+        self.log(f"  RST rule for port {port} in {self.b.vm_ns}")
+        return Firewall(local(self.b.vm_exec_prefix())).applied([port_rst_rule(port)],
+                                                                first=True)
 
     # --- item 2 -------------------------------------------------------------------------
     def item_http(self) -> dict:
         p = self.p
-        targets = {"tcplab": lambda: self.responder("http"),
-                   "http.server": lambda: self.kernel("http", PORT_HTTP_SERVER),
-                   "asyncio": lambda: self.kernel("http-asyncio", PORT_HTTP_ASYNCIO)}
-        how = {"tcplab": (LAB_PORT, "http", p.http_n, p.http_c),
-               "http.server": (PORT_HTTP_SERVER, "http", p.http_n, p.http_c),
-               "asyncio": (PORT_HTTP_ASYNCIO, "http", p.http_n, p.http_c)}
-        return {"n": p.http_n, "c": p.http_c, "results": self.rounds(targets, how, p.rounds)}
+        targets, how = self._responders("http", p.http_n, p.http_c)
+        targets.update({"http.server": lambda: self.kernel("http", PORT_HTTP_SERVER),
+                        "asyncio": lambda: self.kernel("http-asyncio", PORT_HTTP_ASYNCIO)})
+        how.update({"http.server": (PORT_HTTP_SERVER, "http", p.http_n, p.http_c),
+                    "asyncio": (PORT_HTTP_ASYNCIO, "http", p.http_n, p.http_c)})
+        return {"n": p.http_n, "c": p.http_c, "warmup_n": p.warmup_n,
+                "runtimes": list(self.runtimes), "results": self.rounds(targets, how, p.rounds)}
 
     # --- item 3 -------------------------------------------------------------------------
     def item_checksum(self) -> dict:
@@ -333,26 +396,7 @@ class Bench:
 
     # --- item 6 -------------------------------------------------------------------------
     def item_profile(self) -> dict:
-        p = self.p
-        out = {"n": p.profile_n, "c": p.hello_c,
-               "note": "cProfile adds roughly 2-4x overhead to pure-Python code; compare "
-                       "the two servers with each other, not with the unprofiled figures"}
-        # the per-segment path without sockets, profiler or scheduler in the way
-        out["in_process"] = [micro.stack_round(p.stack_conns) for _ in range(p.rounds)]
-        for name, start, port, loop in (
-                ("tcplab", lambda f: self.responder("hello", profile_to=f), LAB_PORT,
-                 ("io.py", "run")),
-                ("kernel", lambda f: self.kernel("hello", PORT_KERNEL_HELLO, profile_to=f),
-                 PORT_KERNEL_HELLO, ("base_events.py", "run_forever"))):
-            prof = self.work / f"{name}.prof"
-            res = self.measure(lambda: start(prof), port, "hello", p.profile_n, p.hello_c)
-            out[name] = summarize_profile(prof, res, loop)
-            if self.keep_as and prof.exists():
-                kept = self.keep_as.with_name(f"{self.keep_as.name}-{name}.prof")
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(prof, kept)
-                out[name]["file"] = os.path.relpath(kept, PROJECT_ROOT)
-        return out
+        return profiling.item_profile(self)
 
     # --- item 5 -------------------------------------------------------------------------
     def item_lab(self, backends: list[str], scratch_prefix: str, first_up: dict) -> dict:
@@ -404,23 +448,29 @@ class Bench:
 
     def netns_floor(self, prefix: str) -> dict:
         """The bare cost of a lab's network: two namespaces and a veth pair made and removed
-        with ``ip`` alone (the reference for ``invoke up``/``down``)."""
+        with ``ip`` alone (the reference for ``invoke up``/``down``).  Only the namespaces
+        made here are deleted: one that exists already is someone else's, and is refused."""
         h, v = f"{prefix}f-host", f"{prefix}f-vm"
+        taken = {h, v} & net.namespaces()
+        if taken:
+            raise LabError(f"namespace(s) {', '.join(sorted(taken))} exist already: the bench "
+                           f"makes its own; remove them or choose another --prefix")
+        made = []
         t0 = time.monotonic()
         try:
             for ns in (h, v):
-                run(["ip", "netns", "add", ns], what="ip netns add")
-            run(["ip", "-n", h, "link", "add", "vboxnet0", "type", "veth", "peer", "name",
-                 "eth1", "netns", v], what="ip link add")
-            run(["ip", "-n", h, "addr", "add", "192.168.56.1/24", "dev", "vboxnet0"])
-            run(["ip", "-n", v, "addr", "add", "192.168.56.100/24", "dev", "eth1"])
-            run(["ip", "-n", h, "link", "set", "vboxnet0", "up"])
-            run(["ip", "-n", v, "link", "set", "eth1", "up"])
+                net.ns_add(ns)
+                made.append(ns)
+            net.veth(h, "vboxnet0", "eth1", v)
+            net.addr_replace(h, "vboxnet0", f"{HOST_IP}/{NETMASK_BITS}")
+            net.addr_replace(v, "eth1", f"{VM_IP}/{NETMASK_BITS}")
+            net.link_up(h, "vboxnet0")
+            net.link_up(v, "eth1")
             t1 = time.monotonic()
         finally:
             t2 = time.monotonic()
-            for ns in (h, v):
-                run(["ip", "netns", "del", ns], check=False)
+            for ns in made:
+                net.ns_del(ns)
             t3 = time.monotonic()
         return {"up_s": t1 - t0, "down_s": t3 - t2}
 
@@ -503,34 +553,22 @@ def _read_event(proc: subprocess.Popen, event: str, timeout: float) -> dict:
 def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False) -> dict:
     """Run ``invoke ARGS`` as a user would, timing each progress line it prints on stderr
     ('tcplab: ...'), so the steps of ``up`` can be told apart."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen(INVOKE + args, cwd=PROJECT_ROOT, stdout=subprocess.PIPE
-                            if capture_stdout else subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
     marks = []
-    stdout_chunks = []
-    try:
-        import threading
-        if capture_stdout:
-            th = threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()),
-                                  daemon=True)
-            th.start()
-        for line in proc.stderr:
-            marks.append((time.monotonic() - t0, line.rstrip()))
-        proc.wait(timeout)
-        if capture_stdout:
-            th.join(5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    wall = time.monotonic() - t0
-    if proc.returncode != 0:
+    with tempfile.TemporaryFile("w+") as out:
+        t0 = time.monotonic()
+        r = stream(INVOKE + args, show=lambda line: marks.append((time.monotonic() - t0,
+                                                                 line.rstrip())),
+                   stdout=out if capture_stdout else subprocess.DEVNULL, timeout=timeout,
+                   cwd=PROJECT_ROOT, what=f"invoke {' '.join(args)}", check=False)
+        wall = time.monotonic() - t0
+        out.seek(0)
+        stdout = out.read()
+    if r.returncode != 0:
         tail = " / ".join(m[1] for m in marks[-3:])
-        raise LabError(f"`invoke {' '.join(args)}` exited {proc.returncode}: {tail}")
+        raise LabError(f"`invoke {' '.join(args)}` exited {r.returncode}: {tail}")
     res = {"argv": args, "wall_s": wall, "marks": marks, "steps": up_steps(marks, wall)}
     if capture_stdout:
-        res["stdout"] = "".join(stdout_chunks)
+        res["stdout"] = stdout
     return res
 
 
@@ -578,213 +616,15 @@ def _mean_shares(step_dicts: list[dict]) -> dict:
     return shares(mean)
 
 
-WAITS = ("~:0(<method 'poll' of 'select.", "~:0(<method 'select' of 'select.",
-         "~:0(<built-in method select.")
-
-
-def _is_wait(function: str) -> bool:
-    return function.startswith(WAITS)
-
-
-def summarize_profile(path: Path, res: dict, loop: tuple = ("io.py", "run"),
-                      top: int = 15) -> dict:
-    """The cProfile file as JSON: busy time (inside the event loop ``loop`` = (file name,
-    function), less waiting in the selector) per connection and per segment, and the top
-    functions by own time and by cumulative time (the selector wait left out)."""
-    if not path.exists():
-        return {"error": f"no profile written ({path.name}); server exit {res.get('server_exit')}",
-                "load": res}
-    st = pstats.Stats(str(path))
-    rows = []
-    for (file, line, fn), (cc, nc, tt, ct, _callers) in st.stats.items():
-        rows.append({"function": f"{Path(file).name}:{line}({fn})", "ncalls": nc,
-                     "tottime_s": round(tt, 6), "cumtime_s": round(ct, 6)})
-    total = st.total_tt
-    waiting = sum(r["tottime_s"] for r in rows if _is_wait(r["function"]))
-    # Only the event loop counts (start-up and imports would be charged to a short load
-    # otherwise): its cumulative time, less the time it slept in the selector.
-    in_loop = [r for r in rows if r["function"].startswith(loop[0] + ":")
-               and r["function"].endswith(f"({loop[1]})")]
-    loop_s = max((r["cumtime_s"] for r in in_loop), default=total)
-    busy = loop_s - waiting
-    ok = res.get("ok") or 0
-    counters = res.get("server_counters", {})
-    segs = (counters.get("segments_in") or 0) + (counters.get("segments_out") or 0)
-    for r in rows:
-        r["share_of_busy"] = round(r["tottime_s"] / busy, 4) if busy else None
-        r["us_per_conn"] = round(r["tottime_s"] / ok * 1e6, 2) if ok else None
-    modules: dict = {}
-    for r in rows:
-        if _is_wait(r["function"]):
-            continue
-        name = r["function"].split(":", 1)[0]
-        if name == "~":         # C functions: name the system calls, the rest are builtins
-            fn = r["function"]
-            name = "syscall " + fn.split("'")[1] if "of '_socket.socket'" in fn \
-                else "builtins (C)"
-        elif name not in ("wire.py", "tcp.py", "apps.py", "io.py"):
-            name = "other Python"
-        modules[name] = modules.get(name, 0.0) + r["tottime_s"]
-    mod_total = sum(modules.values())
-    by_tt = sorted((r for r in rows if not _is_wait(r["function"])),
-                   key=lambda r: -r["tottime_s"])
-    by_ct = sorted((r for r in rows if r["cumtime_s"] <= loop_s + 1e-9),
-                   key=lambda r: -r["cumtime_s"])
-    return {"connections": ok, "segments": segs or None, "total_s": round(total, 4),
-            "loop": f"{loop[0]}({loop[1]})", "loop_s": round(loop_s, 4),
-            "waiting_s": round(waiting, 4), "busy_s": round(busy, 4),
-            "busy_us_per_conn": round(busy / ok * 1e6, 1) if ok else None,
-            "busy_us_per_segment": round(busy / segs * 1e6, 2) if segs else None,
-            "conn_per_s_profiled": res.get("conn_per_s"),
-            # own time by module over the whole profile (start-up included), >= 0.5 %
-            "by_module_share": {k: round(v / mod_total, 4) for k, v in
-                                sorted(modules.items(), key=lambda kv: -kv[1])
-                                if v / mod_total >= 0.005} if mod_total else {},
-            "top_tottime": by_tt[:top], "top_cumtime": by_ct[:top]}
-
-
-# --- comparisons ----------------------------------------------------------------------------
-
-def _fig(results: list, *path):
-    out = []
-    for r in results:
-        v = r
-        for k in path:
-            v = v.get(k) if isinstance(v, dict) else None
-        out.append(v)
-    return out
-
-
-# Rows of the load items: (reference key, figure, unit, path into a load result, target op,
-# target on the ratio, better, note).
-HANDSHAKE_ROWS = (
-    ("kernel", "hello exchanges/s", "conn/s", ("conn_per_s",), ">=", 1.0, "higher", ""),
-    ("kernel", "connect p50", "ms", ("connect_ms", "p50"), "<=", 1.5, "lower", ""),
-    ("kernel", "connect p99", "ms", ("connect_ms", "p99"), None, None, "lower", ""),
-    ("kernel", "connect to EOF p50", "ms", ("complete_ms", "p50"), None, None, "lower", ""),
-    ("kernel", "server CPU per connection", "us", ("server_cpu_us_per_conn",), None, None,
-     "lower", "process CPU only: the kernel's TCP work is mostly in softirq, not charged to "
-              "the asyncio process"),
-    ("kernel", "load generator CPU per connection", "us", ("loadgen_cpu_us_per_conn",), None,
-     None, "lower", "the client's own cost: more segments from the server, more work here"),
-    ("kernel", "machine CPU busy during the load", "share", ("machine_cpu", "busy_share"),
-     None, None, "lower", "both cores, all processes (other engineers' tests included)"),
-    ("scapy", "hello exchanges/s", "conn/s", ("conn_per_s",), ">=", 15.0, "higher", ""),
-    ("scapy", "connect p50", "ms", ("connect_ms", "p50"), None, None, "lower", ""),
-    ("scapy", "connect p99", "ms", ("connect_ms", "p99"), None, None, "lower", ""),
-)
-HTTP_ROWS = (
-    ("http.server", "requests/s", "req/s", ("conn_per_s",), ">=", 2.0, "higher", ""),
-    ("http.server", "request p99", "ms", ("complete_ms", "p99"), None, None, "lower", ""),
-    ("asyncio", "requests/s", "req/s", ("conn_per_s",), None, None, "higher", ""),
-)
-
-
-def _load_rows(item: str, results: dict, subject: str, ref_names: dict, spec) -> list:
-    label = subject if item.startswith("1") else f"{subject} miniweb"
-    return [comparison(item, figure, unit, label, ref_names[ref],
-                       _fig(results[subject], *path), _fig(results[ref], *path),
-                       target_op=op, target=target, better=better, note=note)
-            for ref, figure, unit, path, op, target, better, note in spec]
-
-
-def comparisons(items: dict) -> list[dict]:
-    """Every table row, from the raw per-round figures of each item."""
-    rows = []
-    h = items.get("handshake", {}).get("results")
-    if h:
-        rows += _load_rows("1 handshake", h, "tcplab", {"kernel": "kernel+asyncio",
-                                                          "scapy": "scapy"}, HANDSHAKE_ROWS)
-    hp = items.get("http", {}).get("results")
-    if hp:
-        rows += _load_rows("2 http", hp, "tcplab", {"http.server": "kernel+http.server",
-                                                      "asyncio": "kernel+asyncio"}, HTTP_ROWS)
-    c = items.get("checksum", {})
-    if c.get("full"):
-        rows += [
-            comparison("3 checksum", "full, 1460 B", "MB/s", "responder.wire",
-                       "scapy.utils.checksum", _fig(c["full"], "ours_mb_s"),
-                       _fig(c["full"], "scapy_mb_s"), target_op=">=", target=1.5),
-            comparison("3 checksum", "RFC 1624 update, one 32-bit field", "updates/s",
-                       "incremental", "full recompute", _fig(c["incremental"],
-                                                             "incremental_per_s"),
-                       _fig(c["incremental"], "full_per_s"), target_op=">=", target=5.0),
-            comparison("3 checksum", "miniweb per-packet patch", "segments/s",
-                       "Miniweb.encode", "wire.build_tcp", _fig(c["miniweb"], "patched_per_s"),
-                       _fig(c["miniweb"], "built_per_s"),
-                       note="encode patches 9 fields one by one (RFC 1624 each)"),
-        ]
-    tp = items.get("tarpit", {}).get("results")
-    if tp:
-        t, k = tp["tcplab"], tp["kernel"]
-        n = items["tarpit"]["n"]
-        rows += [
-            comparison("4 tarpit", f"RSS growth holding {n:,}", "MB", "tcplab tarpit",
-                       "kernel+asyncio hold", _fig(t, "rss_growth_mb"),
-                       _fig(k, "rss_growth_mb"), target_op="<", target=5.0,
-                       target_on="value", better="lower"),
-            comparison("4 tarpit", f"CPU to take {n:,}", "s", "tcplab tarpit",
-                       "kernel+asyncio hold", _fig(t, "cpu_s"), _fig(k, "cpu_s"),
-                       better="lower"),
-            comparison("4 tarpit", "CPU while holding (share of a core)", "cores",
-                       "tcplab tarpit", "kernel+asyncio hold", _fig(t, "cpu_holding_share"),
-                       _fig(k, "cpu_holding_share"), better="lower"),
-            comparison("4 tarpit", "connections held", "conns", "tcplab tarpit",
-                       "kernel+asyncio hold", _fig(t, "held"), _fig(k, "held")),
-        ]
-    lab = items.get("lab", {})
-    nb = lab.get("backends", {}).get("netns", {})
-    floor = lab.get("floor", [])
-    if nb.get("up"):
-        nr = len(nb["up"])
-        rows += [
-            comparison("5 lab", "invoke up (netns, from nothing)", "s", "invoke up",
-                       "bare ip netns+veth", _fig(nb["up"], "wall_s"),
-                       _fig(floor[:nr], "up_s") + [None] * (nr - len(floor[:nr])),
-                       target_op="<=", target=3.0, target_on="value", better="lower"),
-            comparison("5 lab", "invoke down (netns)", "s", "invoke down", "bare ip netns del",
-                       _fig(nb["down"], "wall_s"),
-                       _fig(floor[:nr], "down_s") + [None] * (nr - len(floor[:nr])),
-                       better="lower"),
-        ]
-    qb = lab.get("backends", {}).get("qemu", {})
-    if qb.get("up"):
-        rows += [comparison("5 lab", "invoke up (qemu, from nothing)", "s", "invoke up qemu",
-                            "invoke up netns", _fig(qb["up"], "wall_s"),
-                            _fig(nb.get("up", [])[:1], "wall_s") or [None], better="lower"),
-                 comparison("5 lab", "invoke down (qemu)", "s", "invoke down qemu",
-                            "invoke down netns", _fig(qb["down"], "wall_s"),
-                            _fig(nb.get("down", [])[:1], "wall_s") or [None], better="lower")]
-    if lab.get("demo"):
-        d = lab["demo"]
-        rows.append(comparison("5 lab", "invoke demo (warm lab)", "s", "invoke demo",
-                               "bare nc exchange", _fig(d, "wall_s"),
-                               _fig(lab.get("nc_alone", []), "wall_s"), target_op="<=",
-                               target=3.0, target_on="value", better="lower"))
-    pr = items.get("profile", {})
-    if pr.get("in_process"):
-        ip = pr["in_process"]
-        rows.append(comparison("6 profile", "per-segment Python path, in process", "us",
-                               "tcplab parse+tcp+build", "Scapy dissect+build",
-                               _fig(ip, "ours_us_per_segment"), _fig(ip, "scapy_us_per_segment"),
-                               target_op="<=", target=10.0, target_on="value", better="lower",
-                               note="the ~10 us per packet that issue 7 says 8,500 conn/s "
-                                    "needs; no sockets, so syscalls are not in it"))
-    if pr.get("tcplab") and pr.get("kernel") and "error" not in pr["tcplab"]:
-        rows.append(comparison("6 profile", "busy Python time per connection (cProfile)", "us",
-                               "tcplab", "kernel+asyncio",
-                               [pr["tcplab"].get("busy_us_per_conn")],
-                               [pr["kernel"].get("busy_us_per_conn")], better="lower"))
-    return rows
-
-
 # --- the whole run --------------------------------------------------------------------------
 
 def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netns",),
               rounds: int | None = None, only: list[str] | None = None,
-              results_dir: Path = RESULTS_DIR, log=progress) -> tuple[dict, Path, Path | None]:
+              runtimes=("cpython", "pypy"), results_dir: Path = RESULTS_DIR,
+              log=progress) -> tuple[dict, Path, Path | None]:
     """Run the benchmark; returns (result, json path, plot path).  Never leaves a lab."""
     require_root("invoke bench")
+    runtimes = check_runtimes(runtimes)
     params = QUICK if quick else FULL
     if rounds:
         params = replace(params, rounds=rounds)
@@ -799,6 +639,7 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
     stamp = started.strftime("%Y%m%d-%H%M%S")
     result = {"version": 1, "started": started.isoformat(timespec="seconds"), "quick": quick,
               "rounds": params.rounds, "params": asdict(params), "prefix": prefix,
+              "runtimes": list(runtimes),
               "machine": machine_info(), "git": git_info(), "items": {}}
     t_all = time.monotonic()
     backend = get_backend("netns", prefix)
@@ -813,7 +654,8 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
             first_up = timed_invoke(["up", "--prefix", prefix], timeout=600)
             result["bench_lab"] = {"up_s": first_up["wall_s"], "steps": first_up["steps"]}
             b = Bench(backend, params, work, log,
-                      keep_as=results_dir / f"{stamp}{'-quick' if quick else ''}")
+                      keep_as=results_dir / f"{stamp}{'-quick' if quick else ''}",
+                      runtimes=runtimes)
             steps = {"checksum": b.item_checksum, "handshake": b.item_handshake,
                      "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
                      "lab": lambda: b.item_lab(list(backends), scratch, first_up)}
@@ -856,6 +698,9 @@ def render(result: dict) -> str:
     for extra in (format_missed(result), format_errors(result)):
         if extra:
             parts += ["", extra]
+    acc = result.get("items", {}).get("profile", {}).get("account", {})
+    if any(k.startswith("tcplab") or k == "kernel" for k in acc):
+        parts += ["", profiling.format_account(acc)]
     prof = result.get("items", {}).get("profile", {}).get("tcplab", {})
     if prof.get("top_tottime"):
         parts += ["", f"profile of the responder (hello, {prof['connections']} connections, "
@@ -871,12 +716,18 @@ def render(result: dict) -> str:
 
 
 def run_and_print(*, quick: bool = False, backend: str = "netns", prefix: str | None = None,
-                  rounds: int = 0, only: str = "") -> dict:
+                  rounds: int = 0, only: str = "", runtime: str = "cpython,pypy",
+                  profile: bool = False) -> dict:
     """What ``invoke bench`` does: run, print the table, say where the files are."""
     backends = ["netns"] + ([backend] if backend != "netns" else [])
     items = [s.strip() for s in only.split(",") if s.strip()] or None
+    if profile:
+        items = sorted(set(items or []) | {"profile"}, key=ITEMS.index)
+    runtimes = [s.strip() for s in runtime.split(",") if s.strip()]
+    if not runtimes:
+        raise LabError(f"--runtime: name at least one of {', '.join(RUNTIMES)}")
     result, path, png = run_bench(quick=quick, prefix=prefix, backends=backends,
-                                  rounds=rounds or None, only=items)
+                                  rounds=rounds or None, only=items, runtimes=runtimes)
     print(render(result))
     print(f"\nresults: {os.path.relpath(path)}" + (f", plot: {os.path.relpath(png)}" if png
                                                     else " (no plot: matplotlib missing)"))

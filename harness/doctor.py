@@ -8,18 +8,18 @@ eagerly; the doctor starts Scapy on the host side with ``vboxnet0`` up and repor
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
-from harness.lab import LAB_PORT, RST_MARK, Backend
+from harness.lab import LAB_PORT, Backend, net
+from harness.lab.firewall import Firewall, over_ssh, rst_rule
 from harness.run.ssh import LabSSH, check_login
 from harness.util import LabError
 
-RST_RULE = (f"OUTPUT -p tcp --sport {LAB_PORT} --tcp-flags RST RST "
-            f"-m mark ! --mark {hex(RST_MARK)} -j DROP")
 TOOLS = ("ip", "iptables", "ethtool", "nc", "tshark", "dumpcap", "tcpdump", "ssh")
 
 
@@ -57,9 +57,7 @@ def diagnose(backend: Backend) -> list[Check]:
               f"{backend.capture_interface} must be UP with {backend.host_ip}/24: the capture "
               f"listens there and nc leaves from there; `invoke down && invoke up` rebuilds it"))
 
-    k = _host(backend, "ethtool", "-k", backend.capture_interface)
-    tx = next((l.split(":", 1)[1].strip() for l in k.stdout.splitlines()
-               if l.startswith("tx-checksumming:")), "unknown")
+    tx = net.tx_checksumming(backend.host_ns, backend.capture_interface)
     add(Check("host offload", tx.startswith("off"), f"tx-checksumming: {tx}",
               "with TX checksum offload on, the kernel leaves checksums to the 'hardware', so "
               "captures show the host's packets with incorrect checksums; "
@@ -72,18 +70,19 @@ def diagnose(backend: Backend) -> list[Check]:
         return checks
 
     with LabSSH(backend.ssh_endpoint()) as ssh:
-        dev = ssh.run(f"ip -o -4 addr show to {backend.vm_ip} | awk '{{print $2}}'",
-                      check=False).stdout.strip()
+        dev = net.parse_dev_with_addr(ssh.run(shlex.join(net.dev_with_addr_argv(backend.vm_ip)),
+                                              check=False).stdout)
         add(Check("vm interface", bool(dev), f"{backend.vm_ip} on {dev or 'nothing'}",
                   f"the VM must own {backend.vm_ip}: re-provision with `invoke up`"))
         if dev:
-            tx = ssh.run(f"ethtool -k {dev} | sed -n 's/^tx-checksumming: //p'",
-                         check=False).stdout.strip() or "unknown"
+            tx = net.parse_tx_checksumming(ssh.run(shlex.join(net.tx_checksumming_argv(dev)),
+                                                   check=False).stdout)
             add(Check("vm offload", tx.startswith("off"), f"{dev} tx-checksumming: {tx}",
                       "the responder computes its own checksums, but the VM kernel's packets "
                       f"would show wrong checksums in captures; fix: ethtool -K {dev} tx off"))
-        rule = ssh.run(f"iptables -C {RST_RULE}", check=False)
-        add(Check("rst block", rule.status == 0, f"iptables -C {RST_RULE}: exit {rule.status}",
+        there = Firewall(over_ssh(ssh)).check(rst_rule())
+        add(Check("rst block", there, f"iptables -C {rst_rule()}: "
+                  f"{'present' if there else 'missing'}",
                   "without it the VM kernel answers the client's SYN with a RST (it has no "
                   "socket on the port) faster than the responder's SYN+ACK, and nc is refused; "
                   "re-provision with `invoke up`"))

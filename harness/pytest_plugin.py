@@ -20,7 +20,7 @@ Fixtures:
   ``$TCPLAB_PREFIX`` (default ``scn`` + random hex).  A lab the fixture made is removed at the
   end of the session; an existing one named by ``$TCPLAB_PREFIX`` is used and left alone.
   Needs root (the test is skipped otherwise).
-* ``run_scenario(name_or_path, **kw)``: :func:`harness.demo.run_demo` on that lab, its run
+* ``run_scenario(name_or_path, **kw)``: :func:`harness.run.demo.run_demo` on that lab, its run
   folder under the test's ``tmp_path`` unless ``runs_dir=`` says otherwise; keyword arguments
   as ``run_demo``'s (``fault=``, ``responder=``, ``client_timeout=``).  It returns the
   ``DemoResult``: ``ok``, ``reason``, ``summary``, ``run_dir`` (pcapng, transcript.txt,

@@ -1,5 +1,6 @@
 """Small host-side helpers shared by every backend: one error type for the user, commands that
-fail loudly, root and tool checks, and progress lines.
+fail loudly (:func:`run`) or stream their output as they go (:func:`stream`), root and tool
+checks, progress lines, and processes by PID.
 
 Every failure a user can meet ends as one :class:`LabError` whose message says what went wrong
 and how to fix it; ``tasks.py`` turns it into a one-line exit.
@@ -8,9 +9,11 @@ and how to fix it; ``tasks.py`` turns it into a one-line exit.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +58,62 @@ def run(cmd: list[str], *, check: bool = True, timeout: float = 60, input: bytes
     return res
 
 
+def stream(cmd: list[str], *, log=None, show=None, timeout: float = 600, env=None, cwd=None,
+           what: str | None = None, check: bool = True, stdout=None) -> subprocess.CompletedProcess:
+    """Run ``cmd`` and read its output line by line as it comes: each line is appended to the
+    open text file ``log`` (if given; the command line goes first) and passed to ``show(line)``
+    (if given, without its newline).  Returns a CompletedProcess whose ``stdout`` is the text
+    read.
+
+    With ``stdout=None`` the command's stderr is read together with its stdout; otherwise its
+    stdout goes to ``stdout`` (a file, or ``subprocess.DEVNULL``) and the lines read are its
+    stderr's.  A watchdog kills the command after ``timeout`` seconds, also when it prints
+    nothing.  With ``check``, a non-zero exit raises LabError with the last lines (and the
+    log's name)."""
+    what = what or cmd[0]
+    where = f"; full log: {log.name}" if log is not None and hasattr(log, "name") else ""
+    if log is not None:
+        log.write(f"$ {shlex.join(cmd)}\n")
+        log.flush()
+    merged = stdout is None
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, cwd=cwd, text=True,
+                                errors="replace", stdout=subprocess.PIPE if merged else stdout,
+                                stderr=subprocess.STDOUT if merged else subprocess.PIPE)
+    except FileNotFoundError:
+        raise LabError(f"{cmd[0]} is not installed; run `sudo ./bootstrap`") from None
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    lines: list[str] = []
+    try:
+        for line in proc.stdout if merged else proc.stderr:
+            lines.append(line)
+            if log is not None:
+                log.write(line)
+            if show is not None:
+                show(line.rstrip("\n"))
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if log is not None:
+            log.flush()
+    if expired.is_set():
+        raise LabError(f"{what} did not finish within {timeout:g} s{where}")
+    if check and proc.returncode != 0:
+        tail = [l.strip() for l in lines if l.strip()][-3:]
+        raise LabError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail)}{where}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(lines), None)
+
+
 def wait_until(pred, timeout: float, interval: float = 0.05) -> bool:
     """Poll ``pred()`` until it is true or ``timeout`` seconds pass; return the last result."""
     deadline = time.monotonic() + timeout
@@ -76,22 +135,21 @@ def pid_alive(pid: int) -> bool:
     return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
 
+def cmdline(pid: int) -> str:
+    """The command line of ``pid`` with its arguments joined by spaces ("" when gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def pids_mentioning(text: str) -> list[int]:
     """PIDs of processes whose command line contains ``text`` (e.g. a lab's state directory:
     SSH ControlPersist masters, ProxyCommands, captures)."""
     me = os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(int(entry))
-    return found
+    return [int(e) for e in os.listdir("/proc")
+            if e.isdigit() and int(e) != me and text in cmdline(int(e))]
 
 
 def kill_pids(pids, sig: int = 9, wait: float = 0.0) -> list[int]:

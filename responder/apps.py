@@ -1,25 +1,57 @@
-"""What the responder says: the applications on top of :mod:`responder.tcp`.
+"""What the responder says: the applications on top of :mod:`responder.tcp`, and their registry.
 
 Each app is a :class:`responder.tcp.App`: the stack calls it (``on_open``, ``on_data``, ...) and it
 answers through the connection (``conn.send``, ``conn.close``).  No app touches a socket or a
 clock; the I/O layer picks one with :func:`make_app`.
 
+Each class is registered with ``@register(name, help)``: that one line is the app's name for
+``--app`` (``responder.contract.APPS`` is read from :data:`REGISTRY`), its text in ``--help``,
+and how the I/O layer builds it.  Adding an app is adding a class here (docs/apps.md).
+
 * :class:`Hello` -- the lecture's three lines, then FIN.
-* :class:`Echo` -- echoes what it receives, with flow control.
-* :class:`Tarpit` -- completes the handshake with a zero window, then forgets the connection and
-  keeps the peer stuck by answering its window probes statelessly (LaBrea).
 * :class:`Miniweb` -- answers a GET with packets built once at start-up (Adam Dunkels' miniweb):
   per connection only addresses, ports, seq/ack, window, timestamps and checksums are patched.
+* :class:`Tarpit` -- completes the handshake with a zero window, then forgets the connection and
+  keeps the peer stuck by answering its window probes statelessly (LaBrea).
+* :class:`Echo` -- echoes what it receives, with flow control.
+* :class:`Discard` -- RFC 863: takes everything, says nothing.
+
+An app may also define ``counters() -> dict``: the I/O layer adds them to its JSON line.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Callable, NamedTuple
 
 from . import wire
-from .contract import APPS
 from .tcp import App, Connection, Stack, seq_add
 from .wire import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+
+
+class AppInfo(NamedTuple):
+    """One registered app: ``--app NAME``, the class, its ``--help`` text, and how to build it
+    from the command line's settings (``make(http_page, mss)``)."""
+
+    name: str
+    cls: type
+    help: str
+    make: Callable
+
+
+#: ``--app`` name -> :class:`AppInfo`, in the order ``--help`` lists them.
+REGISTRY: dict = {}
+
+
+def register(name: str, help: str, make: Callable | None = None):
+    """Class decorator: make ``cls`` the app ``--app name``.  ``make(http_page, mss)`` builds
+    it (default: ``cls()``)."""
+    def add(cls):
+        if name in REGISTRY:
+            raise ValueError(f"app {name!r} registered twice")
+        REGISTRY[name] = AppInfo(name, cls, help, make or (lambda http_page, mss: cls()))
+        return cls
+    return add
 
 #: The lecture's three strings, with their NUL bytes (11, 20 and 66 bytes).
 HELLO_LINES = (
@@ -29,6 +61,8 @@ HELLO_LINES = (
 )
 
 
+@register("hello", "the lecture's three lines as three segments (11, 20, 66 bytes, PSH|ACK "
+                  "each), then FIN; client data is ACKed and discarded, the client's FIN is ACKed")
 class Hello(App):
     """After the handshake: three segments back to back, then FIN (RFC 9293 3.10.4 CLOSE).
 
@@ -46,75 +80,6 @@ class Hello(App):
         for line in HELLO_LINES:
             conn.send(line)
         conn.close()
-
-
-class Echo(App):
-    """Echo what arrives, with flow control: the receive window we grant is the buffer space not
-    taken by echoed bytes still unacknowledged, so a peer that does not read cannot make us
-    buffer without bound (RFC 9293 3.8.6).  When the peer closes, we close after the echo."""
-
-    def __init__(self, buffer: int = 65536):
-        self.rcv_buf = buffer
-        self.buffer = buffer
-
-    def on_data(self, conn: Connection, data: bytes) -> None:
-        if conn.fin_queued:
-            return
-        conn.send(data)
-        self._update_window(conn)
-
-    def on_send_space(self, conn: Connection) -> None:
-        self._update_window(conn)
-
-    def on_peer_close(self, conn: Connection) -> None:
-        conn.close()
-
-    def _update_window(self, conn: Connection) -> None:
-        conn.set_receive_window(max(0, self.buffer - conn.send_buffered))
-
-
-class Tarpit(App):
-    """Hold connections at no memory cost (LaBrea, 2001).
-
-    The SYN,ACK advertises a zero window (``rcv_buf = 0``), so the peer may not send data.  Once
-    the handshake completes the TCB is deleted without a word to the peer (``conn.forget()``);
-    the peer believes the connection is up and, having data to send, probes the zero window
-    forever.  Its segments now reach :meth:`on_stray` (no TCB), which answers each from the
-    segment itself: ``<SEQ=SEG.ACK><ACK=...><CTL=ACK>`` with window 0 and, if the probe has a
-    timestamp, TSecr = its TSval.  The ACK number:
-
-    * a probe without data is Linux's (SEG.SEQ = SND.UNA - 1, RFC 9293 3.8.6.1 allows any
-      unacceptable segment): we ACK SEG.SEQ + 1, which is exactly SND.UNA -- a current ACK
-      that resets the peer's probe counter, so it never gives up (RFC 1122 4.2.2.17);
-    * a probe with data (BSD style: one byte at SND.UNA) or a FIN: we ACK SEG.SEQ, taking
-      nothing, so the peer keeps the byte and probes again.
-
-    Caveat: a pure ACK at SND.UNA (which a peer sends only if provoked) would be answered with an
-    ACK of one byte more than it sent; the peer answers that with an ACK (RFC 9293 3.10.7.4), so
-    such an exchange is rate-limited only by the peer.  RSTs are never answered.
-    """
-
-    rcv_buf = 0
-
-    def __init__(self):
-        self.held = 0
-
-    def on_open(self, conn: Connection) -> None:
-        self.held += 1
-        conn.forget()
-
-    def on_stray(self, stack: Stack, seg: Segment, now: float):
-        if seg.flags & (RST | SYN) or not seg.flags & ACK:
-            return []
-        probe_only = not seg.payload and not seg.flags & FIN
-        ack = seq_add(seg.seq, 1) if probe_only else seg.seq
-        opts = wire.NO_OPTIONS
-        if seg.options.timestamps is not None:
-            local, remote = (bytes(seg.dst), seg.dport), (bytes(seg.src), seg.sport)
-            opts = TcpOptions(timestamps=(stack.tsval_for(local, remote, now),
-                                          seg.options.timestamps[0]))
-        return [Segment(seg.dst, seg.src, seg.dport, seg.sport, seg.ack, ack, ACK, 0,
-                        options=opts)]
 
 
 DEFAULT_PAGE = (b"<!DOCTYPE html>\n<html><head><title>tcplab miniweb</title></head>\n"
@@ -146,6 +111,11 @@ class _Template:
         self.addr_sum = 0
 
 
+@register("http", "miniweb: a GET is answered with packets precomputed at start-up "
+                 "(--http-file or a built-in page); per connection only addresses, ports, "
+                 "seq/ack, window, timestamps and checksums are patched (RFC 1624) (counter: "
+                 "http_packets_patched)",
+          make=lambda http_page, mss: Miniweb(http_page, mss=mss - 12))
 class Miniweb(App):
     """An HTTP server of precomputed packets (the lecture's miniweb remark).
 
@@ -231,17 +201,115 @@ class Miniweb(App):
         self.patched += 1
         return buf
 
+    def counters(self) -> dict:
+        return {"http_packets_patched": self.patched}
 
+
+@register("tarpit", "handshake with a zero window, then the connection is forgotten and the "
+                   "peer's window probes are answered statelessly with window 0 (LaBrea): held "
+                   "peers cost no memory (counter: tarpit_held)")
+class Tarpit(App):
+    """Hold connections at no memory cost (LaBrea, 2001).
+
+    The SYN,ACK advertises a zero window (``rcv_buf = 0``), so the peer may not send data.  Once
+    the handshake completes the TCB is deleted without a word to the peer (``conn.forget()``);
+    the peer believes the connection is up and, having data to send, probes the zero window
+    forever.  Its segments now reach :meth:`on_stray` (no TCB), which answers each from the
+    segment itself: ``<SEQ=SEG.ACK><ACK=...><CTL=ACK>`` with window 0 and, if the probe has a
+    timestamp, TSecr = its TSval.  The ACK number:
+
+    * a probe without data is Linux's (SEG.SEQ = SND.UNA - 1, RFC 9293 3.8.6.1 allows any
+      unacceptable segment): we ACK SEG.SEQ + 1, which is exactly SND.UNA -- a current ACK
+      that resets the peer's probe counter, so it never gives up (RFC 1122 4.2.2.17);
+    * a probe with data (BSD style: one byte at SND.UNA) or a FIN: we ACK SEG.SEQ, taking
+      nothing, so the peer keeps the byte and probes again.
+
+    Caveat: a pure ACK at SND.UNA (which a peer sends only if provoked) would be answered with an
+    ACK of one byte more than it sent; the peer answers that with an ACK (RFC 9293 3.10.7.4), so
+    such an exchange is rate-limited only by the peer.  RSTs are never answered.
+    """
+
+    rcv_buf = 0
+
+    def __init__(self):
+        self.held = 0
+
+    def on_open(self, conn: Connection) -> None:
+        self.held += 1
+        conn.forget()
+
+    def counters(self) -> dict:
+        return {"tarpit_held": self.held}
+
+    def on_stray(self, stack: Stack, seg: Segment, now: float):
+        if seg.flags & (RST | SYN) or not seg.flags & ACK:
+            return []
+        probe_only = not seg.payload and not seg.flags & FIN
+        ack = seq_add(seg.seq, 1) if probe_only else seg.seq
+        opts = wire.NO_OPTIONS
+        if seg.options.timestamps is not None:
+            local, remote = (bytes(seg.dst), seg.dport), (bytes(seg.src), seg.sport)
+            opts = TcpOptions(timestamps=(stack.tsval_for(local, remote, now),
+                                          seg.options.timestamps[0]))
+        return [Segment(seg.dst, seg.src, seg.dport, seg.sport, seg.ack, ack, ACK, 0,
+                        options=opts)]
+
+
+@register("echo", "data is ACKed and echoed back, with flow control (window = free buffer "
+                 "space)")
+class Echo(App):
+    """Echo what arrives, with flow control: the receive window we grant is the buffer space not
+    taken by echoed bytes still unacknowledged, so a peer that does not read cannot make us
+    buffer without bound (RFC 9293 3.8.6).  When the peer closes, we close after the echo."""
+
+    def __init__(self, buffer: int = 65536):
+        self.rcv_buf = buffer
+        self.buffer = buffer
+
+    def on_data(self, conn: Connection, data: bytes) -> None:
+        if conn.fin_queued:
+            return
+        conn.send(data)
+        self._update_window(conn)
+
+    def on_send_space(self, conn: Connection) -> None:
+        self._update_window(conn)
+
+    def on_peer_close(self, conn: Connection) -> None:
+        conn.close()
+
+    def _update_window(self, conn: Connection) -> None:
+        conn.set_receive_window(max(0, self.buffer - conn.send_buffered))
+
+
+@register("discard", "RFC 863: data is ACKed and thrown away, nothing is sent back; when the "
+                     "peer closes, we close (counter: discard_bytes)")
+class Discard(App):
+    """The Discard Protocol (RFC 863): "simply throw away any data received".
+
+    The stack ACKs every byte as it arrives (delayed ACK: every second segment at once), and
+    since nothing is kept, the window we advertise never shrinks: the peer can send as fast as
+    the network lets it.  Nothing is ever sent back but ACKs.  When the peer's FIN arrives
+    (CLOSE-WAIT), we close too (LAST-ACK), as RFC 863's TCP service ends "until the calling
+    user terminates it".
+    """
+
+    def __init__(self):
+        self.discarded = 0
+
+    def on_data(self, conn: Connection, data: bytes) -> None:
+        self.discarded += len(data)
+
+    def on_peer_close(self, conn: Connection) -> None:
+        conn.close()
+
+    def counters(self) -> dict:
+        return {"discard_bytes": self.discarded}
 
 
 def make_app(name: str, http_page: bytes | None = None, mss: int = 1460) -> App:
-    """The app for ``--app NAME``."""
-    if name == "hello":
-        return Hello()
-    if name == "echo":
-        return Echo()
-    if name == "tarpit":
-        return Tarpit()
-    if name == "http":
-        return Miniweb(http_page, mss=mss - 12)
-    raise ValueError(f"unknown app {name!r} (choose from {', '.join(APPS)})")
+    """The app for ``--app NAME`` (``http_page``: ``--http-file``'s bytes; ``mss``: ours)."""
+    info = REGISTRY.get(name)
+    if info is None:
+        raise ValueError(f"unknown app {name!r} (choose from {', '.join(REGISTRY)})")
+    return info.make(http_page, mss)

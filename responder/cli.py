@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
-from .contract import APPS, DEFAULT_MARK, FAULTS
+from .contract import DEFAULT_MARK, DEFAULT_USER, FAULTS
 
 EPILOG = """\
-apps:
-  hello   the lecture's three lines as three segments (11, 20, 66 bytes, PSH|ACK each), then FIN;
-          client data is ACKed and discarded, the client's FIN is ACKed
-  echo    data is ACKed and echoed back, with flow control (window = free buffer space)
-  tarpit  handshake with a zero window, then the connection is forgotten and the peer's window
-          probes are answered statelessly with window 0 (LaBrea): held peers cost no memory
-  http    miniweb: a GET is answered with packets precomputed at start-up; per connection only
-          addresses, ports, seq/ack, window, timestamps and checksums are patched (RFC 1624)
-
 faults (--fault, for testing the harness; the demo must then fail naming the field):
   bad-checksum  the TCP checksum of every data segment is corrupted
   wrong-seq     the second data segment of each connection has its seq one too high
@@ -34,9 +26,9 @@ the wire layer's names such as bad_checksum, truncated, and the state machine's 
 out_of_window, paws, bad_ack, rst_in_window, syn_queue_overflow, closed_port, listen_ack),
 connections_open, connections_total, established_total, half_open, retransmissions,
 challenge_acks, resets_sent, resets_received, syn_cookies_accepted, stateless_replies,
-packets_ignored, send_errors, internal_errors (+ tarpit_held, http_packets_patched).
-SIGTERM exits 0.  Exit 2 without CAP_NET_RAW.  After opening its sockets it drops all
-capabilities.  --connect opens from the --listen address:port, so the same RST rule covers it.
+packets_ignored, send_errors, internal_errors (+ the app's own counters, named above).
+SIGTERM exits 0.  Exit 2 without CAP_NET_RAW.  After opening its sockets it becomes --user
+(nobody) with no groups, no capabilities and no_new_privs, or exits 2 if it cannot.  --connect opens from the --listen address:port, so the same RST rule covers it.
 Needs the lab's rule dropping unmarked RSTs from the port, e.g.
   iptables -A OUTPUT -p tcp --sport 80 --tcp-flags RST RST -m mark ! --mark 0x5e -j DROP
 """
@@ -58,15 +50,27 @@ def _addr_port(text: str) -> str:
     return text
 
 
+def apps_help() -> str:
+    """The ``apps:`` section of ``--help``, from the apps' registry (name and text together)."""
+    from .apps import REGISTRY
+    lines = ["apps:"]
+    for info in REGISTRY.values():
+        lines.append(textwrap.fill(info.help, width=98, initial_indent=f"  {info.name:7} ",
+                                   subsequent_indent=" " * 10, break_on_hyphens=False))
+    return "\n".join(lines) + "\n\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .apps import REGISTRY
     p = argparse.ArgumentParser(
         prog="python3 -m responder",
         description="A raw-socket TCP responder for teaching TCP at the packet level "
                     "(RFC 9293 state machine, standard library only).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=apps_help() + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--listen", required=True, type=_addr_port, metavar="ADDR:PORT",
                    help="address and port to answer on, e.g. 192.168.56.100:80")
-    p.add_argument("--app", required=True, choices=APPS, help="what to say (see below)")
+    p.add_argument("--app", required=True, choices=tuple(REGISTRY),
+                   help="what to say (see below)")
     p.add_argument("--classic", action="store_true",
                    help="run the lecture's copy-and-swap program instead of the state machine "
                         "(byte for byte, bugs included; IPPROTO_RAW socket); it always says the "
@@ -87,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TIME-WAIT duration, 2 MSL (default 2 s for a lab; RFC 9293: 4 min)")
     p.add_argument("--http-file", metavar="PATH",
                    help="page served by --app http (default: a built-in page)")
+    p.add_argument("--user", default=DEFAULT_USER, metavar="NAME",
+                   help="who to become once the raw sockets are open, when started as root "
+                        "(default: nobody; never root); started as another user with "
+                        "CAP_NET_RAW, the responder stays that user and drops the capability")
+    p.add_argument("--rx", choices=("socket", "packet"), default="socket",
+                   help="socket: receive on the raw socket, after netfilter (default); packet: "
+                        "on an AF_PACKET socket, before netfilter, so the lab may drop the "
+                        "port's segments in raw PREROUTING and spare the kernel's TCP and its "
+                        "RSTs (for load; INPUT-chain drop conditions of lessons do not apply "
+                        "to it: see responder/packet.py)")
     p.add_argument("--fault", choices=FAULTS, metavar="NAME",
                    help="deliberate fault for harness tests: " + ", ".join(FAULTS))
     p.add_argument("--table", action="store_true",

@@ -7,6 +7,9 @@ This is the only module that touches the outside world.  It
   header (``IP_HDRINCL`` off: the kernel writes the IP header, the TCP checksum is ours).  For
   ``--classic`` an ``IPPROTO_RAW`` socket sends whole IP packets, because the lecture's program
   copies and edits the IP header itself;
+* or, with ``--rx packet``, receives on an ``AF_PACKET`` socket with a BPF filter instead
+  (:mod:`responder.packet`: before netfilter, so a lab can keep the kernel from seeing the
+  port's segments at all) and only sends on the raw socket;
 * marks everything it sends with ``SO_MARK`` (``--mark``, default 0x5e): the lab's iptables rule
   drops the *kernel's* RSTs (the kernel knows no socket on port 80 and would reset every SYN)
   and lets only marked packets through;
@@ -17,27 +20,29 @@ This is the only module that touches the outside world.  It
 * counts: segments in/out, drops by reason (``WireError.reason`` names and the state machine's
   reasons), connections, retransmissions, challenge ACKs; SIGUSR1 prints them as one JSON line on
   stderr, and so does exit; SIGTERM exits 0;
-* after the sockets are open, drops every capability (``capset`` via ctypes): an open raw socket
-  keeps working without CAP_NET_RAW, so a bug in the parser can no longer be used to open more.
+* after the sockets are open (and ``--http-file`` read), gives up every privilege for good
+  (:mod:`responder.privileges`: an unprivileged uid/gid, no groups, no capabilities,
+  no_new_privs), or refuses to go on: an open raw socket keeps working, so a bug in the parser
+  can no longer be used to open more, or to read or write anyone else's files.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
 
 from . import wire
 from .apps import make_app
-from .contract import CLASSIC_ISN, FAULTS
+from .contract import CLASSIC_ISN
+from .faults import Faults
+from .privileges import PrivilegeError, drop_privileges
 from .tcp import Config, Stack
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -73,89 +78,6 @@ def open_socket(proto: int, mark: int, rcvbuf: bool = False) -> socket.socket:
     return s
 
 
-def drop_capabilities() -> str:
-    """Drop all capabilities of this process (capset(2) with empty sets, via ctypes) and set
-    no_new_privs.  Returns what was done, for the log.  Best effort: stdlib only."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(38, 1, 0, 0, 0)                      # PR_SET_NO_NEW_PRIVS
-        header = struct.pack("Ii", 0x20080522, 0)       # _LINUX_CAPABILITY_VERSION_3, this pid
-        data = ctypes.create_string_buffer(24)          # 2 x {effective, permitted, inheritable}
-        if libc.capset(ctypes.c_char_p(header), data) != 0:
-            return f"capabilities kept (capset: {os.strerror(ctypes.get_errno())})"
-        return "capabilities dropped"
-    except (OSError, AttributeError) as e:
-        return f"capabilities kept ({e})"
-
-
-class Faults:
-    """``--fault NAME``: deliberate, documented mistakes for testing the harness's checks.
-
-    * ``bad-checksum``: every data segment leaves with its TCP checksum corrupted (one byte of
-      the checksum field inverted), so the peer drops it and the capture shows "incorrect".
-    * ``wrong-seq``: the second data segment of each connection leaves with its sequence number
-      one too high (the stack's own state is untouched, so the peer sees a hole of one byte).
-    * ``no-delayed-ack``: every segment is ACKed at once (``Config.delayed_ack = 0``).
-    * ``no-backoff``: the retransmission timeout is not doubled after a timeout (RFC 6298 5.5
-      ignored): retransmissions come every RTO.
-    * ``no-challenge-ack``: RFC 5961's challenge ACKs are never sent (the limit is 0).
-    * ``tarpit-window``: a SYN,ACK that advertises a zero window advertises 1024 instead.
-    * ``no-time-wait``: where TIME-WAIT would begin, the TCB is deleted at once (CLOSED; the
-      last ACK is not even sent).
-    """
-
-    def __init__(self, name: str | None):
-        if name is not None and name not in FAULTS:
-            raise ValueError(f"unknown fault {name!r} (choose from {', '.join(FAULTS)})")
-        self.name = name
-        self.data_segments: dict = {}
-
-    def configure(self, cfg) -> None:
-        """Faults that are settings of the state machine (``cfg``: a ``tcp.Config``)."""
-        if self.name == "no-delayed-ack":
-            cfg.delayed_ack = 0
-        elif self.name == "no-challenge-ack":
-            cfg.challenge_ack_limit = 0
-
-    def patch(self, stack) -> None:
-        """Faults in the stack's timers: ``no-backoff`` undoes the doubling after each RTO;
-        ``no-time-wait`` deletes the TCB instead of entering TIME-WAIT."""
-        if self.name == "no-time-wait":
-            stack._enter_time_wait = lambda conn: stack._delete(conn, "no TIME-WAIT (fault)")
-        if self.name != "no-backoff":
-            return
-        timer_rto = stack._timer_rto
-
-        def no_backoff(conn):
-            rto = conn.rto
-            timer_rto(conn)
-            if conn.rto != rto and "rto" in conn.timers:
-                conn.rto = rto
-                stack._set_timer(conn, "rto", rto)
-        stack._timer_rto = no_backoff
-
-    def before(self, seg: wire.Segment) -> wire.Segment:
-        if self.name == "tarpit-window" and seg.flags & wire.SYN and seg.flags & wire.ACK \
-                and seg.window == 0:
-            return wire.Segment(seg.src, seg.dst, seg.sport, seg.dport, seg.seq, seg.ack,
-                                seg.flags, 1024, seg.urgent, seg.options, seg.payload)
-        if self.name != "wrong-seq" or not len(seg.payload):
-            return seg
-        key = (bytes(seg.dst), seg.dport)
-        n = self.data_segments[key] = self.data_segments.get(key, 0) + 1
-        if n != 2:
-            return seg
-        return wire.Segment(seg.src, seg.dst, seg.sport, seg.dport, seg.seq + 1, seg.ack,
-                            seg.flags, seg.window, seg.urgent, seg.options, seg.payload)
-
-    def after(self, seg: wire.Segment, tcp_bytes):
-        if self.name != "bad-checksum" or not len(seg.payload):
-            return tcp_bytes
-        out = bytearray(tcp_bytes)
-        out[wire.TCP_CHECKSUM] ^= 0xFF
-        return out
-
-
 class Responder:
     """The event loop around one :class:`Stack` (or the classic program)."""
 
@@ -166,6 +88,7 @@ class Responder:
         self.addr = wire.ip_bytes(self.addr_str)
         self.port = int(port)
         self.faults = Faults(opts.fault)
+        self.wire_faults = self.faults.on_the_wire      # bad-checksum, wrong-seq, tarpit-window
         self.counters = {"packets_ignored": 0, "send_errors": 0, "internal_errors": 0}
         # The stack's per-transition lines ("... SYN-RECEIVED => ESTABLISHED") are collected
         # here and written with one write + flush per loop iteration (flush_log), before the
@@ -190,7 +113,6 @@ class Responder:
             cfg = Config(fixed_isn=opts.isn, nodelay=opts.nodelay, msl2=opts.msl2)
             self.faults.configure(cfg)
             self.stack = Stack(cfg, isn_key=random(32), log=self.log_lines.append)
-            self.faults.patch(self.stack)
             self.app = make_app(opts.app, page, cfg.mss)
             self.stack.listen(self.addr, self.port, self.app)
         self.encode_hook = getattr(self.app, "encode", None)
@@ -209,6 +131,10 @@ class Responder:
         self.tx = self.rx
         self.rbuf = bytearray(65536)
         self.rview = memoryview(self.rbuf)
+        if getattr(self.opts, "rx", "socket") == "packet" and not self.classic:
+            from .packet import DROP_ALL, attach_filter, open_packet_rx
+            self.rx = open_packet_rx(self.addr, self.port, RCVBUF)
+            attach_filter(self.tx, DROP_ALL)    # the raw socket only sends now
 
     def flush_log(self) -> None:
         """Write the transition lines collected since the last call, in order, at once."""
@@ -219,7 +145,7 @@ class Responder:
             lines.clear()
 
     def send_segment(self, seg: wire.Segment) -> None:
-        faulty = self.faults.name is not None
+        faulty = self.wire_faults
         if faulty:
             seg = self.faults.before(seg)
         data = None
@@ -295,10 +221,9 @@ class Responder:
         if self.classic is not None:
             c["segments_in"] = self.counters.get("classic_in", 0)
             c["segments_out"] = self.counters.get("classic_out", 0)
-        if self.app is not None and hasattr(self.app, "held"):
-            c["tarpit_held"] = self.app.held
-        if self.app is not None and hasattr(self.app, "patched"):
-            c["http_packets_patched"] = self.app.patched
+        app_counters = getattr(self.app, "counters", None)
+        if app_counters is not None:
+            c.update(app_counters())        # e.g. tarpit_held, http_packets_patched
         return c
 
     def print_stats(self) -> None:
@@ -403,5 +328,9 @@ def main(opts) -> int:
     except OSError as e:
         log(f"responder: cannot open raw sockets: {e}")
         return 2
-    log(drop_capabilities())
+    try:
+        log(drop_privileges(opts.user))
+    except PrivilegeError as e:
+        log(f"responder: refusing to serve with privileges it cannot drop: {e}")
+        return 2
     return responder.run()

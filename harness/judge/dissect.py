@@ -16,16 +16,26 @@ Two sources of truth are combined on purpose:
 pyshark pitfalls handled here: every capture gets its own fresh event loop (no "event loop is
 closed/already running"), the capture is closed in ``finally`` and the tshark child is checked
 and killed if it survived the close.
+
+Unprivileged dissection (issue 15, finding 9): the packets come from programs the harness does
+not trust (a student's responder), and Wireshark's dissectors have had their share of memory
+bugs.  When the harness runs as root, tshark reads a root-owned, world-readable *copy* of the
+capture in a fresh private directory, and runs as nobody:nogroup with no capabilities and
+no_new_privs (``harness/judge/unprivileged/tshark``, a wrapper around ``setpriv``, given to
+pyshark as its tshark).  Not root and no ``setpriv``: tshark runs as the caller, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import struct
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -345,7 +355,41 @@ class _QuietReaperRace(logging.Filter):
 logging.getLogger("asyncio").addFilter(_QuietReaperRace())
 
 
+#: The tshark wrapper that drops to nobody (pyshark runs ``<dir of tshark_path>/tshark``).
+UNPRIVILEGED_TSHARK = Path(__file__).resolve().with_name("unprivileged") / "tshark"
+
+
+def unprivileged() -> bool:
+    """Will dissection drop privileges (we are root and setpriv exists)?"""
+    return os.geteuid() == 0 and shutil.which("setpriv") is not None
+
+
+@contextlib.contextmanager
+def _dissectable(path: Path):
+    """(file, tshark_path) for pyshark: as root, a copy that only root can change and anyone
+    may read, in a fresh directory, with the unprivileged tshark; else ``path`` and pyshark's
+    own search for tshark."""
+    if not unprivileged():
+        yield path, None
+        return
+    d = Path(tempfile.mkdtemp(prefix="tcplab-dissect-"))
+    try:
+        copy = d / ("capture" + path.suffix)
+        shutil.copyfile(path, copy)
+        os.chmod(copy, 0o444)
+        os.chmod(d, 0o711)              # nobody may open the file by name, not list or write
+        yield copy, str(UNPRIVILEGED_TSHARK)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def _read(path: Path, display_filter: str) -> list[Pkt]:
+    with _dissectable(path) as (source, tshark_path):
+        return _read_file(source, display_filter, tshark_path, shown=path)
+
+
+def _read_file(path: Path, display_filter: str, tshark_path: str | None,
+               shown: Path) -> list[Pkt]:
     import pyshark  # the only pyshark import in tcplab
 
     loop = asyncio.new_event_loop()
@@ -354,7 +398,7 @@ def _read(path: Path, display_filter: str) -> list[Pkt]:
     try:
         cap = pyshark.FileCapture(str(path), display_filter=display_filter, use_json=True,
                                   include_raw=True, keep_packets=False, eventloop=loop,
-                                  override_prefs=dict(TSHARK_PREFS))
+                                  override_prefs=dict(TSHARK_PREFS), tshark_path=tshark_path)
         # pyshark runs `tshark -v` (~0.17 s) twice per capture; the answer does not change.
         cap._Capture__tshark_version = tshark_version()
         out: list[Pkt] = []
@@ -368,7 +412,7 @@ def _read(path: Path, display_filter: str) -> list[Pkt]:
                     t0 = Decimal(raw.frame_info._all_fields["frame.time_epoch"])
                 out.append(p)
         except pyshark.capture.capture.TSharkCrashException as exc:
-            raise DissectError(f"tshark failed reading {path}: {exc}") from None
+            raise DissectError(f"tshark failed reading {shown}: {exc}") from None
         completed = True
         return out
     finally:

@@ -13,21 +13,20 @@ Rules (docs/scenarios.md explains them for teachers):
   extra client pure ACKs are fine; a client RST is never fine unless a line states it; a client
   ack on any line means "at least".
 * Timing is checked only where a line states ``after REF within LO-HI``.
+* A ``maybe s>c`` line may have no packet: when the responder's next packet does not fit its
+  flags, seq, length and ack, the line is "absent" (ok) and that packet goes to the next line.
 
 The verdict is a value plus a reason (style card item 8): :class:`Verdict`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from harness.judge.dissect import ACK, RST, SYN, Pkt, format_options
-from harness.judge.scenario import DIRECTIONS, Expect, OptionsSpec, Scenario, Val, c_escape
-
-# Wireshark analysis flags that betray a responder bug unless a line states them.
-SERVER_BAD_ANALYSIS = frozenset({"retransmission", "fast_retransmission",
-                                 "spurious_retransmission", "out_of_order", "lost_segment",
-                                 "ack_lost_segment"})
+from harness.judge.dissect import ACK, RST, Pkt
+from harness.judge.fields import (SERVER_BAD_ANALYSIS, Conv, check_fields, client_ports,
+                                  renumber, seq_lt, seq_text)
+from harness.judge.scenario import DIRECTIONS, Expect, Scenario
 
 
 @dataclass
@@ -59,9 +58,17 @@ class Verdict:
     client: str = ""                                   # "192.168.56.1.40000", tcpdump style
     server: str = ""                                   # "192.168.56.100.80"
     not_applicable: list = field(default_factory=list)  # checks that could not apply, and why
+    connections: list = field(default_factory=list)    # Verdict per connection (clients: N)
 
     def __bool__(self):
         return self.ok
+
+    @property
+    def clients(self) -> list[str]:
+        """Every judged connection's client end, in order (one for a one-client scenario)."""
+        if self.connections:
+            return [c.client for c in self.connections]
+        return [self.client] if self.client else []
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "reason": self.reason, "failures": list(self.failures),
@@ -69,241 +76,27 @@ class Verdict:
                 "notes": {str(k): v for k, v in sorted(self.notes.items())},
                 "bad_packets": sorted(self.bad_packets),
                 "client": self.client, "server": self.server,
-                "not_applicable": list(self.not_applicable)}
-
-
-def _seq_lt(a: int, b: int) -> bool:
-    """a < b in 32-bit sequence space (RFC 1982 style)."""
-    return a != b and ((b - a) & 0xFFFFFFFF) < 0x80000000
-
-
-class _Conv:
-    """The packets of one connection, with the look-ups that ``echo``/``latest`` need."""
-
-    def __init__(self, packets, client_ip, server_ip, server_port):
-        self.all = packets
-        self.others: list[Pkt] = []
-        conv = []
-        # The connection is the one whose SYN comes first (a stray packet of an earlier run
-        # must not choose it), else the one of the first packet.
-        cport = next((p.sport for p in packets
-                      if (p.src, p.dst, p.dport) == (client_ip, server_ip, server_port)
-                      and p.flags & SYN and not p.flags & ACK), None)
-        for p in packets:
-            to_server = (p.src, p.dst, p.dport) == (client_ip, server_ip, server_port)
-            from_server = (p.src, p.dst, p.sport) == (server_ip, client_ip, server_port)
-            if not (to_server or from_server):
-                self.others.append(p)
-                continue
-            port = p.sport if to_server else p.dport
-            if cport is None:
-                cport = port
-            if port != cport:
-                self.others.append(p)
-                continue
-            conv.append(p)
-        self.client_port = cport
-        self.client_ip, self.server_port = client_ip, server_port
-        self.pkts = conv
-        self.server = [p for p in conv if p.src == server_ip]
-        self.client = [p for p in conv if p.src != server_ip]
-        self.server_ip = server_ip
-
-    def is_server(self, p: Pkt) -> bool:
-        return p.src == self.server_ip
-
-    def peer_before(self, p: Pkt) -> list[Pkt]:
-        """Packets of the other side captured before ``p``."""
-        side = self.client if self.is_server(p) else self.server
-        return [q for q in side if q.number < p.number]
-
-    def own_before(self, p: Pkt) -> Pkt | None:
-        side = self.server if self.is_server(p) else self.client
-        prev = [q for q in side if q.number < p.number]
-        return prev[-1] if prev else None
-
-    @property
-    def last_number(self) -> int | None:
-        return self.all[-1].number if self.all else None
-
-
-# ---------------------------------------------------------------- field checks
-
-def _val_ok(val: Val, actual: int, peer_values: list) -> bool:
-    if val.kind == "any":
-        return True
-    if val.kind == "exact":
-        return actual == val.lo
-    if val.kind == "range":
-        return val.lo <= actual <= val.hi
-    if val.kind == "echo":
-        return actual in peer_values
-    if val.kind == "latest":
-        return bool(peer_values) and actual == peer_values[-1]
-    raise AssertionError(val.kind)
-
-
-def _ts_problem(spec, actual, p: Pkt, conv: _Conv) -> str | None:
-    """Why TS (val, ecr) ``actual`` does not satisfy ``spec``; None if it does."""
-    peer_vals = [q.option("TS")[0] for q in conv.peer_before(p) if q.option("TS")]
-    who = "client" if conv.is_server(p) else "responder"
-    for i, (name, want, got) in enumerate(zip(("val", "ecr"), spec, actual)):
-        if not _val_ok(want, got, peer_vals):
-            if want.kind == "echo":
-                return f"{name} {got} is no TSval the {who} sent before"
-            if want.kind == "latest":
-                last = peer_vals[-1] if peer_vals else "none"
-                return f"{name} {got} is not the {who}'s latest TSval ({last})"
-            return f"{name} {got} is not {want}"
-        if want.kind in ("echo", "latest"):
-            prev = conv.own_before(p)
-            prev_ts = prev.option("TS") if prev else None
-            if prev_ts and _seq_lt(got, prev_ts[i]):
-                return (f"{name} {got} went backwards (packet {prev.number} had "
-                        f"{name} {prev_ts[i]})")
-    return None
-
-
-def _opt_problem(spec, name, value, p: Pkt, conv: _Conv) -> str | None:
-    if spec.name != name:
-        return f"expected {spec}, got {format_options([(name, value)])}"
-    if spec.name == "TS":
-        return _ts_problem(spec.value, value, p, conv)
-    if spec.name == "sack":
-        if spec.value is not None and not isinstance(spec.value, Val):
-            base = (p.ack_raw - p.ack) & 0xFFFFFFFF
-            rel = tuple(((a - base) & 0xFFFFFFFF, (b - base) & 0xFFFFFFFF) for a, b in value)
-            if rel != spec.value:
-                return f"expected {spec}, got sack " + "".join(f"{{{a}:{b}}}" for a, b in rel)
-        return None
-    if isinstance(spec.value, Val) and not _val_ok(spec.value, value, []):
-        return f"expected {spec}, got {name} {value}"
-    return None
-
-
-#: Options a SYN,ACK may carry only if the SYN offered them (RFC 7323 2.2, 3.2; RFC 2018 2).
-_OFFERED_ONLY = ("wscale", "TS", "sackOK")
-
-
-def _invalid_options(p: Pkt, conv: _Conv) -> str | None:
-    """``options valid``: why ``p``'s options break what TCP requires, or None."""
-    names = [n for n, _ in p.options]
-    if "bad" in names:
-        return "the option list is malformed (an option's length runs past the header)"
-    for name, value in p.options:
-        if name == "mss" and not value:
-            return "mss 0"
-        if name == "wscale" and value > 14:
-            return f"wscale {value} is above 14 (RFC 7323 2.3)"
-        if name in ("mss", "wscale", "sackOK") and not p.flags & SYN:
-            return f"{name} outside a SYN (RFC 9293 3.2, RFC 7323 2.2, RFC 2018 2)"
-    if p.flags & SYN and p.flags & ACK:
-        syn = next((q for q in conv.peer_before(p) if q.flags & SYN and not q.flags & ACK), None)
-        offered = {n for n, _ in syn.options} if syn else set()
-        for name in _OFFERED_ONLY:
-            if name in names and name not in offered:
-                return f"{name} in the SYN,ACK, but the SYN did not offer it"
-    return None
-
-
-def _options_problem(spec: OptionsSpec, p: Pkt, conv: _Conv) -> str | None:
-    got = p.options
-    if spec.mode == "valid":
-        return _invalid_options(p, conv)
-    if spec.mode == "echo":
-        if any(q.options == got for q in conv.peer_before(p)):
-            return None
-        return "the options are not a copy of any earlier peer packet's"
-    if spec.mode == "exact":
-        if len(spec.items) != len(got):
-            return f"{len(spec.items)} options expected, {len(got)} sent"
-        for i, (s, (name, value)) in enumerate(zip(spec.items, got), 1):
-            why = _opt_problem(s, name, value, p, conv)
-            if why:
-                return f"option {i}: {why}"
-        return None
-    for s in spec.items:                                   # contains
-        if s.name in ("nop", "eol"):
-            continue
-        cands = [(n, v) for n, v in got if n == s.name]
-        if not cands:
-            return f"no {s.name} option"
-        whys = [_opt_problem(s, n, v, p, conv) for n, v in cands]
-        if all(whys):
-            return whys[0]
-    return None
-
-
-def _seq_text(seq, length):
-    return f"{seq}:{seq + length}" if length else str(seq)
-
-
-def check_fields(e: Expect, p: Pkt, conv: _Conv, core: bool = False) -> list[str]:
-    """Every way packet ``p`` differs from line ``e`` (timing aside), as
-    ``expected X, got Y`` phrases; an empty list is a match.  ``core``: only the fields that
-    identify a segment (flags, seq, length, ack), for realigning after a missing or extra one."""
-    out = []
-    server = e.from_server
-    pure = not server and e.is_pure_ack
-    if not pure and p.flags & ~e.flags_maybe != e.flags:
-        out.append(f"expected flags [{e.flags_text}], got [{p.flags_str}]")
-    want_len = e.length if e.length is not None else (0 if server else None)
-    length_done = False
-    if e.seq is not None:
-        ranged = e.length is not None and e.length > 0
-        if p.seq != e.seq or (ranged and p.length != e.length):
-            out.append(f"expected seq {_seq_text(e.seq, e.length if ranged else 0)}, "
-                       f"got {_seq_text(p.seq, p.length if ranged or p.length else 0)}")
-            length_done = ranged
-    if want_len is not None and not length_done and p.length != want_len:
-        out.append(f"expected length {want_len}, got {p.length}")
-    if e.payload is not None and p.payload != e.payload and p.length == want_len:
-        first = next((i for i, (a, b) in enumerate(zip(e.payload, p.payload)) if a != b), 0)
-        out.append(f'expected payload "{c_escape(e.payload)}", got "{c_escape(p.payload)}" '
-                   f"(first difference at byte {first})")
-    if e.ack is not None:
-        if not p.flags & ACK:
-            out.append(f"expected ack {e.ack}, got no ACK flag")
-        elif server and p.ack != e.ack:
-            out.append(f"expected ack {e.ack}, got {p.ack}")
-        elif not server and p.ack < e.ack:
-            out.append(f"expected ack >= {e.ack}, got {p.ack}")
-    if core:
-        return out
-    if e.rawseq is not None and p.seq_raw != e.rawseq:
-        out.append(f"expected rawseq {e.rawseq:#010x}, got {p.seq_raw:#010x}")
-    if e.win is not None:
-        peer_wins = [q.window for q in conv.peer_before(p)]
-        if not _val_ok(e.win, p.window, peer_wins):
-            out.append(f"expected win {e.win}, got {p.window}")
-    if e.options is not None:
-        why = _options_problem(e.options, p, conv)
-        if why:
-            out.append(f"expected options {e.options}, got [{format_options(p.options)}]"
-                       f" ({why})")
-    if e.analysis is not None:
-        if not e.analysis and p.analysis:
-            out.append(f"expected analysis none, got {' '.join(sorted(p.analysis))}")
-        elif not e.analysis <= p.analysis:
-            out.append(f"expected analysis {' '.join(sorted(e.analysis))}, got "
-                       f"{' '.join(sorted(p.analysis)) or 'none'}")
-    elif server and p.analysis & SERVER_BAD_ANALYSIS:
-        out.append(f"expected no Wireshark analysis flag, got "
-                   f"{' '.join(sorted(p.analysis & SERVER_BAD_ANALYSIS))}")
-    if server:
-        if not p.ip_checksum_ok:
-            out.append("expected a correct IP checksum, got a bad one")
-        if not p.tcp_checksum_ok:
-            out.append("expected a correct TCP checksum, got a bad one")
-    return out
+                "not_applicable": list(self.not_applicable),
+                "connections": [{"client": c.client, "ok": c.ok, "reason": c.reason,
+                                 "failures": list(c.failures),
+                                 "lines": [r.to_dict() for r in c.lines]}
+                                for c in self.connections]}
 
 
 # ---------------------------------------------------------------- the matcher
 
+#: The note of a packet that belongs to no connection the scenario judges.
+OTHER_CONNECTION = "not this connection (ignored)"
+
+
 class _Judge:
-    def __init__(self, scenario: Scenario, conv: _Conv):
+    """Judges one connection against every expect line; ``tag`` names the connection in every
+    message when a scenario has several (``connection 2``)."""
+
+    def __init__(self, scenario: Scenario, conv: Conv, tag: str = ""):
         self.sc = scenario
         self.conv = conv
+        self.tag = tag
         self.results = [LineResult(e) for e in scenario.expects]
         self.failures: list[tuple[float, str]] = []
         self.notes: dict[int, list[str]] = {}
@@ -315,7 +108,7 @@ class _Judge:
         self.notes.setdefault(p.number, []).append(text)
 
     def where(self, e: Expect) -> str:
-        return f"{self.sc.filename}:{e.lineno}"
+        return f"{self.sc.filename}:{e.lineno}" + (f" ({self.tag})" if self.tag else "")
 
     def pkt_name(self, p: Pkt) -> str:
         side = "s>c" if self.conv.is_server(p) else "c>s"
@@ -527,15 +320,16 @@ class _Judge:
             ts = p.option("TS")
             if ts is None or p.number not in by_packet:   # unmatched packets fail anyway
                 continue
-            if prev is not None and _seq_lt(ts[0], prev.option("TS")[0]):
+            if prev is not None and seq_lt(ts[0], prev.option("TS")[0]):
                 e = by_packet[p.number]
                 self.fail(e, f"TSval went backwards: {ts[0]} after {prev.option('TS')[0]} in "
                              f"packet {prev.number}", p)
             prev = p
 
-    def verdict(self) -> Verdict:
-        for p in self.conv.others:
-            self.note(p, "not this connection (ignored)")
+    def verdict(self, others: bool = True) -> Verdict:
+        """The verdict of this connection (``others``: note the other packets as ignored)."""
+        for p in self.conv.others if others else ():
+            self.note(p, OTHER_CONNECTION)
         for p in self.conv.pkts:
             if p.number not in self.used and p.number not in self.notes:
                 self.note(p, "extra client ACK (allowed)" if p.is_pure_ack
@@ -559,7 +353,7 @@ def _same_segment(a: Pkt, b: Pkt) -> bool:
 
 
 def _pkt_fields(p: Pkt) -> str:
-    out = f"seq {_seq_text(p.seq, p.length)}"
+    out = f"seq {seq_text(p.seq, p.length)}"
     if p.flags & ACK:
         out += f", ack {p.ack}"
     return out + f", length {p.length}"
@@ -569,42 +363,54 @@ def _analysis_note(p: Pkt) -> str:
     return f" (Wireshark: {', '.join(sorted(p.analysis))})" if p.analysis else ""
 
 
-def renumber(packets: list[Pkt], client_ip: str = "192.168.56.1",
-             server_ip: str = "192.168.56.100", server_port: int = 80) -> list[Pkt]:
-    """``packets`` with the connection's relative seq/ack counted from *its* two ISNs (the
-    first SYN and SYN,ACK).  Wireshark restarts its relative numbers at any later SYN of the
-    same ports -- which is exactly what an RFC 5961 lesson sends in the middle of the
-    connection -- and would number the rest of the exchange from that stray SYN."""
-    conv = _Conv(packets, client_ip, server_ip, server_port)
-    syn = next((p for p in conv.client if p.flags & SYN and not p.flags & ACK), None)
-    synack = next((p for p in conv.server if p.flags & SYN and p.flags & ACK), None)
-    if syn is None or synack is None:
-        return packets
-    isn = {True: synack.seq_raw, False: syn.seq_raw}          # keyed by "from the server"
-    mine = {id(p) for p in conv.pkts}
-    out = []
-    for p in packets:
-        if id(p) in mine:
-            own, peer = isn[conv.is_server(p)], isn[not conv.is_server(p)]
-            seq = (p.seq_raw - own) & 0xFFFFFFFF
-            ack = (p.ack_raw - peer) & 0xFFFFFFFF if p.flags & ACK else 0
-            if (seq, ack) != (p.seq, p.ack):
-                p = replace(p, seq=seq, ack=ack)
-        out.append(p)
-    return out
-
-
 def match(scenario: Scenario, packets: list[Pkt], client_ip: str = "192.168.56.1",
           server_ip: str = "192.168.56.100", server_port: int = 80) -> Verdict:
-    """Judge ``packets`` (from :func:`harness.dissect.read_pcap`) against ``scenario``."""
+    """Judge ``packets`` (from :func:`harness.judge.dissect.read_pcap`) against ``scenario``:
+    its one connection, or with ``clients: N`` each of the first N connections separately
+    against every expect line."""
     packets = renumber(packets, client_ip, server_ip, server_port)
-    conv = _Conv(packets, client_ip, server_ip, server_port)
-    judge = _Judge(scenario, conv)
+    if scenario.clients == 1:
+        return _judge(scenario, Conv(packets, client_ip, server_ip, server_port))
+    ports = client_ports(packets, client_ip, server_ip, server_port)[:scenario.clients]
+    parts = [_judge(scenario, Conv(packets, client_ip, server_ip, server_port, port),
+                    f"connection {i}", others=False) for i, port in enumerate(ports, 1)]
+    return _combine(scenario, packets, parts, f"{server_ip}.{server_port}")
+
+
+def _judge(scenario: Scenario, conv: Conv, tag: str = "", others: bool = True) -> Verdict:
+    judge = _Judge(scenario, conv, tag)
     judge.server()
     judge.client()
     judge.timing()
     judge.server_timestamps()
-    return judge.verdict()
+    return judge.verdict(others)
+
+
+def _combine(scenario: Scenario, packets: list[Pkt], parts: list[Verdict],
+             server: str) -> Verdict:
+    """One verdict for ``clients: N``: every connection's notes and failures (each names its
+    connection); the lines are the first connection's; a missing connection fails."""
+    n, name = scenario.clients, scenario.filename
+    notes: dict = {}
+    bad: set = set()
+    failures: list = []
+    for v in parts:
+        notes.update(v.notes)
+        bad |= v.bad_packets
+        failures += v.failures
+    for p in packets:
+        notes.setdefault(p.number, [OTHER_CONNECTION])
+    if len(parts) < n:
+        failures.append(f"{name}: clients: expected {n} connections (clients: {n}), the "
+                        f"capture has {len(parts)}")
+    if failures:
+        reason = failures[0] + (f" (+{len(failures) - 1} more)" if len(failures) > 1 else "")
+    else:
+        reason = (f"{name}: all {len(scenario.expects)} lines matched on each of the {n} "
+                  f"connections")
+    lines = parts[0].lines if parts else [LineResult(e) for e in scenario.expects]
+    return Verdict(not failures, reason, lines, notes, failures, bad,
+                   client=parts[0].client if parts else "", server=server, connections=parts)
 
 
 # ---------------------------------------------------------------- checks beyond the packets

@@ -6,6 +6,13 @@ with the one Ansible playbook ``provision/site.yml``.  Everything above this mod
 scenarios, tests) talks to a backend only through :class:`Backend`: no backend-specific
 branches elsewhere.
 
+What every backend shares is here and composed, not inherited from another backend: the lab's
+state directory and record (:class:`harness.lab.state.LabState`), its namespaces
+(:class:`harness.lab.net.Namespace`; ``host_namespace`` is the host side's when the backend has
+one), the start of ``up`` (:meth:`Backend._begin_up`: refuse namespaces tcplab did not make,
+make the state directory, write the record) and the end of ``down``
+(:meth:`Backend._teardown`: kill the lab's processes, delete its namespaces, remove its state).
+
 Lab names ("prefixes") are validated so that nothing a user types can reach a namespace, file or
 process outside the lab: ``[a-z][a-z0-9]{0,9}`` (short, because interface and namespace names are
 derived from it).
@@ -13,53 +20,29 @@ derived from it).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import json
-import os
-import re
+import signal
+import socket
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.util import PROJECT_ROOT, LabError, require_root
+from harness.lab import net
+from harness.lab.net import Namespace
+from harness.lab.state import (DEFAULT_PREFIX, PREFIX_RE, STATE_ROOT_ENV, LabState,  # noqa: F401
+                               state_root, validate_prefix)
+from harness.util import (PROJECT_ROOT, LabError, kill_pids, pids_mentioning, progress,
+                          require_root, require_tools)
+from responder.contract import DEFAULT_MARK as RST_MARK  # noqa: F401  (the lab's RST rule)
+from responder.contract import HOST_IP, LAB_PORT, VM_IP  # noqa: F401
 
-HOST_IP = "192.168.56.1"
-VM_IP = "192.168.56.100"
+__all__ = ["ANSIBLE_DIRS", "DEFAULT_PREFIX", "HOST_IP", "LAB_PORT", "NETMASK_BITS", "PREFIX_RE",
+           "RST_MARK", "STATE_ROOT_ENV", "VM_IP", "Backend", "LabState", "SshEndpoint",
+           "responder_tree_hash", "state_root", "validate_prefix"]
+
 NETMASK_BITS = 24
-LAB_PORT = 80
-RST_MARK = 0x5E
-
-PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
-DEFAULT_PREFIX = "tcplab"
-STATE_ROOT_ENV = "TCPLAB_STATE_ROOT"
-DEFAULT_STATE_ROOT = Path("/run/tcplab")
-
-
-def validate_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
-        raise LabError(f"invalid lab prefix {prefix!r}: use 1-10 lowercase letters and digits, "
-                       f"starting with a letter (e.g. --prefix lab2)")
-    return prefix
-
-
-def state_root() -> Path:
-    """Where labs keep their state: ``/run/tcplab`` or ``$TCPLAB_STATE_ROOT``.
-
-    ``invoke down`` removes ``<root>/<prefix>`` and kills every process that names it, so the
-    root must be a directory dedicated to tcplab: an absolute path whose last component says
-    ``tcplab`` (``/run/tcplab``, ``/tmp/tcplab-ci``), never ``/`` or ``/var`` where a prefix
-    such as ``etc`` or ``lib`` would name a system directory."""
-    raw = os.environ.get(STATE_ROOT_ENV, str(DEFAULT_STATE_ROOT))
-    root = Path(raw)
-    if not root.is_absolute():
-        raise LabError(f"{STATE_ROOT_ENV}={raw} must be an absolute path")
-    root = Path(os.path.normpath(root))
-    if "tcplab" not in root.name:
-        raise LabError(f"{STATE_ROOT_ENV}={raw} must be a directory dedicated to tcplab, its "
-                       f"name containing 'tcplab' (e.g. /run/tcplab or /tmp/tcplab-ci): "
-                       f"`invoke down` deletes <root>/<prefix>")
-    return root
+#: Ansible's home, temp files and SSH control sockets, inside the lab's state directory.
+ANSIBLE_DIRS = ("ansible/cp", "ansible/tmp", "ansible/home")
 
 
 def responder_tree_hash() -> str:
@@ -73,7 +56,7 @@ def responder_tree_hash() -> str:
 
 @dataclass
 class SshEndpoint:
-    """How to reach the lab VM's sshd: used by paramiko (harness.ssh) and by Ansible."""
+    """How to reach the lab VM's sshd: used by paramiko (harness.run.ssh) and by Ansible."""
 
     host: str
     port: int
@@ -83,6 +66,7 @@ class SshEndpoint:
     proxy_command: str | None = None   # run on this machine; %h and %p are substituted
 
     def ansible_ssh_args(self, control_dir: Path) -> str:
+        # The paths come from the state root, whose characters are checked (no spaces).
         args = [f"-o UserKnownHostsFile={self.known_hosts}", "-o StrictHostKeyChecking=yes",
                 "-o IdentitiesOnly=yes", "-o BatchMode=yes",
                 "-o ControlMaster=auto", "-o ControlPersist=60s",
@@ -94,7 +78,8 @@ class SshEndpoint:
 
 @dataclass
 class Backend:
-    """Base of every backend.  Subclasses implement the ``_up``/``_down``/``_status`` parts."""
+    """Base of every backend.  Subclasses implement ``up``/``down``/``status`` from the
+    shared parts below."""
 
     prefix: str = DEFAULT_PREFIX
     name: str = "base"
@@ -102,56 +87,121 @@ class Backend:
     vm_ip: str = VM_IP
     capture_interface: str = "vboxnet0"
     extra: dict = field(default_factory=dict)
+    #: the host side's namespace (None: the host side is the namespace tcplab runs in)
+    host_namespace: Namespace | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
-        validate_prefix(self.prefix)
+        self.state = LabState(self.prefix)          # validates the prefix
 
-    # --- paths -----------------------------------------------------------------------------
+    # --- state ------------------------------------------------------------------------------
     @property
     def state_dir(self) -> Path:
-        return state_root() / self.prefix
+        return self.state.dir
 
     @property
     def meta_file(self) -> Path:
-        return self.state_dir / "lab.json"
+        return self.state.meta_file
 
     def read_meta(self) -> dict:
-        try:
-            return json.loads(self.meta_file.read_text())
-        except (OSError, ValueError):
-            return {}
+        return self.state.read_meta()
 
     def write_meta(self, **updates) -> None:
-        meta = self.read_meta()
-        meta.update(updates)
-        tmp = self.meta_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        tmp.replace(self.meta_file)
+        self.state.write_meta(**updates)
 
-    @contextlib.contextmanager
     def locked(self):
         """Serialise up/down/demo of one lab (two labs with different prefixes do not block)."""
-        require_root("this tcplab command")
-        root = state_root()
-        root.mkdir(parents=True, exist_ok=True, mode=0o755)
-        with open(root / f"{self.prefix}.lock", "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LabError(f"lab '{self.prefix}' is busy: another tcplab command is using it "
-                               f"(wait for it, or use another --prefix)")
-            try:
-                yield
-            finally:
-                if not self.state_dir.exists():     # the lab is gone (down, or a failed up)
-                    (root / f"{self.prefix}.lock").unlink(missing_ok=True)
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return self.state.lock()
 
-    # --- the interface ----------------------------------------------------------------------
+    # --- namespaces and the host side -------------------------------------------------------
+    @property
+    def host_ns(self) -> str | None:
+        return self.host_namespace.name if self.host_namespace else None
+
+    def namespaces(self) -> list[Namespace]:
+        """Every namespace this lab makes (deleted by ``down`` when the lab's record is there)."""
+        return [self.host_namespace] if self.host_namespace else []
+
+    def host_exec_prefix(self) -> list[str]:
+        """argv prefix that runs a command on the lab's host side (where vboxnet0 lives)."""
+        return self.host_namespace.exec_prefix() if self.host_namespace else []
+
+    def ssh_answers(self, timeout: float = 1.0) -> bool:
+        """Does an sshd answer on the VM's port 22, seen from the host side?  Reads the
+        banner's first bytes and closes at once."""
+        if self.host_namespace is None:
+            try:
+                with socket.create_connection((self.vm_ip, 22), timeout=timeout) as s:
+                    s.settimeout(timeout)
+                    return s.recv(4).startswith(b"SSH-")
+            except OSError:
+                return False
+        script = f"exec 3<>/dev/tcp/{self.vm_ip}/22 && head -c 4 <&3"
+        try:
+            res = subprocess.run(self.host_exec_prefix() + ["timeout", str(timeout), "bash",
+                                 "-c", script], capture_output=True, timeout=timeout + 2)
+        except subprocess.TimeoutExpired:
+            return False
+        return res.stdout.startswith(b"SSH-")
+
     def exists(self) -> bool:
         """Does anything of this lab exist (so a failed `up` must not remove it)?"""
-        return self.meta_file.exists()
+        return self.state.has_record() or any(ns.exists() for ns in self.namespaces())
 
+    # --- what up, down and status share -----------------------------------------------------
+    def _begin_up(self, *subdirs: str, tools: tuple = (), **record) -> None:
+        """Check root and ``tools``, refuse namespaces with the lab's names that tcplab did not
+        make, make (or check) the state directory and ``subdirs``, and write the lab's record
+        ``lab.json`` before any namespace or process exists (so ``down`` finds them, also
+        after ``kill -9``)."""
+        require_root(f"invoke up --backend {self.name}")
+        require_tools(*tools)
+        mine = self.state.check() and self.state.has_record()
+        foreign = [ns.name for ns in self.namespaces() if ns.exists()] if not mine else []
+        if foreign:
+            raise LabError(f"namespace(s) {', '.join(foreign)} exist but were not made by "
+                           f"tcplab (no {self.meta_file}); choose another --prefix, or remove "
+                           f"them with `ip netns del NAME` if they are left-overs")
+        self.state.prepare(*subdirs)
+        self.write_meta(backend=self.name, prefix=self.prefix, host_ip=self.host_ip,
+                        vm_ip=self.vm_ip, namespaces=[ns.name for ns in self.namespaces()],
+                        **record)
+
+    def _teardown(self) -> None:
+        """Kill every process of the lab, delete its namespaces, remove its state directory.
+        Works from what exists (after ``kill -9``, or when nothing is there).  Namespaces are
+        deleted only with the lab's record: without it they are someone else's."""
+        require_root("invoke down")
+        mine = self.state.check() and self.state.has_record()
+        present = [ns for ns in self.namespaces() if ns.exists()]
+        if present and not mine:
+            progress(f"leaving namespace(s) {', '.join(ns.name for ns in present)} alone: "
+                     f"tcplab did not make them (no {self.meta_file})")
+            present = []
+        # Processes inside the namespaces, and those outside that name the state directory
+        # (sshd, qemu, libvirtd, SSH ControlPersist masters, ProxyCommands, captures).
+        victims = net.ns_pids(*(ns.name for ns in present))
+        victims |= set(pids_mentioning(str(self.state_dir) + "/"))
+        left = kill_pids(victims, signal.SIGKILL, wait=5)
+        if left:
+            raise LabError(f"processes of lab '{self.prefix}' survived SIGKILL: {left}")
+        for ns in present:
+            # A namespace's links go with it (a veth's peer with the pair); so do the iptables
+            # rules of a VM namespace.
+            ns.delete()
+        self.state.remove()
+
+    def _status_base(self) -> dict:
+        """The part of ``status()`` every backend shares."""
+        self.state.check()                  # LabError when the state is not root's alone
+        meta = self.read_meta()
+        have = net.namespaces() if self.namespaces() else set()
+        return {"backend": self.name, "prefix": self.prefix, "state_dir": str(self.state_dir),
+                "record": self.state.has_record(),
+                "namespaces": {ns.name: ns.name in have for ns in self.namespaces()},
+                "interface": None, "ssh": False,
+                "provisioned": meta.get("provisioned_hash") is not None}
+
+    # --- the interface ----------------------------------------------------------------------
     def up(self) -> None:
         raise NotImplementedError
 
@@ -161,12 +211,16 @@ class Backend:
     def status(self) -> dict:
         raise NotImplementedError
 
-    def host_exec_prefix(self) -> list[str]:
-        """argv prefix that runs a command on the lab's host side (where vboxnet0 lives)."""
-        raise NotImplementedError
-
     def ssh_endpoint(self) -> SshEndpoint:
         raise NotImplementedError
+
+    def _endpoint(self) -> SshEndpoint:
+        """root@VM:22 with the lab's key and known_hosts, through the host namespace if any."""
+        return SshEndpoint(host=self.vm_ip, port=22, user="root",
+                           key_file=self.state_dir / "id_ed25519",
+                           known_hosts=self.state_dir / "known_hosts",
+                           proxy_command=self.host_namespace.proxy_command()
+                           if self.host_namespace else None)
 
     def responder_dir(self) -> str:
         """Where provisioning puts the responder inside the VM."""

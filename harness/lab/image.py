@@ -25,11 +25,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
-from harness.util import LabError, progress, require_root, require_tools, run
+from harness.util import LabError, progress, require_root, require_tools, run, stream
 
 BUILD_VERSION = 1             # bump when the build steps in _build() change what they make
 SUITE = "bookworm"
@@ -204,37 +203,6 @@ def ensure_image() -> Path:
     return d
 
 
-def run_logged(cmd: list[str], log, *, what: str, show=None, timeout: float = 1200,
-               **popen) -> str:
-    """Run ``cmd`` with its output appended to the open file ``log`` (and returned);
-    ``show(line)`` may report progress.  A failure raises LabError with the last line."""
-    log.write(f"$ {' '.join(cmd)}\n")
-    log.flush()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL, **popen)
-    deadline = time.monotonic() + timeout
-    lines = []
-    try:
-        for line in proc.stdout:
-            log.write(line)
-            lines.append(line)
-            if show:
-                show(line.rstrip())
-            if time.monotonic() > deadline:
-                raise LabError(f"{what} did not finish within {timeout:g} s; log: {log.name}")
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.flush()
-    if proc.returncode != 0:
-        tail = [l.strip() for l in lines if l.strip()][-3:]
-        raise LabError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail)}; "
-                       f"full log: {log.name}")
-    return "".join(lines)
-
-
 class _DebootstrapProgress:
     """Turns debootstrap's one-line-per-package output into a few progress lines: phase lines
     as they come, per-package lines (retrieving, unpacking, configuring ...) at most every 10 s."""
@@ -270,17 +238,17 @@ def _build(d: Path) -> None:
              f"recipe; log: {d}/build.log)")
     try:
         with open(logpath, "w") as log:
-            run_logged(["debootstrap", "--variant=minbase", "--components=main",
-                         "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror],
-                        log, what="debootstrap", show=_DebootstrapProgress())
+            stream(["debootstrap", "--variant=minbase", "--components=main",
+                    "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror],
+                   log=log, what="debootstrap", show=_DebootstrapProgress(), timeout=1200)
             progress("  configuring the guest (sshd, networkd, fw_cfg unit)")
             for path, (mode, content) in GUEST_FILES.items():
                 p = root / path.lstrip("/")
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_text(content)
                 os.chmod(p, mode)
-            run_logged(["chroot", str(root), "/bin/sh", "-c", CHROOT_SCRIPT], log,
-                        what="configuring the guest in chroot", timeout=300)
+            stream(["chroot", str(root), "/bin/sh", "-c", CHROOT_SCRIPT], log=log,
+                   what="configuring the guest in chroot", timeout=300)
             kernels = sorted((root / "boot").glob("vmlinuz-*"))
             initrds = sorted((root / "boot").glob("initrd.img-*"))
             if not kernels or not initrds:
@@ -290,9 +258,9 @@ def _build(d: Path) -> None:
             used_mb = int(run(["du", "-sm", "-x", str(root)], what="du").stdout.split()[0])
             size_mb = used_mb + IMAGE_EXTRA_MB
             progress(f"  mkfs.ext4 -d: {used_mb} MB of files into a {size_mb} MB image")
-            run_logged(["mkfs.ext4", "-q", "-F", "-L", "tcplab-root", "-d", str(root),
-                         str(work / "rootfs.raw"), f"{size_mb}M"], log, what="mkfs.ext4 -d",
-                        timeout=600)
+            stream(["mkfs.ext4", "-q", "-F", "-L", "tcplab-root", "-d", str(root),
+                    str(work / "rootfs.raw"), f"{size_mb}M"], log=log, what="mkfs.ext4 -d",
+                   timeout=600)
             shutil.rmtree(root)
         meta = dict(recipe(), mirror=mirror, kernel=kernels[-1].name,
                     built=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness.lab.state import write_file
 from harness.util import run
 
 
@@ -26,5 +27,4 @@ def write_known_hosts(path: Path, host: str, host_pub: str, port: int = 22) -> N
     """known_hosts entry for ``host``: ``keytype key`` from the host's public key line."""
     keytype, key = host_pub.split()[:2]
     name = host if port == 22 else f"[{host}]:{port}"
-    path.write_text(f"{name} {keytype} {key}\n")
-    os.chmod(path, 0o600)
+    write_file(path, f"{name} {keytype} {key}\n", 0o600)

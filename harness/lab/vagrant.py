@@ -34,13 +34,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.lab import image
+from harness.lab import image, net
+from harness.lab.base import ANSIBLE_DIRS, Backend, SshEndpoint, responder_tree_hash
 from harness.lab.keys import ensure_keypair, write_known_hosts
-from harness.lab import SshEndpoint, responder_tree_hash, state_root
-from harness.lab.netns import NetnsBackend
-from harness.lab.qemu import kvm_usable, live_pid
-from harness.util import (PROJECT_ROOT, LabError, kill_pids, progress, require_root, require_tools,
-                   run, wait_until)
+from harness.lab.net import Namespace
+from harness.lab.provision import ansible_paths
+from harness.lab.state import LabState, state_root
+from harness.lab.vm import QEMU, kvm_usable
+from harness.util import (PROJECT_ROOT, LabError, progress, require_root, require_tools, run,
+                          stream, wait_until)
 
 PROVIDERS = ("virtualbox", "libvirt")
 LOCAL_BOX = "tcplab/debian12"
@@ -157,7 +159,10 @@ def build_box() -> Path:
 
 
 @dataclass
-class VagrantBackend(NetnsBackend):
+class VagrantBackend(Backend):
+    """With libvirt the host side is the lab's namespace ``<prefix>-host``; with VirtualBox
+    there is no namespace at all (``host_namespace`` is None): the host side is this machine."""
+
     name: str = "vagrant"
     provider: str | None = None
 
@@ -169,23 +174,22 @@ class VagrantBackend(NetnsBackend):
             raise LabError(f"unknown Vagrant provider {self.provider!r}: choose "
                            f"{' or '.join(PROVIDERS)}")
         self.capture_interface = meta.get("capture_interface", self.capture_interface)
+        if self.provider == "libvirt":
+            self.host_namespace = Namespace(f"{self.prefix}-host")
 
     @property
     def in_namespace(self) -> bool:
-        return self.provider == "libvirt"
+        return self.host_namespace is not None
 
     # --- how commands run -------------------------------------------------------------------
-    def host_exec_prefix(self) -> list[str]:
-        return super().host_exec_prefix() if self.in_namespace else []
-
     def _libvirt_wrap(self, argv: list[str]) -> list[str]:
         """Run ``argv`` in the lab's host namespace with libvirt's directories bound from the
         lab's state (a fresh private mount namespace per command, all seeing the same files)."""
         binds = " && ".join(f"mount --bind {shlex.quote(str(self.libvirt_dir / k))} {v}"
                             for k, v in LIBVIRT_DIRS.items())
         script = f"mount --make-rprivate / && {binds} && exec \"$@\""
-        return super().host_exec_prefix() + ["unshare", "--mount", "sh", "-c", script,
-                                             "tcplab-libvirt", *argv]
+        return self.host_exec_prefix() + ["unshare", "--mount", "sh", "-c", script,
+                                          "tcplab-libvirt", *argv]
 
     def _wrap(self, argv: list[str]) -> list[str]:
         return self._libvirt_wrap(argv) if self.in_namespace else argv
@@ -203,6 +207,7 @@ class VagrantBackend(NetnsBackend):
                     "VAGRANT_CHECKPOINT_DISABLE": "1",
                     "VAGRANT_NO_COLOR": "1",
                     "PATH": venv_bin + os.pathsep + env.get("PATH", "")})
+        env.update(ansible_paths(self.state_dir))      # Vagrant's Ansible provisioner
         if self.in_namespace:
             env["VAGRANT_HOME"] = str(vagrant_home())
             env["TCPLAB_BOX"] = os.environ.get("TCPLAB_BOX", LOCAL_BOX)
@@ -211,19 +216,18 @@ class VagrantBackend(NetnsBackend):
         return env
 
     def vagrant(self, *args: str, timeout: float = 900, check: bool = True,
-                stream: bool = False) -> subprocess.CompletedProcess:
-        """``vagrant ARGS`` for this lab; ``stream`` shows its lines as progress and keeps
+                logged: bool = False) -> subprocess.CompletedProcess:
+        """``vagrant ARGS`` for this lab; ``logged`` shows its lines as progress and keeps
         them in ``vagrant-ARG.log`` in the state directory."""
         cmd = self._wrap(["vagrant", *args])
-        if stream:
+        if logged:
             def show(line: str) -> None:
                 if line.strip() and not line.startswith(" " * 8) and "Progress:" not in line:
                     progress("  " + line[:150])        # not the per-percent upload lines
-            with open(self.state_dir / f"vagrant-{args[0]}.log", "w") as log:
-                out = image.run_logged(cmd, log, what=f"vagrant {args[0]}", show=show,
-                                       timeout=timeout, env=self._vagrant_env(),
-                                       cwd=PROJECT_ROOT)
-            return subprocess.CompletedProcess(cmd, 0, out.encode(), b"")
+            with self.state.open_log(f"vagrant-{args[0]}.log") as f:
+                out = stream(cmd, log=f, what=f"vagrant {args[0]}", show=show, timeout=timeout,
+                             env=self._vagrant_env(), cwd=PROJECT_ROOT)
+            return subprocess.CompletedProcess(cmd, 0, out.stdout.encode(), b"")
         try:
             res = subprocess.run(cmd, env=self._vagrant_env(), capture_output=True,
                                  stdin=subprocess.DEVNULL, timeout=timeout, cwd=PROJECT_ROOT)
@@ -236,13 +240,7 @@ class VagrantBackend(NetnsBackend):
         return res
 
     def ssh_endpoint(self) -> SshEndpoint:
-        ep = super().ssh_endpoint()
-        if not self.in_namespace:
-            ep.proxy_command = None
-        return ep
-
-    def responder_dir(self) -> str:
-        return "/opt/tcplab"
+        return self._endpoint()
 
     def inventory_vars(self) -> dict:
         # Vagrant's provisioner already ran the playbook with the packages the box needs.
@@ -253,7 +251,7 @@ class VagrantBackend(NetnsBackend):
         return (self.state_dir / "vagrant").exists() or super().exists()
 
     def _libvirtd_pid(self) -> int | None:
-        return live_pid(self.state_dir / "libvirtd.pid")
+        return self.state.live_pid("libvirtd.pid")
 
     def _find_capture_interface(self) -> str:
         """The host-side interface that reaches the VM (vboxnet0 on Linux VirtualBox; another
@@ -261,31 +259,23 @@ class VagrantBackend(NetnsBackend):
         if platform.system() == "Darwin":
             out = run(["route", "-n", "get", self.vm_ip], what="route get").stdout.decode()
             m = re.search(r"interface:\s*(\S+)", out)
+            dev = m.group(1) if m else None
         else:
-            out = run(self.host_exec_prefix() + ["ip", "-o", "route", "get", self.vm_ip],
-                      what="ip route get").stdout.decode()
-            m = re.search(r"\bdev\s+(\S+)", out)
-        if not m:
+            out, dev = "", net.route_dev(self.host_ns, self.vm_ip)
+        if not dev:
             raise LabError(f"no host interface reaches {self.vm_ip}: is the VM's host-only "
-                           f"network up? ({out.strip()})")
-        return m.group(1)
+                           f"network up? {out.strip()}")
+        return dev
 
     # --- up ---------------------------------------------------------------------------------
     def up(self) -> None:
-        require_root("invoke up --backend vagrant")
-        require_tools("vagrant", "ssh-keygen", "nc")
-        sd = self.state_dir
-        sd.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(sd, 0o700)
-        for sub in ("ansible/cp", "ansible/tmp", "ansible/home", "vagrant"):
-            (sd / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.write_meta(backend=self.name, prefix=self.prefix, provider=self.provider,
-                        host_ip=self.host_ip, vm_ip=self.vm_ip)
+        self._begin_up(*ANSIBLE_DIRS, "vagrant", tools=("vagrant", "ssh-keygen", "nc"),
+                       provider=self.provider)
         if self.in_namespace:
             self._libvirt_up()
         t0 = time.monotonic()
         progress(f"vagrant up --provider {self.provider} (boots and provisions the VM)")
-        res = self.vagrant("up", "--provider", self.provider, stream=True, timeout=1800)
+        res = self.vagrant("up", "--provider", self.provider, logged=True, timeout=1800)
         self.write_meta(vagrant_up_seconds=round(time.monotonic() - t0, 1))
         if b"Running provisioner: ansible" in res.stdout:
             # Vagrant's provisioner just ran provision/site.yml on this responder tree: the
@@ -296,15 +286,12 @@ class VagrantBackend(NetnsBackend):
         self.write_meta(capture_interface=self.capture_interface)
         # The host's own packets on the capture interface with final checksums (Linux).
         if platform.system() == "Linux":
-            run(self.host_exec_prefix() + ["ethtool", "-K", self.capture_interface, "tx", "off"],
-                check=False)
+            net.tx_offload_off(self.host_ns, self.capture_interface, check=False)
 
     def _libvirt_up(self) -> None:
-        require_tools("libvirtd", "virsh", "unshare", "qemu-system-x86_64", "ip")
-        if self.host_ns not in self._namespaces():
-            progress(f"namespace {self.host_ns} for libvirtd and the VM's networks")
-            run(["ip", "netns", "add", self.host_ns], what=f"ip netns add {self.host_ns}")
-        run(["ip", "-n", self.host_ns, "link", "set", "lo", "up"], what="ip link set lo up")
+        require_tools("libvirtd", "virsh", "unshare", QEMU, "ip")
+        progress(f"namespace {self.host_ns} for libvirtd and the VM's networks")
+        self.host_namespace.make()
         if self._libvirtd_pid() is None:
             self._start_libvirtd()
         img = image.ensure_image()
@@ -316,8 +303,7 @@ class VagrantBackend(NetnsBackend):
 
     def _start_libvirtd(self) -> None:
         lv = self.libvirt_dir
-        for k in LIBVIRT_DIRS:
-            (lv / k).mkdir(parents=True, exist_ok=True)
+        self.state.prepare(*(f"libvirt/{k}" for k in LIBVIRT_DIRS))
         if not (lv / "etc" / "libvirtd.conf").exists():
             shutil.copytree("/etc/libvirt", lv / "etc", dirs_exist_ok=True)
             for f in (lv / "etc" / "qemu" / "networks").glob("**/default.xml"):
@@ -346,10 +332,11 @@ class VagrantBackend(NetnsBackend):
         """The private network, made before Vagrant so its bridge is named vboxnet0 (the
         design's host-side interface); Vagrant finds it by name and address."""
         if self._virsh("net-info", HOSTONLY_NET, check=False).returncode != 0:
-            xml = self.libvirt_dir / "hostonly.xml"
-            xml.write_text(f"<network><name>{HOSTONLY_NET}</name>"
-                           f"<bridge name='{self.capture_interface}' stp='off'/>"
-                           f"<ip address='{self.host_ip}' netmask='255.255.255.0'/></network>\n")
+            xml = self.state.write("libvirt/hostonly.xml",
+                                   f"<network><name>{HOSTONLY_NET}</name>"
+                                   f"<bridge name='{self.capture_interface}' stp='off'/>"
+                                   f"<ip address='{self.host_ip}' netmask='255.255.255.0'/>"
+                                   f"</network>\n")
             self._virsh("net-define", str(xml))
         info = self._virsh("net-info", HOSTONLY_NET).stdout.decode()
         if not re.search(r"^Active:\s+yes", info, re.M):
@@ -381,24 +368,15 @@ class VagrantBackend(NetnsBackend):
         if not host:
             raise LabError(f"could not read the VM's host key over `vagrant ssh`: {out[-200:]}")
         write_known_hosts(sd / "known_hosts", self.vm_ip, host[-1])
-        if not wait_until(self._ssh_banner_any, timeout=30, interval=0.5):
+        if not wait_until(self.ssh_answers, timeout=30, interval=0.5):
             raise LabError(f"the VM's sshd does not answer on {self.vm_ip}:22 from the host side")
-
-    def _ssh_banner_any(self) -> bool:
-        if self.in_namespace:
-            return self._ssh_banner()
-        try:
-            res = subprocess.run(["nc", "-w", "1", self.vm_ip, "22"], input=b"",
-                                 capture_output=True, timeout=3)
-        except subprocess.TimeoutExpired:
-            return False
-        return res.stdout.startswith(b"SSH-")
 
     # --- down -------------------------------------------------------------------------------
     def down(self) -> None:
-        """``vagrant destroy``, then (libvirt) everything in the namespace and the state."""
+        """``vagrant destroy``, then the shared teardown: (libvirt) the namespace with qemu,
+        dnsmasq and libvirtd in it, every process naming the state directory, the state."""
         require_root("invoke down")
-        if (self.state_dir / "vagrant").exists() and \
+        if self.state.check() and (self.state_dir / "vagrant").exists() and \
                 (not self.in_namespace or self._libvirtd_pid()):
             progress("vagrant destroy -f")
             try:
@@ -406,12 +384,9 @@ class VagrantBackend(NetnsBackend):
             except LabError as e:
                 progress(f"  {e}; removing the rest anyway")
         made = self.read_meta().get("made_mountpoints", [])
-        if self.in_namespace:
-            pid = self._libvirtd_pid()
-            if pid:
-                kill_pids([pid], 9)
-        super().down()                 # namespace (qemu, dnsmasq, libvirtd), processes, state
-        others = [p for p in state_root().glob("*/libvirtd.pid") if live_pid(p)]
+        self._teardown()
+        others = [p for p in state_root().glob("*/libvirtd.pid")
+                  if LabState(p.parent.name).live_pid(p.name)]
         for mountpoint in made if not others else []:    # another lab's libvirtd binds there
             try:
                 os.rmdir(mountpoint)   # only the bind targets this lab made, and only if empty
@@ -420,12 +395,10 @@ class VagrantBackend(NetnsBackend):
 
     # --- status -----------------------------------------------------------------------------
     def status(self) -> dict:
+        st = self._status_base()
         meta = self.read_meta()
-        st = {"backend": self.name, "provider": self.provider, "prefix": self.prefix,
-              "state_dir": str(self.state_dir), "interface": None, "vm": None, "ssh": False,
-              "provisioned": meta.get("provisioned_hash") is not None}
+        st.update({"provider": self.provider, "vm": None})
         if self.in_namespace:
-            st["namespaces"] = {self.host_ns: self.host_ns in self._namespaces()}
             st["libvirtd_pid"] = self._libvirtd_pid()
             if not st["libvirtd_pid"]:
                 st["up"] = False
@@ -438,6 +411,6 @@ class VagrantBackend(NetnsBackend):
                     st["vm"] = parts[3]
             if st["vm"] == "running":
                 st["interface"] = meta.get("capture_interface")
-                st["ssh"] = self._ssh_banner_any()
+                st["ssh"] = self.ssh_answers()
         st["up"] = st["vm"] == "running" and st["ssh"]
         return st

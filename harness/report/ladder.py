@@ -1,7 +1,8 @@
 """The ladder (sequence) diagram of a run, as a hand-written SVG.
 
 Two vertical lines -- the client (host side) on the left, the responder (lab VM) on the right --
-and one arrow per packet of the connection, top to bottom in capture order, labelled the way
+and one arrow per packet of the connection (with ``clients: N``, of every connection, each
+label starting ``c1``, ``c2`` ...), top to bottom in capture order, labelled the way
 tcpdump prints it (``[P.] seq 1:12, ack 1, len 11``) with its time on the left and its verdict
 on the right: a green ✓ and the scenario line it matched, a red ✗ and the line it failed, a
 grey · for a packet no line speaks about (an extra client ACK, a trailing packet).  Arrows go
@@ -26,8 +27,8 @@ DROP = 14           # how far an arrow descends
 GREEN, RED, GREY, INK = "#1a7f37", "#cf222e", "#6e7781", "#24292f"
 
 
-def _label(p: Pkt) -> str:
-    out = f"[{p.flags_str}] seq {p.seq}" + (f":{p.seq + p.length}" if p.length else "")
+def _label(p: Pkt, conn: str = "") -> str:
+    out = f"{conn}[{p.flags_str}] seq {p.seq}" + (f":{p.seq + p.length}" if p.length else "")
     if p.flags_str.find(".") >= 0:
         out += f", ack {p.ack}"
     out += f", win {p.window}"
@@ -68,7 +69,11 @@ def ladder_svg(packets: list[Pkt], verdict: Verdict, title: str = "") -> str:
                f'fill="{GREEN if verdict.ok else RED}">{result}: {escape(verdict.reason[:120])}'
                f'</text>')
     bottom = TOP + ROW * max(1, len(conv))
-    for x, name in ((LEFT_X, f"client {verdict.client}"), (RIGHT_X, f"responder {server}")):
+    clients = verdict.clients
+    tags = {c: f"c{i} " for i, c in enumerate(clients, 1)} if len(clients) > 1 else {}
+    left = "clients " + ", ".join(f"c{i} .{c.rsplit('.', 1)[-1]}" for i, c in
+                                  enumerate(clients, 1)) if tags else f"client {verdict.client}"
+    for x, name in ((LEFT_X, left), (RIGHT_X, f"responder {server}")):
         out.append(f'<text x="{x}" y="{TOP - 12}" text-anchor="middle" font-weight="bold" '
                    f'fill="{INK}">{escape(name)}</text>')
         out.append(f'<line x1="{x}" y1="{TOP - 5}" x2="{x}" y2="{bottom}" stroke="{INK}" '
@@ -84,8 +89,9 @@ def ladder_svg(packets: list[Pkt], verdict: Verdict, title: str = "") -> str:
         dash = ' stroke-dasharray="5,4"' if "retransmission" in p.analysis else ""
         out.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y + DROP}" stroke="{stroke}" '
                    f'stroke-width="{width}"{dash} marker-end="url(#arrow)"/>')
+        end = f"{p.dst}.{p.dport}" if from_server else f"{p.src}.{p.sport}"
         out.append(f'<text x="{(x1 + x2) // 2}" y="{y + DROP / 2 - 4}" text-anchor="middle" '
-                   f'fill="{INK}">{escape(_label(p))}</text>')
+                   f'fill="{INK}">{escape(_label(p, tags.get(end, "")))}</text>')
         if p.analysis:
             out.append(f'<text x="{(x1 + x2) // 2}" y="{y + DROP / 2 + 16}" '
                        f'text-anchor="middle" font-size="10" fill="{GREY}">'

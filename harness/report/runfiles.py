@@ -68,7 +68,7 @@ def _direction(p: Pkt, verdict: Verdict) -> str:
     src = f"{p.src}.{p.sport}"
     if src == verdict.server:
         return "s>c"
-    if verdict.client and src == verdict.client:
+    if src in verdict.clients:
         return "c>s"
     return "   "
 
@@ -98,7 +98,11 @@ def format_summary(scenario: Scenario, packets: list[Pkt], verdict: Verdict,
                    *, max_failures: int = 10, measurements: dict | None = None) -> str:
     """The terminal view of a run: packets, measurements, failures, verdict."""
     out = [f"{scenario.filename} — {scenario.lesson}" if scenario.lesson else scenario.filename]
-    if verdict.client:
+    if len(verdict.clients) > 1:
+        ends = ", ".join(f"{c} (connection {i})" for i, c in enumerate(verdict.clients, 1))
+        out.append(f"clients {ends}; server {verdict.server}; seq/ack relative to each "
+                   "connection, times from the first packet")
+    elif verdict.client:
         out.append(f"client {verdict.client}, server {verdict.server}; "
                    "seq/ack relative, times from the first packet")
     out += [_packet_line(p, verdict) for p in packets]
@@ -119,6 +123,8 @@ def format_summary(scenario: Scenario, packets: list[Pkt], verdict: Verdict,
         out.append(f"  ✗ {f}")
     if len(verdict.failures) > max_failures:
         out.append(f"  ... and {len(verdict.failures) - max_failures} more (see result.json)")
+    for i, c in enumerate(verdict.connections, 1):
+        out.append(f"connection {i} ({c.client}): {'PASS' if c.ok else 'FAIL'} {c.reason}")
     out.append(("PASS " if verdict.ok else "FAIL ") + verdict.reason)
     return "\n".join(out)
 
@@ -167,13 +173,15 @@ def result_dict(scenario: Scenario, packets: list[Pkt], verdict: Verdict,
                      "responder": list(scenario.responder_args), "client":
                      [scenario.client, *scenario.client_args],
                      "stdin": c_escape(scenario.stdin), "conditions": scenario.conditions,
-                     "timeout": scenario.timeout, "trailing": scenario.trailing},
+                     "timeout": scenario.timeout, "trailing": scenario.trailing,
+                     "clients": scenario.clients},
         "ok": verdict.ok,
         "verdict": "pass" if verdict.ok else "fail",
         "reason": verdict.reason,
         "failures": list(verdict.failures),
         "client": verdict.client, "server": verdict.server,
         "lines": lines,
+        "connections": verdict.to_dict()["connections"],
         "packets": [_packet_record(p, verdict) for p in packets],
         "timings": _timings(packets, verdict),
         "versions": versions(),

@@ -1,18 +1,19 @@
 """Live capture on the lab's host-side interface, proven live before the client starts.
 
-``tshark`` writes pcapng to ``out_path`` and, with ``-l -P -T fields``, also prints one line per
-captured packet (frame number, IP destination, UDP destination port) on stdout.  :meth:`start`
-sends the caller's canary (one UDP datagram to port 9 of the lab VM, say) again and again until
-such a line shows the canary captured: only then is it safe to start the client, or the first
-SYN may be lost (tshark needs ~0.3 s to "Capturing on" and ~0.5 s to its first packet in a
-namespace).
+``dumpcap`` (Wireshark's capture engine: it captures and writes, it dissects nothing) runs as
+root in the lab's host namespace and streams pcapng to its stdout (``-w -``, flushed packet by
+packet).  A reader thread here writes the stream to ``out_path`` and follows its blocks
+(:class:`PcapngStream`) to spot the caller's canary: one UDP datagram to port 9 of the lab VM,
+sent again and again by :meth:`start` until it shows up.  Only then is it safe to start the
+client, or the first SYN may be lost (~0.3 s to "Capturing on" and ~0.5 s to the first packet
+in a namespace).  No packet a lab program sends is ever dissected by a root process here: the
+only parsing is this module's few lines for the canary (Ethernet, IPv4, UDP port), and the
+dissection proper (:mod:`harness.judge.dissect`) runs tshark unprivileged on a copy.
 
-tshark runs ``dumpcap`` as a child, so the capture runs in its own process group and every stop
-signals the whole group: SIGINT (tshark finishes the file), then SIGKILL after a grace period.
-A watchdog timer does the same to a capture that runs past ``watchdog_s``, and an ``atexit``
-hook to any capture still running when the interpreter exits.
-
-No pyshark here: reading the file is :mod:`harness.dissect`'s job.
+The capture runs in its own process group and every stop signals the whole group: SIGINT
+(dumpcap finishes the stream), then SIGKILL after a grace period.  A watchdog timer does the
+same to a capture that runs past ``watchdog_s``, and an ``atexit`` hook to any capture still
+running when the interpreter exits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import atexit
 import os
 import shlex
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -41,8 +43,63 @@ class CaptureError(RuntimeError):
     """The capture could not be started, or did not end cleanly."""
 
 
+class PcapngStream:
+    """Follows a pcapng byte stream block by block: counts the packets and finds the frame
+    numbers of IPv4 UDP datagrams to ``port`` (Ethernet, Linux cooked or raw IP links)."""
+
+    SHB, IDB, EPB, SPB = 0x0A0D0D0A, 1, 6, 3
+    HEADERS = {1: (12, 14), 113: (14, 16), 101: (None, 0), 228: (None, 0)}  # link: (type, ip)
+
+    def __init__(self, port: int):
+        self.port = port
+        self.buf = bytearray()
+        self.order = "<"
+        self.links: list[int] = []
+        self.frames = 0
+        self.broken = False
+
+    def feed(self, data: bytes) -> list[int]:
+        """Take more of the stream; the frame numbers of the datagrams to ``port`` in it."""
+        self.buf += data
+        found = []
+        while len(self.buf) >= 12 and not self.broken:
+            if self.buf[:4] == b"\n\r\r\n":             # a section header: its byte order
+                self.order = "<" if self.buf[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+                self.links = []
+            kind, length = struct.unpack_from(self.order + "II", self.buf, 0)
+            if length < 12 or length % 4:
+                self.broken = True                   # not pcapng: nothing more is parsed
+                break
+            if len(self.buf) < length:
+                break
+            block = bytes(self.buf[:length])
+            del self.buf[:length]
+            if kind == self.IDB:
+                self.links.append(struct.unpack_from(self.order + "H", block, 8)[0])
+            elif kind in (self.EPB, self.SPB):
+                self.frames += 1
+                if kind == self.EPB and self._to_port(block):
+                    found.append(self.frames)
+        return found
+
+    def _to_port(self, block: bytes) -> bool:
+        iface, _, _, caplen = struct.unpack_from(self.order + "IIII", block, 8)
+        data = block[28:28 + caplen]
+        link = self.links[iface] if iface < len(self.links) else 1
+        if link not in self.HEADERS:
+            return False
+        etype, start = self.HEADERS[link]
+        if etype is not None and data[etype:etype + 2] != b"\x08\x00":
+            return False
+        ip = data[start:]
+        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
+            return False
+        ihl = (ip[0] & 0x0F) * 4
+        return len(ip) >= ihl + 4 and struct.unpack_from("!H", ip, ihl + 2)[0] == self.port
+
+
 class Capture:
-    """A tshark capture, as a context manager::
+    """A dumpcap capture, as a context manager::
 
         with Capture(["ip", "netns", "exec", "tcplab-host"], "vboxnet0", run / "capture.pcapng",
                      "tcp port 80 or udp port 9", canary=send_udp_to_port_9) as cap:
@@ -51,15 +108,16 @@ class Capture:
 
     ``exec_prefix`` runs a command in the host-side namespace (empty: this namespace).  The
     canary is called until one of its packets is captured; it must send something the filter
-    passes, to UDP port ``canary_port``.  Without a canary, :meth:`start` returns once tshark
-    says "Capturing on" plus ``settle_s`` (not proven live; avoid).
+    passes, to UDP port ``canary_port``.  Without a canary, :meth:`start` returns once dumpcap
+    says "Capturing on" plus ``settle_s`` (not proven live; avoid).  ``dumpcap`` is the
+    program run (anything that streams pcapng to stdout with dumpcap's options).
     """
 
     def __init__(self, exec_prefix: list[str], interface: str, out_path: Path, bpf_filter: str,
                  canary: Callable[[], None] | None, watchdog_s: float = 120, *,
                  canary_port: int = 9, start_timeout_s: float = START_TIMEOUT_S,
                  settle_s: float = 0.5, stop_grace_s: float = STOP_GRACE_S,
-                 tshark: str = "tshark"):
+                 dumpcap: str = "dumpcap"):
         self.exec_prefix = list(exec_prefix)
         self.interface = interface
         self.out_path = Path(out_path)
@@ -69,11 +127,11 @@ class Capture:
         self.canary_port = canary_port
         self.start_timeout_s = start_timeout_s
         self.settle_s = settle_s
-        self.tshark = tshark
+        self.dumpcap = dumpcap
+        self.stream = PcapngStream(canary_port)
         self.stop_grace_s = stop_grace_s
         self.proc: subprocess.Popen | None = None
         self.canary_frames: list[int] = []     # frame numbers of captured canary packets
-        self.packets_seen = 0
         self.watchdog_fired = False
         self.started_after_s: float | None = None
         self._stderr: deque[str] = deque(maxlen=40)
@@ -87,29 +145,35 @@ class Capture:
     # ---------------------------------------------------------------- command and output
 
     def command(self) -> list[str]:
-        """The full command line (prefix + tshark ...)."""
-        return self.exec_prefix + [
-            self.tshark, "-i", self.interface, "-f", self.bpf_filter, "-w", str(self.out_path),
-            "-F", "pcapng", "-l", "-P", "-n",
-            "-T", "fields", "-e", "frame.number", "-e", "ip.dst", "-e", "udp.dstport"]
+        """The full command line (prefix + dumpcap ...): pcapng on stdout."""
+        return self.exec_prefix + [self.dumpcap, "-i", self.interface, "-f", self.bpf_filter,
+                                   "-w", "-", "-n", "-q"]
+
+    @property
+    def packets_seen(self) -> int:
+        return self.stream.frames
 
     def stderr_tail(self, lines: int = 5) -> str:
         tail = [ln for ln in self._stderr if "dangerous" not in ln and ln.strip()]
         return " | ".join(tail[-lines:]) or "(no output)"
 
     def _read_stdout(self, stream):
-        for line in stream:
-            self.packets_seen += 1
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) >= 3 and fields[2].strip() == str(self.canary_port):
-                try:
-                    self.canary_frames.append(int(fields[0]))
-                except ValueError:
-                    pass
-                self._canary_seen.set()
+        """Write the stream to ``out_path`` as it comes; note the canary's frames."""
+        with open(self.out_path, "wb") as out:
+            while True:
+                chunk = stream.read1(65536)
+                if not chunk:
+                    return
+                out.write(chunk)
+                seen = self.stream.feed(chunk)
+                if seen:
+                    out.flush()
+                    self.canary_frames.extend(seen)
+                    self._canary_seen.set()
 
     def _read_stderr(self, stream):
-        for line in stream:
+        for raw in stream:
+            line = raw.decode(errors="replace")
             self._stderr.append(line.rstrip("\n"))
             if line.startswith("Capturing on"):
                 self._capturing.set()
@@ -132,7 +196,7 @@ class Capture:
         try:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True, bufsize=1, start_new_session=True)
+                                         start_new_session=True)
         except OSError as exc:
             raise CaptureError(f"cannot run {shlex.join(self.command()[:len(self.exec_prefix) + 1])}"
                                f": {exc.strerror}") from None
@@ -162,7 +226,7 @@ class Capture:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._join_readers(1.0)
-                raise CaptureError(f"tshark did not start capturing on {self.interface} "
+                raise CaptureError(f"dumpcap did not start capturing on {self.interface} "
                                    f"within {self.start_timeout_s:g} s (it exited with status "
                                    f"{self.proc.returncode}): {self.stderr_tail()}")
             if self.canary is None:
@@ -180,14 +244,14 @@ class Capture:
                 return
         extra = f"; last canary error: {last_canary_error}" if last_canary_error else ""
         proof = "a canary packet was never seen" if self.canary else "no 'Capturing on'"
-        raise CaptureError(f"tshark did not start capturing on {self.interface} within "
+        raise CaptureError(f"dumpcap did not start capturing on {self.interface} within "
                            f"{self.start_timeout_s:g} s ({proof}{extra}): {self.stderr_tail()}")
 
     def _drain(self, timeout: float = 2.0) -> bool:
-        """Send one more canary and wait until tshark has printed it.  Packets reach the capture
-        in order, so once this end marker is seen, everything the client exchanged before it is
-        in the file too; a SIGINT sent earlier may end tshark before dumpcap's last packets are
-        written (the tail of a fast exchange would be lost)."""
+        """Send one more canary and wait until the stream has brought it.  Packets reach the
+        capture in order, so once this end marker is seen, everything the client exchanged
+        before it is in the file too; a SIGINT sent earlier may end dumpcap before its last
+        packets are written (the tail of a fast exchange would be lost)."""
         if self.canary is None or not self.running or not self._canary_seen.is_set():
             return False
         before = len(self.canary_frames)
@@ -222,13 +286,13 @@ class Capture:
                     self.proc.wait(self.stop_grace_s)
                 except subprocess.TimeoutExpired:
                     pass
-            # dumpcap or a stuck tshark may still be around even if tshark itself exited
+            # anything else of the group (an exec prefix's children) may still be around
             self._signal_group(signal.SIGKILL)
             try:
                 self.proc.wait(self.stop_grace_s)
             except subprocess.TimeoutExpired:
                 pass
-            self._join_readers(2.0)
+            self._join_readers(5.0)
             for stream in (self.proc.stdout, self.proc.stderr):
                 if stream:
                     stream.close()
@@ -263,7 +327,7 @@ class Capture:
             raise CaptureError(f"capture on {self.interface} ran past its {self.watchdog_s:g} s "
                                "watchdog and was killed")
         if not self.out_path.is_file():
-            raise CaptureError(f"tshark wrote no {self.out_path}: {self.stderr_tail()}")
+            raise CaptureError(f"dumpcap wrote no {self.out_path}: {self.stderr_tail()}")
         return self.out_path
 
     def __enter__(self) -> "Capture":

@@ -18,7 +18,7 @@
 The Python and Scapy clients run as ``python -m harness.run.clients KIND ...`` under the backend's
 host-side exec prefix (inside the lab's host namespace), and print one JSON line: what they
 received, a log of their steps and any error.  :func:`run_client` hides all three behind one
-call.
+call, and :func:`run_clients` runs a scenario's ``clients: N`` copies of it at once.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from harness.judge.scenario import Step
+from harness.judge.scenario import NC_PATH, Step
+from harness.lab.firewall import PEER_MARK, Firewall, local, peer_rst_rule
 from harness.util import PROJECT_ROOT, LabError
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
-PEER_MARK = 0x5F          # the Scapy peer's own packets (the responder's are 0x5e)
 #: ``scapy --delayed-ack``: how long the peer sits on an ACK.  Between Linux's 40 ms and BSD's
 #: 200 ms, and shorter than the responder's own 200 ms, so that the two timers never race.
 SCAPY_DELAYED_ACK = 0.08
@@ -62,6 +62,13 @@ class ClientRun:
             return bytes.fromhex(self.report.get("received", ""))
         return self.stdout
 
+    def to_dict(self) -> dict:
+        """For result.json."""
+        return {"argv": self.argv, "status": self.status, "held": self.held,
+                "seconds": round(self.seconds, 3), "report": self.report,
+                "received_bytes": len(self.received),
+                "stderr": self.stderr.decode(errors="replace")[-2000:]}
+
 
 def steps_to_json(steps) -> str:
     return json.dumps([[s.kind, s.arg.hex() if isinstance(s.arg, bytes) else s.arg]
@@ -76,13 +83,34 @@ def client_argv(backend, scn, port: int) -> list:
     """The command line that runs the scenario's client on the host side."""
     pre = backend.host_exec_prefix()
     if scn.client == "nc":
-        return pre + ["nc", *scn.client_args, backend.vm_ip, str(port)]
+        return pre + [NC_PATH, *scn.client_args, backend.vm_ip, str(port)]
     if scn.client == "scapy" and not pre:
         raise LabError("the scapy client needs a lab host namespace (netns or qemu backend): "
                        "it adds an iptables rule there, and never on your own host")
     return pre + [sys.executable, "-m", "harness.run.clients", scn.client, "--host", backend.vm_ip,
                   "--port", str(port), "--script", steps_to_json(scn.script),
                   *scn.client_args]
+
+
+def run_clients(backend, scn, port: int, timeout: float) -> list[ClientRun]:
+    """The scenario's ``clients: N`` copies of its client, started together, each on its own
+    connection (each its own process, so its own source port); results in start order."""
+    if scn.clients == 1:
+        return [run_client(backend, scn, port, timeout)]
+    results: list = [None] * scn.clients
+
+    def one(i: int) -> None:
+        results[i] = run_client(backend, scn, port, timeout)
+    threads = [threading.Thread(target=one, args=(i,), name=f"tcplab-client-{i + 1}")
+               for i in range(scn.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    missing = [i + 1 for i, r in enumerate(results) if r is None]
+    if missing:
+        raise LabError(f"client(s) {missing} of {scn.clients} could not be run")
+    return results
 
 
 def run_client(backend, scn, port: int, timeout: float) -> ClientRun:
@@ -93,66 +121,78 @@ def run_client(backend, scn, port: int, timeout: float) -> ClientRun:
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=PROJECT_ROOT)
     out: dict = {}
-    readers = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()),
+    done = threading.Event()                  # the run is over: the feeder stops sleeping
+    threads = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()),
                                 daemon=True) for k, f in (("out", proc.stdout),
                                                           ("err", proc.stderr))]
-    for r in readers:
-        r.start()
+    if scn.client == "nc":
+        threads.append(threading.Thread(target=_feed_nc, args=(proc, scn, done), daemon=True))
+    else:
+        proc.stdin.close()
+    for t in threads:
+        t.start()
     try:
-        if scn.client == "nc":
-            _feed_nc(proc, scn)
-        else:
-            proc.stdin.close()
         limit = scn.hold if scn.hold is not None else timeout
         try:
-            run.status = proc.wait(timeout=max(0.0, limit - (time.monotonic() - t0)))
+            run.status = proc.wait(timeout=max(0.0, min(limit, timeout)))
             run.held = False
         except subprocess.TimeoutExpired:
             run.held = True
-            proc.kill()
-            proc.wait()
-            run.status = None
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for r in readers:
-            r.join(timeout=5)
-        for f in (proc.stdin, proc.stdout, proc.stderr):
-            if f is not None and not f.closed:
-                try:
-                    f.close()
-                except OSError:
-                    pass
+        done.set()
+        _end(proc, threads)
     run.seconds = time.monotonic() - t0
     run.stdout, run.stderr = out.get("out", b""), out.get("err", b"")
     if scn.client != "nc":
-        lines = [l for l in run.stdout.splitlines() if l.startswith(b"{")]
-        if lines:
-            try:
-                run.report = json.loads(lines[-1])
-            except ValueError:
-                run.report = None
+        run.report = _report(run.stdout)
     if run.held and scn.hold is None:
         run.stderr += (f"\ntcplab: the client did not finish within {timeout:g} s; it was "
                        f"stopped").encode()
     return run
 
 
-def _feed_nc(proc, scn) -> None:
+def _end(proc, threads) -> None:
+    """Kill the client if it still runs, reap it, let the readers finish, close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for t in threads:
+        t.join(timeout=5)
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None and not f.closed:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def _report(stdout: bytes) -> dict | None:
+    """The python/scapy client's JSON line (its last line starting with ``{``)."""
+    lines = [line for line in stdout.splitlines() if line.startswith(b"{")]
+    if not lines:
+        return None
+    try:
+        return json.loads(lines[-1])
+    except ValueError:
+        return None
+
+
+def _feed_nc(proc, scn, done: threading.Event) -> None:
+    """nc's stdin: the scenario's ``stdin``, or its script's sends with the sleeps between
+    them; stops at once when the run is over (``done``)."""
     try:
         if scn.script:
             for step in scn.script:
                 if step.kind == "send":
                     proc.stdin.write(step.arg)
                     proc.stdin.flush()
-                elif step.kind == "sleep":
-                    time.sleep(step.arg)
+                elif step.kind == "sleep" and done.wait(step.arg):
+                    return
         else:
             proc.stdin.write(scn.stdin)
         proc.stdin.close()
-    except BrokenPipeError:
-        pass
+    except (BrokenPipeError, ValueError, OSError):
+        pass          # nc has gone (or was stopped): nothing more to feed
 
 
 # ------------------------------------------------------------------ inside the host namespace
@@ -223,12 +263,11 @@ class ScapyPeer:
         self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.tx.setsockopt(socket.SOL_SOCKET, SO_MARK, PEER_MARK)
         # the kernel's RSTs from our port are dropped; ours (marked) pass
-        self.rule = ["OUTPUT", "-p", "tcp", "-s", self.src, "--sport", str(self.sport), "-d",
-                     host, "--dport", str(port), "--tcp-flags", "RST", "RST", "-m", "mark",
-                     "!", "--mark", hex(PEER_MARK), "-j", "DROP"]
+        self.rule = peer_rst_rule(self.src, self.sport, host, port)
+        self.firewall = Firewall(local())
 
     def __enter__(self):
-        subprocess.run(["iptables", "-I", *self.rule], check=True, capture_output=True)
+        self.firewall.add(self.rule, first=True)
         self.thread = threading.Thread(target=self._receive, daemon=True)
         self.thread.start()
         return self
@@ -238,7 +277,7 @@ class ScapyPeer:
         self.thread.join(timeout=2)
         if self.ack_timer is not None:
             self.ack_timer.cancel()
-        subprocess.run(["iptables", "-D", *self.rule], capture_output=True)
+        self.firewall.delete(self.rule)
         self.rx.close()
         self.tx.close()
 
@@ -389,7 +428,7 @@ def main(argv=None) -> int:
         else:
             res = scapy_client(opts.host, opts.port, steps,
                                delayed_ack=SCAPY_DELAYED_ACK if opts.delayed_ack else 0.0)
-    except (OSError, TimeoutError, subprocess.CalledProcessError) as e:
+    except (OSError, TimeoutError, LabError) as e:
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
         return 1
     print(json.dumps(res), flush=True)

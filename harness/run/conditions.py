@@ -14,55 +14,19 @@ client starts and removed afterwards, also when the run fails.
 * ``delay 100ms``, ``loss 10%`` -- need ``tc netem``; a kernel without ``sch_netem`` (like the
   one this project is developed on) makes the run fail at once with a clear error.
 
-"First K": K rules ``-m statistic --mode nth --every 1000000 --packet 0``; each drops exactly
-the first packet that reaches it, so K of them drop the first K and let every later one pass.
-Relative numbers become absolute through the responder's fixed ISN (``--isn N``; the classic
-responder's 0xaaaabbbb), matched with ``-m u32`` on the TCP header.
+The iptables rules themselves (and how "first K" and relative numbers become rules) are
+:mod:`harness.lab.firewall`'s; this module decides when they are in force, and runs ``tc``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 
-from harness.lab import LAB_PORT
 from harness.judge.scenario import Condition, Scenario
+from harness.lab import LAB_PORT
+from harness.lab.firewall import Firewall, drop_rules, over_ssh
 from harness.util import LabError
-
-COMMENT = "tcplab-condition"
-CLASSIC_ISN = 0xAAAABBBB
-
-
-def responder_isn(scn: Scenario) -> int | None:
-    args = list(scn.responder_args)
-    if "--isn" in args:
-        return int(args[args.index("--isn") + 1], 0)
-    if "--classic" in args:
-        return CLASSIC_ISN
-    return None
-
-
-def iptables_rules(cond: Condition, scn: Scenario, client_ip: str,
-                   port: int = LAB_PORT) -> list[list[str]]:
-    """The iptables rule specs (``-A CHAIN ...`` without the command) for one drop condition."""
-    if cond.direction == "c>s":
-        spec = ["INPUT", "-p", "tcp", "-s", client_ip, "--dport", str(port)]
-        offset = 8                                    # the TCP ack field
-    else:
-        spec = ["OUTPUT", "-p", "tcp", "-d", client_ip, "--sport", str(port)]
-        offset = 4                                    # the TCP seq field
-    if cond.field == "ack-only":
-        # flags exactly ACK among SYN ACK FIN RST PSH: the client's pure ACKs (and unpushed
-        # data, which the lessons that use this do not send); no number, so any ISN will do
-        spec += ["--tcp-flags", "SYN,ACK,FIN,RST,PSH", "ACK"]
-    elif cond.field:
-        isn = responder_isn(scn)
-        if isn is None:
-            raise LabError(f"condition {cond.text!r} needs a fixed ISN (--isn N)")
-        absolute = (isn + cond.value) & 0xFFFFFFFF
-        spec += ["-m", "u32", "--u32", f"0>>22&0x3C@{offset}={absolute:#x}"]
-    spec += ["-m", "statistic", "--mode", "nth", "--every", "1000000", "--packet", "0",
-             "-m", "comment", "--comment", COMMENT, "-j", "DROP"]
-    return [spec] * cond.count
 
 
 class Conditions:
@@ -70,17 +34,17 @@ class Conditions:
 
     def __init__(self, ssh, scn: Scenario, client_ip: str, port: int = LAB_PORT):
         self.ssh, self.scn, self.client_ip, self.port = ssh, scn, client_ip, port
-        self.added: list[list[str]] = []
         self.qdisc_dev: str | None = None
+        self._stack: contextlib.ExitStack | None = None
 
     def __enter__(self):
+        drops = [rule for cond in self.scn.condition_list if cond.kind == "drop"
+                 for rule in drop_rules(cond, self.scn.isn, self.client_ip, self.port)]
+        self._stack = contextlib.ExitStack()
         try:
+            self._stack.enter_context(Firewall(over_ssh(self.ssh)).applied(drops))
             for cond in self.scn.condition_list:
-                if cond.kind == "drop":
-                    for spec in iptables_rules(cond, self.scn, self.client_ip, self.port):
-                        self.ssh.run(shlex.join(["iptables", "-A", *spec]))
-                        self.added.append(spec)
-                else:
+                if cond.kind != "drop":
                     self._netem(cond)
         except BaseException:
             self.__exit__(None, None, None)
@@ -102,9 +66,9 @@ class Conditions:
         self.qdisc_dev = dev
 
     def __exit__(self, *exc):
-        for spec in reversed(self.added):
-            self.ssh.run(shlex.join(["iptables", "-D", *spec]), check=False)
-        self.added.clear()
         if self.qdisc_dev:
             self.ssh.run(f"tc qdisc del dev {shlex.quote(self.qdisc_dev)} root", check=False)
             self.qdisc_dev = None
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            stack.close()

@@ -5,7 +5,7 @@ program in the VM, runs the client and the capture, then asks the launcher to st
 kinds exist:
 
 * :class:`TcplabResponder` -- ``python3 -m responder --listen VM:80 ARGS`` from the provisioned
-  tree; ready when it prints ``listening on``; its stderr carries tcplab's transition log and
+  tree (``pypy3`` instead with ``python="/usr/bin/pypy3"`` or ``$TCPLAB_RUNTIME=pypy``); ready when it prints ``listening on``; its stderr carries tcplab's transition log and
   exit counters, so a scenario's ``states:`` and ``counters:`` checks apply;
 * a submission's launcher (``harness.grade``): a student's program, ready when its raw socket
   shows up, stopped with SIGTERM then SIGKILL; it logs nothing tcplab can read
@@ -17,15 +17,30 @@ Also here: reading the responder's counters line, and the capture canary.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 from harness.lab.base import LAB_PORT, Backend
 from harness.run.ssh import LabSSH, RemoteProcess
-from responder.contract import READY_LINE
+from harness.util import LabError
+from responder.contract import READY_LINE, RUNTIMES
 
 #: The UDP port the capture canary is sent to (nothing listens; the capture sees it).
 CANARY_PORT = 9
-RESPONDER_PYTHON = "/usr/bin/python3"
+RESPONDER_PYTHON = RUNTIMES["cpython"]
+#: The environment variable that picks the responder's runtime (``cpython`` or ``pypy``) for
+#: every run that does not name an interpreter: ``invoke up/demo --runtime`` set it, and so can
+#: a test session (``TCPLAB_RUNTIME=pypy pytest tests/e2e/test_scenarios.py``).
+RUNTIME_ENV = "TCPLAB_RUNTIME"
+
+
+def runtime_python(runtime: str | None = None) -> str:
+    """The interpreter for ``runtime`` (default: ``$TCPLAB_RUNTIME``, else cpython)."""
+    name = runtime or os.environ.get(RUNTIME_ENV) or "cpython"
+    if name not in RUNTIMES:
+        raise LabError(f"unknown responder runtime {name!r} (from --runtime or "
+                       f"${RUNTIME_ENV}); choose from {', '.join(RUNTIMES)}")
+    return RUNTIMES[name]
 
 
 class TcplabResponder:
@@ -33,9 +48,9 @@ class TcplabResponder:
 
     own_logs = True
 
-    def __init__(self, args, python: str = RESPONDER_PYTHON):
+    def __init__(self, args, python: str | None = None):
         self.args = list(args)
-        self.python = python
+        self.python = python or runtime_python()
         self.label = "tcplab responder"
 
     def argv(self, backend: Backend) -> list[str]:

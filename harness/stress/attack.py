@@ -381,79 +381,93 @@ def blind(settle: float = 0.3) -> dict:
     after each, the connection must still echo;
     4. an RST at exactly RCV.NXT (RFC 5961 3.2) -> the connection is reset.
     """
-    sock = raw_sender()
-    c = socket.create_connection((VM, PORT), timeout=5)
-    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    cport = c.getsockname()[1]
-    sn = Sniffer(cport)
-    res: dict = {"client_port": cport, "steps": {}}
+    b = _Blind(settle)
+    try:
+        b.res["first_echo"] = b.echo(b"ping")
+        b.inject("rst_in_window", lambda rcv, snd: (rcv + 1000, 0), RST)
+        b.res["steps"]["rst_in_window"]["echo_after"] = b.echo(b"alive1")
+        b.inject("syn", lambda rcv, snd: (rcv + 12345, 0), SYN)
+        b.res["steps"]["syn"]["echo_after"] = b.echo(b"alive2")
+        b.inject("old_ack_data", lambda rcv, snd: (rcv, snd - (1 << 31) + 1), ACK | PSH,
+                 b"EVIL")
+        b.res["steps"]["old_ack_data"]["echo_after"] = b.echo(b"alive3")
+        b.inject("rst_exact", lambda rcv, snd: (rcv, 0), RST)
+        b.res["steps"]["rst_exact"]["after"] = b.after_reset()
+    finally:
+        b.close()
+    return b.res
 
-    def echo(msg: bytes) -> bytes:
-        c.sendall(msg)
+
+class _Blind:
+    """A real client connection, a sniffer of the responder's segments to it, and a raw socket
+    that injects segments on its 4-tuple (:func:`blind`)."""
+
+    def __init__(self, settle: float):
+        self.settle = settle
+        self.sock = raw_sender()
+        self.c = socket.create_connection((VM, PORT), timeout=5)
+        self.c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.cport = self.c.getsockname()[1]
+        self.sn = Sniffer(self.cport)
+        self.res: dict = {"client_port": self.cport, "steps": {}}
+
+    def echo(self, msg: bytes) -> str:
+        self.c.sendall(msg)
         got = b""
-        c.settimeout(3)
+        self.c.settimeout(3)
         try:
             while len(got) < len(msg):
-                b = c.recv(4096)
+                b = self.c.recv(4096)
                 if not b:
                     break
                 got += b
         except OSError as e:
-            return f"error: {type(e).__name__}".encode()
-        return got
+            return f"error: {type(e).__name__}"
+        return got.decode(errors="replace")
 
-    def live() -> tuple[int, int]:
+    def live(self) -> tuple[int, int]:
         """(RCV.NXT, SND.NXT) of the responder, from its last segment to us."""
-        seg = sn.last
+        seg = self.sn.last
         return seg.ack, (seg.seq + len(seg.payload)) & 0xFFFFFFFF
 
-    def inject(name: str, where, flags: int, payload=b"") -> None:
+    def inject(self, name: str, where, flags: int, payload=b"") -> None:
         """``where(rcv_nxt, snd_nxt) -> (seq, ack)``, from the live values once traffic has
         settled.  A timestamp option rides along when the connection uses them (RFC 7323 would
         drop a segment without one before any RFC 5961 check): TSval = the responder's latest
         TSecr plus 10,000 (Linux's TSval ticks in ms; the kernel's ACKs may have moved TS.Recent
         on since that segment, and PAWS must not be what drops ours), TSecr = its latest
         TSval."""
-        sn.collect(settle)
-        rcv_nxt, snd_nxt = live()
+        self.sn.collect(self.settle)
+        rcv_nxt, snd_nxt = self.live()
         seq, ack = where(rcv_nxt, snd_nxt)
-        ts = sn.last.options.timestamps
+        ts = self.sn.last.options.timestamps
         opts = wire.TcpOptions(timestamps=((ts[1] + 10_000) & 0xFFFFFFFF, ts[0])) \
             if ts and not flags & RST \
             else wire.NO_OPTIONS
-        send_all(sock, [packet(HOST, cport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, flags,
-                               payload, options=opts)])
-        answers = sn.collect(settle)
-        res["steps"][name] = {"rcv_nxt": rcv_nxt, "snd_nxt": snd_nxt,
-                              "sent_seq": seq & 0xFFFFFFFF, "sent_ack": ack & 0xFFFFFFFF,
-                              "answers": [_seg_info(a) for a in answers],
-                              "challenge_ack": any(a.flags == ACK and not a.payload
-                                                   and a.ack == rcv_nxt and a.seq == snd_nxt
-                                                   for a in answers)}
+        send_all(self.sock, [packet(HOST, self.cport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
+                                    flags, payload, options=opts)])
+        answers = self.sn.collect(self.settle)
+        self.res["steps"][name] = {
+            "rcv_nxt": rcv_nxt, "snd_nxt": snd_nxt, "sent_seq": seq & 0xFFFFFFFF,
+            "sent_ack": ack & 0xFFFFFFFF, "answers": [_seg_info(a) for a in answers],
+            "challenge_ack": any(a.flags == ACK and not a.payload and a.ack == rcv_nxt
+                                 and a.seq == snd_nxt for a in answers)}
 
-    try:
-        res["first_echo"] = echo(b"ping").decode(errors="replace")
-        inject("rst_in_window", lambda rcv, snd: (rcv + 1000, 0), RST)
-        res["steps"]["rst_in_window"]["echo_after"] = echo(b"alive1").decode(errors="replace")
-        inject("syn", lambda rcv, snd: (rcv + 12345, 0), SYN)
-        res["steps"]["syn"]["echo_after"] = echo(b"alive2").decode(errors="replace")
-        inject("old_ack_data", lambda rcv, snd: (rcv, snd - (1 << 31) + 1), ACK | PSH, b"EVIL")
-        res["steps"]["old_ack_data"]["echo_after"] = echo(b"alive3").decode(errors="replace")
-        inject("rst_exact", lambda rcv, snd: (rcv, 0), RST)
-        c.settimeout(3)
+    def after_reset(self) -> str:
+        self.c.settimeout(3)
         try:
-            c.sendall(b"after-rst")
-            got = c.recv(4096)
-            after = "eof" if not got else f"data {got!r}"
+            self.c.sendall(b"after-rst")
+            got = self.c.recv(4096)
+            return "eof" if not got else f"data {got!r}"
         except ConnectionResetError:
-            after = "reset"
+            return "reset"
         except OSError as e:
-            after = f"error {type(e).__name__}"
-        res["steps"]["rst_exact"]["after"] = after
-    finally:
-        c.close()
-        sn.close()
-    return res
+            return f"error {type(e).__name__}"
+
+    def close(self) -> None:
+        self.c.close()
+        self.sn.close()
+        self.sock.close()
 
 
 # ---------------------------------------------------------------------------------------------

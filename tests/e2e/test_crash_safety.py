@@ -113,7 +113,7 @@ def test_kill_9_mid_up_then_down_leaves_nothing(stage):
 def test_many_demos_in_a_row_leave_no_capture_and_no_open_files(tmp_path):
     """SOAK demos in this process on one lab: each matches, no tshark/dumpcap of the lab
     survives a demo, and the open file descriptors do not grow."""
-    from harness.stress.fuzz import soak
+    from harness.stress.soak import soak
     require_lab_machine()
     res = soak(SOAK, new_prefix("rel"), runs_dir=tmp_path)
     assert not res["failures"], res["failures"]

@@ -99,3 +99,42 @@ def test_kill_9_mid_demo_then_down_leaves_nothing(lab):
     assert not lab.state_dir.exists()
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert lab.host_ns not in out and lab.vm_ns not in out
+
+
+def test_eight_demos_at_once_on_eight_labs_get_eight_complete_folders(tmp_path):
+    """Issue 16 item 1: demos started in the same second on different labs used to crash with
+    FileExistsError (folders were named by the second and the scenario).  8 labs, 8 demos at
+    once into one runs folder: 8 distinct, complete folders, each naming its lab."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness.lab import get_backend
+    from harness.lab.provision import bring_up
+    from harness.run.demo import run_demo
+    from tests.conftest import require_lab_machine
+    require_lab_machine()
+    labs = [get_backend("netns", new_prefix("par")) for _ in range(8)]
+    runs = tmp_path / "runs"
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda b: bring_up(b), labs))
+            results = list(pool.map(lambda b: run_demo(b, "hello", runs_dir=runs), labs))
+    finally:
+        errors = []
+        for b in labs:
+            try:
+                b.down()
+            except Exception as e:          # every lab is removed, whatever one of them says
+                errors.append(f"{b.prefix}: {e}")
+        assert not errors, errors
+    folders = [r.run_dir for r in results]
+    assert len(set(folders)) == 8 and sorted(runs.iterdir()) == sorted(folders)
+    for lab, res in zip(labs, results):
+        assert f"-{lab.prefix}-hello" in res.run_dir.name
+        for name in ("capture.pcapng", "transcript.txt", "ladder.svg", "result.json",
+                     "responder.log", "client.out"):
+            assert (res.run_dir / name).stat().st_size > 0, (res.run_dir, name)
+        result = json.loads((res.run_dir / "result.json").read_text())
+        assert result["run"]["prefix"] == lab.prefix
+        assert res.ok, res.summary
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(b.prefix in out for b in labs)

@@ -23,10 +23,11 @@ def test_doctor_passes_on_a_good_lab(lab):
 
 
 def test_doctor_names_each_broken_piece(lab):
-    from harness.doctor import RST_RULE, diagnose
+    from harness.doctor import diagnose
+    from harness.lab.firewall import Firewall, over_ssh, rst_rule
     from harness.run.ssh import LabSSH
     with LabSSH(lab.ssh_endpoint()) as ssh:
-        ssh.run(f"iptables -D {RST_RULE}")
+        assert Firewall(over_ssh(ssh)).delete(rst_rule())
     subprocess.run(lab.host_exec_prefix() + ["ethtool", "-K", "vboxnet0", "tx", "on"],
                    check=True, capture_output=True)
     checks = by_name(diagnose(lab))

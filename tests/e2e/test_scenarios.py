@@ -51,6 +51,8 @@ BROKEN = [
     ("close-states-simultaneous", {"fault": "no-time-wait"}, "TIME-WAIT"),
     ("challenge-ack", {"fault": "no-challenge-ack"}, "challenge-ack.scn:"),
     ("miniweb", {"fault": "bad-checksum"}, "checksum"),
+    # the lecture's naive program answers whatever packet came last: two clients confuse it
+    ("two-clients", {"responder": "--app hello --classic"}, "(connection "),
 ]
 
 
@@ -93,3 +95,46 @@ def test_netem_condition_fails_clearly(run_scenario, tmp_path):  # noqa: F811
         assert "netem" in str(e)
     else:                                          # a kernel with netem: then it just runs
         assert res.run_dir.exists()
+
+
+def test_invoke_lessons_prints_one_table_and_writes_each_run_folder():
+    """`invoke lessons` for real on a lab of its own: the table, a folder per lesson, exit 0."""
+    import subprocess
+    import sys
+    from tests.conftest import ROOT, new_prefix, require_lab_machine
+    require_lab_machine()
+    prefix = new_prefix("les")
+    try:
+        r = subprocess.run([sys.executable, "-m", "invoke", "lessons", "--prefix", prefix,
+                            "--only", "miniweb,hello"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        rows = {l.split()[0]: l for l in r.stdout.splitlines()
+                if l.split() and l.split()[0] in ("hello", "miniweb")}
+        assert list(rows) == ["hello", "miniweb"], r.stdout
+        for row in rows.values():
+            assert row.split()[1] == "✓"
+            folder = ROOT / row.split()[3]
+            assert f"-{prefix}-" in folder.name and (folder / "result.json").exists()
+        assert "2 passed, 0 failed, 0 errors, 0 skipped on netns" in r.stdout
+        assert "lesson 1/2 hello: ✓" in r.stderr
+    finally:
+        subprocess.run([sys.executable, "-m", "invoke", "down", "--prefix", prefix], cwd=ROOT,
+                       capture_output=True, timeout=120)
+
+
+def test_invoke_demo_skips_a_scenario_not_for_this_backend():
+    """nagle-linux says `backends: netns`: on qemu, `invoke demo` says so in one line and exits
+    0 without making anything."""
+    import subprocess
+    import sys
+    from tests.conftest import ROOT, new_prefix
+    prefix = new_prefix("skp")
+    r = subprocess.run([sys.executable, "-m", "invoke", "demo", "--backend", "qemu", "--prefix",
+                        prefix, "--scenario", "nagle-linux"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ("tcplab: skipped: scenario nagle-linux on qemu: for netns only "
+                                "(backends: in nagle-linux.scn)")
+    from harness.lab import state_root
+    assert not (state_root() / prefix).exists()

@@ -1,9 +1,12 @@
-"""The apps over the real state machine: hello (the lecture's exchange), echo, tarpit, miniweb."""
+"""The apps over the real state machine: hello (the lecture's exchange), echo, tarpit, miniweb,
+discard; and the registry that names them."""
+
+import pytest
 
 from responder import wire
-from responder.apps import HELLO_LINES, Echo, Hello, Miniweb, Tarpit, make_app
+from responder.apps import HELLO_LINES, Discard, Echo, Hello, Miniweb, Tarpit, make_app
 from responder.tcp import State, seq_add
-from responder.wire import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+from responder.wire import ACK, FIN, PSH, RST, Segment, TcpOptions
 
 from tests.unit.tcp_helpers import LOCAL_ISS, PEER_TS0, REMOTE_ISS, Peer, conn_syn_received
 
@@ -153,7 +156,7 @@ def test_echo_window_closes_then_reopens_with_window_update():
     assert s.window == 2920
     p.rcv_nxt = seq_add(LOCAL_ISS, 3001)
     p.recv_nothing(p.send(p.seg(ACK, window=4000)))   # < min(buf/2, MSS) more: no update
-    assert c.rcv_wnd == 2920 and c._window_to_advertise() == 3000
+    assert c.rcv_wnd == 2920 and c.window_to_advertise() == 3000
 
 
 def test_miniweb_falls_back_to_a_full_build_when_the_peer_mss_is_small():
@@ -167,3 +170,61 @@ def test_miniweb_falls_back_to_a_full_build_when_the_peer_mss_is_small():
     data = [s for s in out if len(s.payload)]
     assert all(len(s.payload) <= 600 - 12 for s in data)
     assert all(app.encode(s) is None for s in data)     # cut differently: built normally
+
+
+# --- discard (RFC 863), the app added by following docs/apps.md ----------------------------
+
+def test_discard_acks_and_throws_away_and_closes_after_the_peer():
+    app = Discard()
+    p = conn_syn_received(app=app)
+    p.send(p.seg(ACK))
+    win = None
+    for chunk in (b"a" * 1000, b"b" * 1000, b"c" * 1000):
+        out = p.send(p.seg(ACK | PSH, payload=chunk))
+        ack = p.recv(out, flags=ACK, ack=p.snd_nxt, payload=b"")    # an ACK, nothing else
+        assert win is None or ack.window == win                      # the window never shrinks
+        win = ack.window
+    assert app.counters() == {"discard_bytes": 3000}
+    out = p.send(p.seg(FIN | ACK))
+    fin = p.recv(out, flags=FIN | ACK, ack=p.snd_nxt, payload=b"")   # ACKs theirs, closes
+    assert p.state is State.LAST_ACK
+    p.rcv_nxt = seq_add(fin.seq, 1)
+    p.recv_nothing(p.send(p.seg(ACK)))
+    assert p.state is State.CLOSED
+
+
+def test_discard_with_delayed_ack_acks_every_second_segment():
+    p = conn_syn_received(app=Discard(), delayed_ack=0.2)
+    p.send(p.seg(ACK))
+    p.recv_nothing(p.send(p.seg(ACK, payload=b"x" * 100)))
+    p.recv(p.send(p.seg(ACK, payload=b"y" * 100)), flags=ACK, ack=p.snd_nxt)
+
+
+def test_registry_is_the_one_list_of_apps():
+    import subprocess
+    import sys
+    from responder import contract
+    from responder.apps import REGISTRY
+    from responder.cli import build_parser
+    from tests.conftest import ROOT
+    assert contract.APPS == tuple(REGISTRY) and "discard" in contract.APPS
+    for name, info in REGISTRY.items():
+        assert isinstance(make_app(name), info.cls) and info.help
+    assert isinstance(make_app("http", b"<p>x</p>"), Miniweb)
+    with pytest.raises(ValueError, match="choose from hello, http, tarpit, echo, discard"):
+        make_app("daytime")
+    assert build_parser().parse_args(["--listen", "1.2.3.4:9", "--app", "discard"]).app \
+        == "discard"
+    out = subprocess.run([sys.executable, "-m", "responder", "--help"], cwd=ROOT,
+                         capture_output=True, text=True).stdout
+    for name in REGISTRY:
+        assert f"\n  {name:7} " in out, name
+
+
+def test_app_counters_reach_the_io_json_line():
+    from responder.cli import build_parser
+    from responder.io import Responder
+    opts = build_parser().parse_args(["--listen", "192.168.56.100:80", "--app", "discard"])
+    r = Responder(opts, random=lambda n: b"\x07" * n)
+    r.app.discarded = 7
+    assert r.stats()["discard_bytes"] == 7

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from bench import micro, report, runner, stats
+from bench import micro, profiling, report, runner, stats
 from bench.loadgen import Client, _check
 from bench.payloads import HELLO
 
@@ -175,13 +175,13 @@ def test_summarize_profile_counts_only_the_loop(tmp_path):
     path = tmp_path / "p.prof"
     prof.dump_stats(str(path))
     res = {"ok": 100, "server_counters": {"segments_in": 300, "segments_out": 300}}
-    s = runner.summarize_profile(path, res, loop=("test_bench.py", "fake_loop"), top=5)
+    s = profiling.summarize_profile(path, res, loop=("test_bench.py", "fake_loop"), top=5)
     assert s["connections"] == 100 and s["segments"] == 600
     assert 0 < s["busy_s"] <= s["total_s"]
     assert s["busy_us_per_conn"] == pytest.approx(s["busy_s"] / 100 * 1e6, abs=1.0)
     assert any("busy_part" in r["function"] for r in s["top_tottime"])
     assert len(s["top_tottime"]) <= 5
-    missing = runner.summarize_profile(tmp_path / "none.prof", {"server_exit": 1})
+    missing = profiling.summarize_profile(tmp_path / "none.prof", {"server_exit": 1})
     assert "no profile written" in missing["error"]
 
 
@@ -242,3 +242,36 @@ def test_micro_benchmarks_run_and_agree():
         assert r["full"][0][key] > 0 and math.isfinite(r["full"][0][key])
     assert r["incremental"][0]["incremental_per_s"] > 0
     assert r["miniweb"][0]["patched_per_s"] > 0
+
+
+def test_both_runtimes_get_rows_with_their_own_targets():
+    load = {"conn_per_s": 100.0, "connect_ms": {"p50": 1.0, "p99": 2.0},
+            "complete_ms": {"p50": 2.0, "p99": 3.0}, "server_cpu_us_per_conn": 50.0,
+            "loadgen_cpu_us_per_conn": 80.0, "machine_cpu": {"busy_share": 0.9}}
+    items = {"handshake": {"results": {"tcplab": [load], "tcplab-pypy": [load],
+                                       "tcplab-pypy+quiet": [load],
+                                       "kernel": [load], "scapy": [load]}},
+             "http": {"results": {"tcplab": [load], "tcplab-pypy": [load],
+                                  "http.server": [load], "asyncio": [load]}}}
+    rows = runner.comparisons(items)
+    target = {(r["subject"], r["figure"], r["reference"]): r["target"] for r in rows}
+    assert target[("tcplab CPython", "hello exchanges/s", "kernel+asyncio")]["value"] == 0.75
+    assert target[("tcplab PyPy", "hello exchanges/s", "kernel+asyncio")]["value"] == 1.0
+    assert target[("tcplab PyPy", "server CPU per connection", "kernel+asyncio")] == \
+        {"op": "<=", "value": 1.5, "on": "ratio"}
+    assert not target[("tcplab CPython", "server CPU per connection", "kernel+asyncio")]
+    assert ("tcplab PyPy", "hello exchanges/s", "scapy") not in target
+    assert target[("tcplab PyPy miniweb", "requests/s", "kernel+http.server")]["value"] == 2.0
+    for rt in ("CPython", "PyPy"):
+        assert target[(f"tcplab {rt}", "connect p50", "kernel+asyncio")]["value"] == 1.5
+    quiet = {k: v for k, v in target.items() if k[0] == "tcplab PyPy, quiet kernel"}
+    assert ("tcplab PyPy, quiet kernel", "hello exchanges/s", "kernel+asyncio") in quiet
+    assert not any(quiet.values())          # an option beside the default: shown, not judged
+
+
+def test_unknown_or_missing_runtime_is_one_clear_error(monkeypatch):
+    with pytest.raises(runner.LabError, match="unknown runtime 'jython'"):
+        runner.check_runtimes(["jython"])
+    monkeypatch.setitem(runner.RUNTIMES, "pypy", "/nonexistent/pypy3")
+    with pytest.raises(runner.LabError, match="apt-get install -y pypy3"):
+        runner.check_runtimes(["cpython", "pypy"])

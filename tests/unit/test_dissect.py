@@ -1,4 +1,4 @@
-"""harness.dissect against the lecture's packets: read_pcap must give what tcpdump printed.
+"""harness.judge.dissect against the lecture's packets: read_pcap must give what tcpdump printed.
 
 The pcaps are built offline from the notes' hex (responder/lecture.py), framed in Ethernet
 the way a capture on vboxnet0 would be.  The helpers here (``write_pcap``, ``lecture_frames``,
@@ -195,25 +195,35 @@ def test_inet_checksum_of_lecture_headers_is_zero():
 
 
 # ---------------------------------------------------------------- capture (no network traffic)
-# A fake tshark stands in for the live one: it prints what tshark prints, runs a child the way
-# tshark runs dumpcap, and misbehaves on request.  The real tshark is only asked to capture on
-# an interface that does not exist.
+# A fake dumpcap stands in for the live one: it streams pcapng on stdout as dumpcap -w - does
+# (a TCP packet, then the canary), runs a child in the capture's process group, and misbehaves
+# on request.  The real dumpcap is only asked to capture on an interface that does not exist.
 
-FAKE_TSHARK = r'''
-import os, signal, subprocess, sys, time
+FAKE_DUMPCAP = r'''
+import os, signal, struct, subprocess, sys, time
 mode = os.environ.get("FAKE_MODE", "ok")
-out = sys.argv[sys.argv.index("-w") + 1]
-child = subprocess.Popen(["sleep", "60"])             # stands in for dumpcap
+assert sys.argv[sys.argv.index("-w") + 1] == "-"    # pcapng on stdout, as dumpcap -w -
+child = subprocess.Popen(["sleep", "60"])             # a child in the capture's group
+def block(kind, body):
+    body += bytes(-len(body) % 4)
+    return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
 def finish(*_):
-    open(out, "ab").close()
     child.terminate()
     sys.exit(0)
 signal.signal(signal.SIGINT, signal.SIG_IGN if mode == "deaf" else finish)
-open(out, "wb").close()
+out = sys.stdout.buffer
+out.write(block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)))
+out.write(block(1, struct.pack("<HHI", 1, 0, 262144)))          # Ethernet
+out.flush()
 print("Capturing on 'fake0'", file=sys.stderr, flush=True)
 time.sleep(0.2)
+udp = bytes(12) + b"\x08\x00" + bytes([0x45]) + bytes(8) + bytes([17]) + bytes(10) \
+    + struct.pack("!HHHH", 40000, 9, 8, 0)
+tcp = bytes(12) + b"\x08\x00" + bytes([0x45]) + bytes(8) + bytes([6]) + bytes(30)
 if mode != "silent":
-    print("1\t192.168.56.100\t9", flush=True)          # the canary, as -T fields prints it
+    for frame in (tcp, udp):                          # frame 2 is the canary
+        out.write(block(6, struct.pack("<IIIII", 0, 0, 0, len(frame), len(frame)) + frame))
+        out.flush()
 while True:
     time.sleep(0.05)
 '''
@@ -223,8 +233,8 @@ def _fake_capture(tmp_path, mode, monkeypatch, **kw):
     from harness.run.capture import Capture
     import sys
 
-    script = tmp_path / "fake_tshark.py"
-    script.write_text(FAKE_TSHARK)
+    script = tmp_path / "fake_dumpcap.py"
+    script.write_text(FAKE_DUMPCAP)
     monkeypatch.setenv("FAKE_MODE", mode)
     calls = []
     cap = Capture([sys.executable, str(script)], "fake0", tmp_path / "c.pcapng",
@@ -239,7 +249,7 @@ def test_capture_on_a_missing_interface_fails_clearly_and_leaves_nothing(tmp_pat
     with pytest.raises(CaptureError) as info:
         cap.start()
     msg = str(info.value)
-    assert msg.startswith("tshark did not start capturing on tcplab-nope0 within 10 s")
+    assert msg.startswith("dumpcap did not start capturing on tcplab-nope0 within 10 s")
     assert "no device" in msg.lower()
     assert cap.proc.returncode is not None and not cap.leftovers()
     assert children_named("tshark", "dumpcap") == []
@@ -248,21 +258,22 @@ def test_capture_on_a_missing_interface_fails_clearly_and_leaves_nothing(tmp_pat
 def test_capture_missing_program(tmp_path):
     from harness.run.capture import Capture, CaptureError
 
-    cap = Capture([], "x", tmp_path / "c.pcapng", "udp", None, tshark="/nonexistent/tshark")
-    with pytest.raises(CaptureError, match="cannot run /nonexistent/tshark"):
+    cap = Capture([], "x", tmp_path / "c.pcapng", "udp", None, dumpcap="/nonexistent/dumpcap")
+    with pytest.raises(CaptureError, match="cannot run /nonexistent/dumpcap"):
         cap.start()
 
 
 def test_capture_waits_for_the_canary_then_stops_its_whole_group(tmp_path, monkeypatch):
     cap, calls = _fake_capture(tmp_path, "ok", monkeypatch)
     with cap:
-        assert calls and cap.canary_frames == [1]
+        assert calls and cap.canary_frames == [2] and cap.packets_seen == 2
         assert cap.running
     assert cap.out_path.is_file() and not cap.running
+    assert cap.out_path.read_bytes()[:4] == b"\n\r\r\n"     # the stream, as it came
     assert not cap.leftovers()            # the "dumpcap" child went with it
 
 
-def test_capture_sigkills_a_tshark_that_ignores_sigint(tmp_path, monkeypatch):
+def test_capture_sigkills_a_dumpcap_that_ignores_sigint(tmp_path, monkeypatch):
     cap, _ = _fake_capture(tmp_path, "deaf", monkeypatch, stop_grace_s=0.3)
     cap.start()
     assert cap.stop() == cap.out_path
@@ -273,7 +284,7 @@ def test_capture_without_canary_packet_times_out(tmp_path, monkeypatch):
     from harness.run.capture import CaptureError
 
     cap, calls = _fake_capture(tmp_path, "silent", monkeypatch, start_timeout_s=0.7)
-    with pytest.raises(CaptureError, match=r"^tshark did not start capturing on fake0 within "
+    with pytest.raises(CaptureError, match=r"^dumpcap did not start capturing on fake0 within "
                                            r"0.7 s \(a canary packet was never seen\): "
                                            r"Capturing on 'fake0'"):
         cap.start()
@@ -290,3 +301,47 @@ def test_capture_watchdog_kills_a_runaway(tmp_path, monkeypatch):
     assert cap.watchdog_fired and not cap.running and not cap.leftovers()
     with pytest.raises(CaptureError, match="ran past its 0.2 s watchdog"):
         cap.stop()
+
+
+# ---------------------------------------------------------------- unprivileged dissection
+
+def test_as_root_tshark_dissects_as_nobody_from_a_copy(tmp_path, monkeypatch):
+    """Issue 15 finding 9: a capture in a directory only root may enter.  The unprivileged
+    tshark cannot read it there (it is not root); read_pcap still reads it, through a copy that
+    nobody may read, and hands pyshark the unprivileged tshark."""
+    import os
+    import subprocess
+
+    from harness.judge import dissect
+    if not dissect.unprivileged():
+        pytest.skip("needs root and setpriv")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    pcap = write_pcap(private / "c.pcap", lecture_frames())
+    os.chmod(pcap, 0o600)
+    wrapper = dissect.UNPRIVILEGED_TSHARK
+    res = subprocess.run([str(wrapper), "-r", str(pcap)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode != 0 and "permission to read" in res.stderr, res.stderr
+    ok = subprocess.run([str(wrapper), "-v"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "dangerous" not in ok.stdout + ok.stderr   # not as root
+    used = []
+    real = dissect._read_file
+
+    def spy(path, display_filter, tshark_path, shown):
+        used.append((path, tshark_path, oct(os.stat(path).st_mode & 0o777)))
+        return real(path, display_filter, tshark_path, shown)
+    monkeypatch.setattr(dissect, "_read_file", spy)
+    pkts = dissect.read_pcap(pcap)
+    assert len(pkts) == 8 and pkts[0].flags_str == "S"
+    (copy, tshark_path, mode), = used
+    assert tshark_path == str(wrapper) and copy != pcap and mode == "0o444"
+    assert not copy.exists()                                   # the copy is gone again
+
+
+def test_without_root_tshark_runs_as_the_caller(monkeypatch, tmp_path):
+    from harness.judge import dissect
+    monkeypatch.setattr(dissect, "unprivileged", lambda: False)
+    pcap = write_pcap(tmp_path / "c.pcap", lecture_frames())
+    with dissect._dissectable(pcap) as (source, tshark_path):
+        assert (source, tshark_path) == (pcap, None)

@@ -1,4 +1,4 @@
-"""The responder's fault switches added for the scenario lessons (responder/io.py Faults): each
+"""The responder's fault switches added for the scenario lessons (responder/faults.py): each
 one breaks exactly the behaviour a lesson checks, and --help lists every fault."""
 
 from __future__ import annotations
@@ -7,9 +7,12 @@ import subprocess
 import sys
 
 from responder import wire
-from responder.io import FAULTS, Faults
-from responder.tcp import Config
+from responder.contract import FAULTS
+from responder.faults import Faults
+from responder.tcp import Config, State
+from responder.wire import ACK, FIN
 from tests.conftest import ROOT
+from tests.unit.tcp_helpers import conn_established, conn_fin_wait_2
 
 
 def test_config_faults():
@@ -19,6 +22,12 @@ def test_config_faults():
     cfg = Config()
     Faults("no-challenge-ack").configure(cfg)
     assert cfg.challenge_ack_limit == 0
+    cfg = Config()
+    Faults("no-backoff").configure(cfg)
+    assert cfg.rto_backoff is False and Config().rto_backoff is True
+    cfg = Config()
+    Faults("no-time-wait").configure(cfg)
+    assert cfg.time_wait is False and Config().time_wait is True
     cfg = Config()
     Faults(None).configure(cfg)
     assert cfg == Config()
@@ -36,50 +45,41 @@ def test_tarpit_window_opens_only_zero_window_synacks():
     assert Faults(None).before(_seg(wire.SYN | wire.ACK, 0)).window == 0
 
 
-class _Conn:
-    def __init__(self):
-        self.rto, self.timers = 1.0, {}
-
-
-class _Stack:
-    """Just enough of tcp.Stack: an RTO timer that doubles, like RFC 6298 5.5."""
-
-    def __init__(self):
-        self.set, self.deleted, self.time_wait = [], [], []
-
-    def _timer_rto(self, conn):
-        conn.rto *= 2
-        self._set_timer(conn, "rto", conn.rto)
-
-    def _set_timer(self, conn, kind, delay):
-        conn.timers[kind] = delay
-        self.set.append(delay)
-
-    def _enter_time_wait(self, conn):
-        self.time_wait.append(conn)
-
-    def _delete(self, conn, reason):
-        self.deleted.append(reason)
-
-
 def test_no_backoff_keeps_the_rto():
-    stack, conn = _Stack(), _Conn()
-    Faults("no-backoff").patch(stack)
-    for _ in range(3):
-        stack._timer_rto(conn)
-    assert conn.rto == 1.0 and conn.timers["rto"] == 1.0
-    normal, conn = _Stack(), _Conn()
-    Faults(None).patch(normal)
-    for _ in range(3):
-        normal._timer_rto(conn)
-    assert conn.rto == 8.0
+    """The stack reads Config.rto_backoff: with the fault, every retransmission comes one
+    (initial) RTO after the last; without it, the RTO doubles (RFC 6298 5.5)."""
+    def gaps(fault):
+        p = conn_established(rto_initial=1.0, max_retries=4)
+        Faults(fault).configure(p.stack.config)
+        p.conn.send(b"x")
+        p.stack.take_output()
+        times, t = [], 0.0
+        while len(times) < 3 and t < 40:
+            t += 0.25
+            if p.tick(0.25):
+                times.append(t)
+        return times
+    assert gaps("no-backoff") == [1.0, 2.0, 3.0]
+    assert gaps(None) == [1.0, 3.0, 7.0]
 
 
-def test_no_time_wait_deletes_instead():
-    stack = _Stack()
-    Faults("no-time-wait").patch(stack)
-    stack._enter_time_wait(_Conn())
-    assert stack.deleted and not stack.time_wait
+def test_no_time_wait_deletes_instead_without_the_last_ack():
+    """The stack reads Config.time_wait: with the fault the TCB is gone (CLOSED) where
+    TIME-WAIT would begin, and the peer's FIN is not even ACKed."""
+    p = conn_fin_wait_2()
+    Faults("no-time-wait").configure(p.stack.config)
+    out = p.send(p.seg(FIN | ACK))
+    p.recv_nothing(out)
+    assert p.state is State.CLOSED and ("closed", "no TIME-WAIT (fault)") in p.app.events
+    p = conn_fin_wait_2()
+    p.recv(p.send(p.seg(FIN | ACK)), flags=ACK)
+    assert p.state is State.TIME_WAIT
+
+
+def test_only_wire_faults_touch_the_bytes():
+    assert {n for n in FAULTS if Faults(n).on_the_wire} == {"bad-checksum", "wrong-seq",
+                                                             "tarpit-window"}
+    assert not Faults(None).on_the_wire
 
 
 def test_help_lists_every_fault():

@@ -13,8 +13,9 @@ import tracemalloc
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from harness.stress import fuzz
-from harness.stress.fuzz import CLIENT, SERVER, Escape, HypothesisSource, Session, craft, gen_session
+from harness.stress import fuzz, inputs
+from harness.stress.fuzz import Escape, Session
+from harness.stress.inputs import CLIENT, SERVER, HypothesisSource, craft, gen_session
 from responder import tcp, wire
 
 SLOW = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -51,7 +52,7 @@ def scapy_steps(draw):
 
 
 @settings(max_examples=100, **SLOW)
-@given(st.sampled_from(fuzz.APPS), st.integers(1, 3),
+@given(st.sampled_from(inputs.APPS), st.integers(1, 3),
        st.lists(scapy_steps(), min_size=1, max_size=6))
 def test_scapy_built_segments_on_a_live_connection(app, handshake, steps):
     fuzz.run_session({"app": app, "handshake": handshake, "steps": steps})
@@ -62,7 +63,7 @@ def test_the_lecture_exchange_replayed_with_one_byte_changed(seed):
     """Each lecture packet of the client, one byte at a time set to a random value, into a
     responder that has seen the rest of the exchange."""
     rnd = random.Random(seed)
-    client = [p for p in fuzz.lecture_packets().values() if p[12:16] == CLIENT]
+    client = [p for p in inputs.lecture_packets().values() if p[12:16] == CLIENT]
     for pkt in client:
         for pos in range(len(pkt)):
             s = Session("hello")
@@ -130,14 +131,14 @@ def _established(app="echo") -> Session:
 
 def test_oracle_fails_on_an_uncounted_drop(monkeypatch):
     s = _established()
-    monkeypatch.setattr(tcp.Stack, "_act_drop", lambda *args, **kw: None)
+    monkeypatch.setitem(s.stack.actions, "drop", lambda *args, **kw: None)
     with pytest.raises(Escape, match="no drop reason"):
         s.feed(craft(seq=s.conn().rcv_nxt - (1 << 30), flags=wire.RST), "RST out of window")
 
 
 def test_oracle_fails_on_a_catch_all_reason(monkeypatch):
     s = _established()
-    monkeypatch.setattr(tcp, "_drop_reason", lambda *args, **kw: "dropped")
+    monkeypatch.setattr(tcp.stack, "drop_reason", lambda *args, **kw: "dropped")
     with pytest.raises(Escape, match="catch-all"):
         s.feed(craft(seq=s.conn().rcv_nxt - (1 << 30), flags=wire.RST), "RST out of window")
 
@@ -147,19 +148,19 @@ def test_oracle_fails_on_an_escaping_exception(monkeypatch):
 
     def boom(*args, **kw):
         raise KeyError("oops")
-    monkeypatch.setattr(tcp.Stack, "_act_challenge_ack", boom)
+    monkeypatch.setitem(s.stack.actions, "challenge_ack", boom)
     with pytest.raises(Escape, match="KeyError"):
         s.feed(craft(seq=s.conn().rcv_nxt + 1, flags=wire.RST), "RST in window")
 
 
 def test_oracle_fails_on_an_unsendable_answer(monkeypatch):
     s = _established()
-    real = tcp.Connection._seg
+    real = tcp.Connection.segment
 
     def wide(self, *a, **kw):
         seg = real(self, *a, **kw)
         seg.window = 70_000
         return seg
-    monkeypatch.setattr(tcp.Connection, "_seg", wide)
+    monkeypatch.setattr(tcp.Connection, "segment", wide)
     with pytest.raises(Escape, match="handle_packet raised error"):
         s.feed(craft(seq=s.conn().rcv_nxt, ack=s.conn().snd_nxt, flags=wire.SYN), "SYN")

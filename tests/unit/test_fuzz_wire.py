@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from harness.stress.fuzz import (FLAG_BITS, WIRE_REASONS, HypothesisSource, craft, gen_options,
-                          lecture_packets)
+from harness.stress.fuzz import WIRE_REASONS
+from harness.stress.inputs import FLAG_BITS, HypothesisSource, craft, gen_options, lecture_packets
 from responder import wire
 
 LECTURE = lecture_packets()

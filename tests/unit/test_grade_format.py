@@ -47,10 +47,23 @@ def test_flag_spec_parses_optional_letters():
 
 @pytest.mark.parametrize("text,why", [("S?.", "'?' must follow"), ("?.", "'?' must follow"),
                                       (".?", "'?' must follow"), ("P?P.", "twice"),
-                                      ("P??.", "'?' must follow")])
+                                      ("P??.", "'?' must follow"),
+                                      ("P?", "no flag that is always set"),
+                                      ("F?P?", "no flag that is always set")])
 def test_flag_spec_refuses_what_it_cannot_mean(text, why):
     with pytest.raises(ValueError, match=why):
         parse_flag_spec(text)
+
+
+def test_a_bad_flag_spec_names_the_file_line_and_field():
+    with pytest.raises(ScenarioError, match=r"t\.scn:6: field 'flags': '\?' must follow"):
+        scn(HANDSHAKE_LINES + "s>c [S?.] seq 0\n")
+
+
+def test_a_maybe_line_before_expect_is_named_as_such():
+    with pytest.raises(ScenarioError, match="t.scn:2: expect line before the 'expect:' line"):
+        parse_scenario("responder: --app hello\nmaybe s>c [F.] seq 1\nexpect:\n"
+                       + HANDSHAKE_LINES, "t.scn")
 
 
 def test_optional_flags_are_refused_where_plain_flags_are_expected():
@@ -119,14 +132,15 @@ def test_maybe_is_for_responder_lines_only():
 # ---------------------------------------------------------------- drop c>s ack-only first K
 
 def test_ack_only_drop_needs_no_fixed_isn_and_matches_flags_not_numbers():
-    from harness.run.conditions import iptables_rules
+    from harness.lab.firewall import drop_rules
     sc = parse_scenario("responder: --app hello\nconditions: drop c>s ack-only first 2\n"
                         "expect:\n" + HANDSHAKE_LINES, "t.scn")
     (cond,) = sc.condition_list
     assert (cond.kind, cond.direction, cond.field, cond.count) == ("drop", "c>s", "ack-only", 2)
-    rules = iptables_rules(cond, sc, C)
+    assert sc.isn is None
+    rules = drop_rules(cond, sc.isn, C)
     assert len(rules) == 2
-    r = rules[0]
+    r = rules[0].args()
     assert r[:6] == ["INPUT", "-p", "tcp", "-s", C, "--dport"]
     i = r.index("--tcp-flags")
     assert r[i + 1:i + 3] == ["SYN,ACK,FIN,RST,PSH", "ACK"]

@@ -4,7 +4,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -134,24 +133,29 @@ def test_garbage_never_raises():
     assert r.counters["internal_errors"] == 0
 
 
-def test_responder_exits_2_as_unprivileged_user():
-    if subprocess.run(["id", "-u", "nobody"], capture_output=True).returncode:
-        pytest.skip("no nobody user")
-    # A copy of the package in a directory 'nobody' can read, as it is deployed into a VM: the
-    # checkout itself may be a mode-700 temporary clone that 'nobody' cannot import from.
+@pytest.fixture
+def public_copy():
+    """A copy of the package in a directory 'nobody' can read, as it is deployed into a VM: the
+    checkout itself may be a mode-700 temporary clone that 'nobody' cannot import from."""
     import shutil
     import tempfile
+    if subprocess.run(["id", "-u", "nobody"], capture_output=True).returncode:
+        pytest.skip("no nobody user")
     where = tempfile.mkdtemp(prefix="tcplab-nobody-")
     try:
         os.chmod(where, 0o755)
         shutil.copytree(ROOT / "responder", os.path.join(where, "responder"),
                         ignore=shutil.ignore_patterns("__pycache__"))
-        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                            "/usr/bin/python3", "-m", "responder", "--listen",
-                            "192.168.56.100:80", "--app", "hello"], cwd=where,
-                           capture_output=True, text=True)
+        yield where
     finally:
         shutil.rmtree(where, ignore_errors=True)
+
+
+def test_responder_exits_2_as_unprivileged_user(public_copy):
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        "/usr/bin/python3", "-m", "responder", "--listen",
+                        "192.168.56.100:80", "--app", "hello"], cwd=public_copy,
+                       capture_output=True, text=True)
     if r.returncode != 2 and "setpriv" in r.stderr:
         pytest.skip(r.stderr)
     assert r.returncode == 2
@@ -167,33 +171,75 @@ def test_stdlib_only_imports():
     assert r.stdout.strip() == "[]", r.stderr
 
 
-def _responder_in_empty_netns(*args):
+@pytest.fixture
+def private_copy(tmp_path):
+    """A copy of the package that only root can read (a mode-700 directory): once the
+    responder has dropped to 'nobody' it cannot read its own sources, so anything it still
+    imported lazily after the drop would fail here."""
+    import shutil
+    where = tmp_path / "private"
+    where.mkdir(mode=0o700)
+    shutil.copytree(ROOT / "responder", where / "responder",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return where
+
+
+def _responder_in_empty_netns(cwd, *args, prefix=()):
     """The real responder, as root, in a new empty network namespace (``unshare -n``): nothing
     can reach it and it reaches nothing, but its sockets, signals and output are real."""
-    import os
     import shutil
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare")
-    return subprocess.Popen(["unshare", "-n", "/usr/bin/python3", "-m", "responder",
+    return subprocess.Popen(["unshare", "-n", *prefix, "/usr/bin/python3", "-m", "responder",
                              "--listen", "192.168.56.100:80", "--app", "hello", *args],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                            cwd=cwd, stderr=subprocess.PIPE, text=True)
 
 
-def test_process_contract_listening_line_sigusr1_sigterm():
-    import signal
+def _proc_status(pid) -> dict:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def _exit_and_stderr(proc) -> tuple:
+    """Wait (at most 20 s) for a responder that should exit by itself: (exit code, lines)."""
+    try:
+        rc = proc.wait(timeout=20)
+        return rc, proc.stderr.read().strip().splitlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for_line(proc, prefix, lines):
     import time
-    proc = _responder_in_empty_netns()
+    deadline = time.monotonic() + 10
+    while not any(line.startswith(prefix) for line in lines):
+        assert time.monotonic() < deadline and proc.poll() is None, lines
+        lines.append(proc.stderr.readline().rstrip("\n"))
+
+
+def test_process_contract_listening_line_sigusr1_sigterm(private_copy):
+    """Started as root: once listening it is uid/gid 'nobody' with no groups, no capability
+    and no_new_privs (issue 15 finding 1), and SIGUSR1/SIGTERM (sent by root) still work."""
+    import pwd
+    import signal
+    nobody = pwd.getpwnam("nobody")
+    proc = _responder_in_empty_netns(private_copy)
     try:
         lines = []
-        deadline = time.monotonic() + 10
-        while not any(l.startswith("listening on") for l in lines):
-            assert time.monotonic() < deadline, lines
-            lines.append(proc.stderr.readline().rstrip("\n"))
+        _wait_for_line(proc, "listening on", lines)
         assert "listening on 192.168.56.100:80 app=hello" in lines
-        assert "capabilities dropped" in lines
-        status = open(f"/proc/{proc.pid}/status").read()
+        assert f"privileges dropped: uid {nobody.pw_uid} gid {nobody.pw_gid} (nobody), no " \
+               "groups, no capabilities, no_new_privs" in lines, lines
         # the child of unshare is the responder; unshare execs, so the pid is the same
-        assert "CapEff:\t0000000000000000" in status, status
+        st = _proc_status(proc.pid)
+        assert st["Uid"].split() == [str(nobody.pw_uid)] * 4, st["Uid"]
+        assert st["Gid"].split() == [str(nobody.pw_gid)] * 4, st["Gid"]
+        assert st["Groups"].strip() == "", st["Groups"]
+        for field in ("CapEff", "CapPrm", "CapInh", "CapAmb"):
+            assert int(st[field], 16) == 0, (field, st[field])
+        assert st["NoNewPrivs"].strip() == "1"
         proc.send_signal(signal.SIGUSR1)
         counters = json.loads(proc.stderr.readline())
         assert {"segments_in", "segments_out", "drops", "connections_open",
@@ -206,6 +252,61 @@ def test_process_contract_listening_line_sigusr1_sigterm():
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+
+
+def test_refuses_to_serve_as_root_when_it_cannot_leave_root(private_copy):
+    """Root with CAP_NET_RAW but without CAP_SETUID/CAP_SETGID (a bounding set of net_raw
+    only): the sockets open, the switch fails, and it exits 2 with one line instead of
+    serving as root."""
+    import shutil
+    if not shutil.which("setpriv"):
+        pytest.skip("needs setpriv")
+    rc, err = _exit_and_stderr(_responder_in_empty_netns(
+        private_copy, prefix=["setpriv", "--inh-caps=-all", "--bounding-set=-all,+net_raw"]))
+    assert rc == 2 and len(err) == 1, (rc, err)
+    assert err[0].startswith("responder: refusing to serve with privileges it cannot drop: "
+                             "setgroups([]): Operation not permitted"), err
+
+
+def test_non_root_with_net_raw_is_already_unprivileged_and_drops_the_capability(public_copy):
+    """Started as 'nobody' with CAP_NET_RAW only (ambient, as setpriv gives it): it stays
+    'nobody', says so, and keeps no capability once listening."""
+    import shutil
+    if not shutil.which("setpriv"):
+        pytest.skip("needs setpriv")
+    proc = _responder_in_empty_netns(
+        public_copy, prefix=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                       "--inh-caps=+net_raw", "--ambient-caps=+net_raw"])
+    try:
+        lines = []
+        _wait_for_line(proc, "listening on", lines)
+        assert "already unprivileged (uid 65534 gid 65534): capabilities dropped, " \
+               "no_new_privs" in lines, lines
+        st = _proc_status(proc.pid)
+        assert st["Uid"].split() == ["65534"] * 4
+        for field in ("CapEff", "CapPrm", "CapInh", "CapAmb"):
+            assert int(st[field], 16) == 0, (field, st[field])
+        assert st["NoNewPrivs"].strip() == "1"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_user_option_never_root_and_unknown_users_named():
+    from responder.privileges import PrivilegeError, resolve_user
+    with pytest.raises(PrivilegeError, match="must not keep uid or gid 0"):
+        resolve_user("root")
+    with pytest.raises(PrivilegeError, match="must not keep uid or gid 0"):
+        resolve_user("0")
+    with pytest.raises(PrivilegeError, match="no user 'no-such-user-tcplab'"):
+        resolve_user("no-such-user-tcplab")
+    assert opts().user == "nobody" and opts("--user", "daemon").user == "daemon"
+
+
+def test_bad_user_refused_with_one_line(private_copy):
+    rc, err = _exit_and_stderr(_responder_in_empty_netns(private_copy, "--user", "root"))
+    assert rc == 2 and len(err) == 1 and "must not keep uid or gid 0" in err[0], (rc, err)
 
 
 def test_receive_errors_are_counted_not_fatal():

@@ -1,4 +1,4 @@
-"""harness.match: the lecture's capture against classic.scn, mutations of it that must fail at
+"""harness.judge.match: the lecture's capture against classic.scn, mutations of it that must fail at
 the right line, packet and field, and synthetic hello exchanges (built with Scapy) whose
 client-side variants must all pass."""
 
@@ -145,6 +145,34 @@ def _with_extra_acks():
     return frames[:6] + [(t + 0.00001, extra), (t + 0.00002, extra)] + frames[6:]
 
 
+def _as_port(frames, port, seq_delta, dt):
+    """``frames`` as another connection: client port ``port``, client ISN moved by
+    ``seq_delta``, every packet ``dt`` later."""
+    from scapy.layers.inet import IP, TCP
+    out = []
+    for t, raw in frames:
+        ip = IP(raw)
+        tcp = ip[TCP]
+        if tcp.sport == CPORT:
+            tcp.sport, tcp.seq = port, (tcp.seq + seq_delta) & 0xFFFFFFFF
+        else:
+            tcp.dport = port
+            if tcp.flags.A:
+                tcp.ack = (tcp.ack + seq_delta) & 0xFFFFFFFF
+        del ip.chksum, tcp.chksum
+        out.append((t + dt, bytes(ip)))
+    return out
+
+
+def two_hellos(second=None):
+    """Two hello connections at once (ports 40000 and 40001, interleaved); ``second``
+    transforms the second connection's frames first."""
+    other = _as_port(hello_frames("cumulative"), CPORT + 1, 777_777, 0.00005)
+    if second:
+        other = second(other)
+    return sorted(hello_frames("separate") + other, key=lambda f: f[0])
+
+
 CASES = {
     "lecture": lecture_frames,
     # seq 12:32 cut to 12:31
@@ -170,6 +198,15 @@ CASES = {
     "hello_no_fin": lambda: _without(hello_frames("folded"), 6),
     "hello_fin_twice": lambda: (lambda f: f + [(f[-1][0] + 0.3, f[6][1])])(
         hello_frames("folded")),
+    "two_hellos": two_hellos,
+    # the second client's data segment "Great to meet you!" one byte short
+    "two_hellos_second_short": lambda: two_hellos(lambda f: f[:4] + [(f[4][0], fix_checksums(
+        f[4][1][:-1]))] + f[5:]),
+    # a program that serves one client: the second SYN gets a RST
+    "two_hellos_second_refused": lambda: sorted(hello_frames("separate") + _as_port(
+        [(T0, _seg(True, 0, 0, "S", options=[("MSS", 1460)])),
+         (T0 + 0.0001, _seg(False, 0, 1, "RA", window=0))], CPORT + 1, 5, 0.00005),
+        key=lambda f: f[0]),
 }
 
 
@@ -437,3 +474,67 @@ def test_classic_close_scn_describes_the_half_open_close(captures):
     assert v.ok, v.failures
     # and the plain classic scenario ignores what follows its 8 lines (trailing: allow)
     assert judge(captures, load_scenario("classic"), "real_classic_fin").ok
+
+
+# ---------------------------------------------------------------- clients: N
+
+@pytest.fixture(scope="module")
+def two_clients():
+    return load_scenario("two-clients")
+
+
+def test_two_clients_each_connection_judged_on_its_own(captures, two_clients):
+    v = judge(captures, two_clients, "two_hellos")
+    assert v.ok, v.failures
+    assert v.clients == [f"{C}.{CPORT}", f"{C}.{CPORT + 1}"]
+    assert [c.ok for c in v.connections] == [True, True]
+    assert v.reason == "two-clients.scn: all 10 lines matched on each of the 2 connections"
+    notes = [n for ns in v.notes.values() for n in ns]
+    assert any(n.endswith("(connection 2)") for n in notes)
+    assert not any("not this connection" in n for n in notes)
+    # the same capture against a one-client scenario: the second connection is ignored
+    one = judge(captures, load_scenario("hello"), "two_hellos")
+    assert one.ok and not one.connections
+    assert sum(ns == ["not this connection (ignored)"] for ns in one.notes.values()) == 11
+
+
+def test_two_clients_a_fault_in_one_connection_names_it(captures, two_clients):
+    v = judge(captures, two_clients, "two_hellos_second_short")
+    assert not v.ok and v.connections[0].ok and not v.connections[1].ok
+    assert v.failures[0].startswith("two-clients.scn:29 (connection 2): packet "), v.failures
+    assert "expected seq 12:32, got 12:31" in v.failures[0]
+
+
+def test_two_clients_a_program_that_serves_one_fails(captures, two_clients):
+    v = judge(captures, two_clients, "two_hellos_second_refused")
+    assert not v.ok and v.connections[0].ok
+    assert any(f.startswith("two-clients.scn:25 (connection 2): packet ") and
+               "expected flags [S.], got [R.]" in f for f in v.failures), v.failures
+
+
+def test_two_clients_one_connection_is_not_enough(captures, two_clients):
+    v = judge(captures, two_clients, "hello_separate")
+    assert not v.ok and len(v.connections) == 1 and v.connections[0].ok
+    assert v.failures == ["two-clients.scn: clients: expected 2 connections (clients: 2), the "
+                          "capture has 1"]
+
+
+def test_two_clients_summary_result_and_ladder_show_each_connection(captures, two_clients,
+                                                                       tmp_path):
+    from harness.report.ladder import ladder_svg
+    from harness.report.runfiles import format_summary, result_dict
+    packets = captures["two_hellos_second_short"]
+    v = match(two_clients, packets, C, S, SPORT)
+    text = format_summary(two_clients, packets, v)
+    assert f"clients {C}.{CPORT} (connection 1), {C}.{CPORT + 1} (connection 2)" in text
+    assert f"connection 1 ({C}.{CPORT}): PASS" in text
+    assert f"connection 2 ({C}.{CPORT + 1}): FAIL two-clients.scn:29 (connection 2)" in text
+    assert "[✗ two-clients.scn:29 (connection 2)]" in text
+    data = result_dict(two_clients, packets, v)
+    assert data["scenario"]["clients"] == 2
+    assert [c["ok"] for c in data["connections"]] == [True, False]
+    assert data["connections"][1]["client"] == f"{C}.{CPORT + 1}"
+    assert {p["direction"] for p in data["packets"]} == {"c>s", "s>c"}
+    svg = ladder_svg(packets, v, "two")
+    assert f"clients c1 .{CPORT}, c2 .{CPORT + 1}" in svg
+    assert "c2 [P.] seq 12:31" in svg and "c1 [S] seq 0" in svg

@@ -1,4 +1,4 @@
-"""harness.match, the parts the lessons added: relative timing ("each retransmission twice the
+"""harness.judge.match, the parts the lessons added: relative timing ("each retransmission twice the
 one before"), client ACK lines that name one packet each (window probes, duplicate ACKs), a
 client retransmission that a line expects, renumbering from the connection's own ISNs (a
 mid-connection SYN), measurements, and the run checks (states, counters, hold).
@@ -195,3 +195,24 @@ def test_summary_shows_run_checks_and_measurements():
     assert "✓ states: ESTABLISHED => FIN-WAIT-1" in text
     assert "✗ counters: challenge_acks == 2" in text
     assert "measured: rtt = 1.0 ms  (rtt @sa @ack)" in text
+
+
+def test_two_clients_states_tell_at_once_from_one_after_the_other():
+    """two-clients.scn's states: both connections ESTABLISHED before either TIME-WAIT.  A
+    program that serves one client after the other logs the same transitions in another
+    order, and fails."""
+    from harness.judge.match import Verdict
+    from harness.judge.scenario import load_scenario
+    scn = load_scenario("two-clients")
+    a, b = "192.168.56.100:80 <> 192.168.56.1:40001", "192.168.56.100:80 <> 192.168.56.1:40002"
+    steps = ["SYN-RECEIVED => ESTABLISHED", "ESTABLISHED => FIN-WAIT-1",
+             "FIN-WAIT-1 => FIN-WAIT-2", "FIN-WAIT-2 => TIME-WAIT"]
+    serial = "\n".join([f"{a} {s}" for s in steps] + [f"{b} {s}" for s in steps])
+    at_once = "\n".join(f"{c} {s}" for s in steps for c in (a, b))
+    counters = {"established_total": 2, "connections_total": 2}
+    ok = check_run(scn, Verdict(True, ""), responder_log=at_once, counters=counters)
+    assert ok.ok, ok.failures
+    bad = check_run(scn, Verdict(True, ""), responder_log=serial, counters=counters)
+    assert not bad.ok
+    assert bad.failures[0].startswith("two-clients.scn: states: the responder never logged "
+                                      "FIN-WAIT-2 => TIME-WAIT")

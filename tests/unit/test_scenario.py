@@ -1,4 +1,4 @@
-"""harness.scenario: the shipped scenarios parse; every malformed line is refused with file,
+"""harness.judge.scenario: the shipped scenarios parse; every malformed line is refused with file,
 line and field."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import pytest
 from harness.judge.dissect import ACK, FIN, PSH, SYN
 from harness.judge.scenario import (ANY, ScenarioError, Val, c_escape, c_unescape, list_scenarios,
                               load_scenario, parse_flags, parse_scenario)
+from responder.contract import APPS
 
 HEAD = "responder: --app hello\nexpect:\n"
 
@@ -116,17 +117,19 @@ def test_bad_expect_lines(body, message):
 
 @pytest.mark.parametrize("head,message", [
     ("responder: --app hello\ncolour: red\nexpect:\n",
-     "t.scn:2: unknown key 'colour' (known: lesson, responder, client, stdin, script, "
+     "t.scn:2: unknown key 'colour' (known: lesson, responder, client, clients, stdin, script, "
      "conditions, timeout, hold, linger, trailing, counters, states, measure, backends, expect)"),
     ("responder: --app hello\nresponder: --app echo\nexpect:\n",
      "t.scn:2: key 'responder' already given on line 1"),
     ("responder: --app gopher\nexpect:\n",
-     "t.scn:1: key 'responder': --app must be one of hello, http, tarpit, echo, got 'gopher'"),
-    ("responder: --classic\nexpect:\n", "t.scn:1: key 'responder': --app is required"),
+     "t.scn:1: key 'responder': argument --app: invalid choice: 'gopher' (choose from "
+     f"{', '.join(repr(a) for a in APPS)}) (see python3 -m responder --help)"),
+    ("responder: --classic\nexpect:\n",
+     "t.scn:1: key 'responder': the following arguments are required: --app"),
     ("responder: --app hello --listen 1.2.3.4:80\nexpect:\n",
      "t.scn:1: key 'responder': --listen is set by the harness"),
     ("responder: --app hello --isn abc\nexpect:\n",
-     "t.scn:1: key 'responder': --isn needs a number, got 'abc'"),
+     "t.scn:1: key 'responder': argument --isn: invalid"),
     ("responder: --app hello\nclient: curl\nexpect:\n", "t.scn:2: key 'client': client must "
                                                        "be one of nc"),
     ("responder: --app hello\nstdin: hello\nexpect:\n",
@@ -195,3 +198,30 @@ def test_backends_key_marks_where_a_scenario_runs(tmp_path):
                    "c>s [S] seq 0\n")
     with pytest.raises(ScenarioError, match="backends"):
         load_scenario(bad)
+
+
+@pytest.mark.parametrize("args,message", [
+    ("--app hello --connect 192.168.56.1:9", "--connect would make the responder open"),
+    ("--app http --http-file /etc/shadow", "--http-file would make the responder serve a file"),
+    ("--app hello --fault wrong-seq", "--fault is the harness's switch"),
+    ("--app hello --table", "--table prints the state table"),
+    ("--app hello --help", "-h/--help is not a responder argument"),
+    ("--app hello --listen 1.2.3.4:80", "--listen is set by the harness"),
+    ("--app hello --lis 1.2.3.4:80", "--listen is set by the harness"),      # an abbreviation
+    ("--app hello --msl2 nan", "--msl2 must be 0..600 seconds, got nan"),
+    ("--app hello --msl2 1e9", "--msl2 must be 0..600 seconds"),
+    ("--app hello --isn 0x1ffffffff", "--isn must be 0..0xffffffff"),
+    ("--app hello --nagle", "unrecognized arguments: --nagle"),
+])
+def test_responder_line_is_judged_by_the_responders_own_parser(args, message):
+    """The responder's argument parser (responder.cli) decides; what a scenario may not ask of
+    the responder (leave the lab, read a file, the harness's own switches) is refused by name."""
+    assert message in error("c>s [S] seq 0\n", f"responder: {args}\nexpect:\n")
+
+
+def test_responder_line_gives_the_fixed_isn():
+    from harness.judge.scenario import responder_args
+    assert responder_args("--app echo --isn 0x10") == (("--app", "echo", "--isn", "0x10"), 16)
+    assert responder_args("--app hello --classic")[1] == 0xAAAABBBB
+    assert responder_args("--app hello")[1] is None
+    assert parse("c>s [S] seq 0\n", "responder: --app echo --isn=7\nexpect:\n").isn == 7

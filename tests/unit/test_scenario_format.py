@@ -1,13 +1,14 @@
-"""harness.scenario: the format's additions for the lessons -- client kinds and scripts, hold,
-linger, counters, states, measure, conditions, relative timing -- and what they refuse (file,
-line, field); harness.conditions' iptables rules and harness.run.clients' command lines."""
+"""harness.judge.scenario: the format's additions for the lessons -- client kinds and scripts,
+hold, linger, counters, states, measure, conditions, relative timing -- and what they refuse
+(file, line, field); harness.lab.firewall's drop rules, harness.run.conditions, and
+harness.run.clients' command lines."""
 
 from __future__ import annotations
 
 import pytest
 
 from harness.run.clients import client_argv, steps_from_json, steps_to_json
-from harness.run.conditions import iptables_rules
+from harness.lab.firewall import drop_rules
 from harness.judge.scenario import Condition, CounterCheck, Step, list_scenarios, load_scenario
 from tests.unit.test_scenario import error as _error, parse as _parse
 
@@ -72,10 +73,10 @@ def test_scapy_and_nc_scripts():
     ('responder: --app hello\nclient: python\nstdin: "a"\n',
      "t.scn:3: key 'stdin': only nc reads stdin"),
     ("responder: --app hello\nclient: python --fast\n",
-     "t.scn:2: key 'client': unknown python client option '--fast' (known: --nodelay, "
-     "--no-quickack, --mss)"),
+     "t.scn:2: key 'client': python option '--fast' is not allowed in a scenario (allowed: "
+     "--nodelay, --no-quickack, --mss N)"),
     ("responder: --app hello\nclient: python --mss\n",
-     "t.scn:2: key 'client': --mss needs a number"),
+     "t.scn:2: key 'client': --mss needs a number 0..65535, got 'nothing'"),
     ("responder: --app hello\ncounters: retransmissions = 3\n",
      "t.scn:2: key 'counters': expected 'NAME OP N'"),
     ("responder: --app hello\nstates: ESTABLISHED => FIN_WAIT_1\n",
@@ -94,7 +95,8 @@ def test_scapy_and_nc_scripts():
      "t.scn:2: key 'conditions': 'drop s>c ack 6 first 3': only 'c>s ack N' and 's>c seq N'"),
     ("responder: --app hello\nconditions: jitter 5ms\n",
      "t.scn:2: key 'conditions': unknown condition 'jitter 5ms'"),
-    ("responder: --app hello --msl2 long\n", "t.scn:1: key 'responder': --msl2 needs seconds"),
+    ("responder: --app hello --msl2 long\n",
+     "t.scn:1: key 'responder': argument --msl2: invalid float value: 'long'"),
 ])
 def test_bad_additions_name_file_line_and_key(head, message):
     assert error(head).startswith(message)
@@ -145,17 +147,17 @@ def test_iptables_rules_for_drops():
     sc = parse("responder: --app echo --isn 1000\nconditions: drop c>s ack 6 first 3; "
                "drop s>c first 2\n")
     first, second = sc.condition_list
-    rules = iptables_rules(first, sc, "192.168.56.1")
+    rules = [r.args() for r in drop_rules(first, sc.isn, "192.168.56.1")]
     assert len(rules) == 3 and rules[0] == rules[2]
     r = rules[0]
     assert r[:6] == ["INPUT", "-p", "tcp", "-s", "192.168.56.1", "--dport"]
     assert "0>>22&0x3C@8=0x3ee" in r                    # 1000 + 6, the TCP ack field
     assert r[r.index("--mode") + 1] == "nth" and r[-2:] == ["-j", "DROP"]
-    rules = iptables_rules(second, sc, "192.168.56.1")
+    rules = [r.args() for r in drop_rules(second, sc.isn, "192.168.56.1")]
     assert len(rules) == 2 and rules[0][0] == "OUTPUT" and "-m u32" not in " ".join(rules[0])
     classic = parse("responder: --app hello --classic\nconditions: drop s>c seq 1 first 1\n")
-    assert "0>>22&0x3C@4=0xaaaabbbc" in iptables_rules(classic.condition_list[0], classic,
-                                                        "192.168.56.1")[0]
+    assert "0>>22&0x3C@4=0xaaaabbbc" in drop_rules(classic.condition_list[0], classic.isn,
+                                                    "192.168.56.1")[0].args()
 
 
 class _Backend:
@@ -171,7 +173,7 @@ class _Backend:
 def test_client_command_lines():
     nc = parse('responder: --app hello\nclient: nc -q 1\nstdin: ""\n')
     assert client_argv(_Backend(["ip", "netns", "exec", "x-host"]), nc, 80) == [
-        "ip", "netns", "exec", "x-host", "nc", "-q", "1", "192.168.56.100", "80"]
+        "ip", "netns", "exec", "x-host", "/bin/nc.openbsd", "-q", "1", "192.168.56.100", "80"]
     py = parse('responder: --app hello\nclient: python --nodelay\nscript: send "a\\0"; recv 2\n')
     argv = client_argv(_Backend(["ip", "netns", "exec", "x-host"]), py, 80)
     assert argv[4:7] == [argv[4], "-m", "harness.run.clients"] and "--nodelay" in argv
@@ -215,13 +217,13 @@ def test_conditions_are_added_then_removed_even_on_failure():
     ssh = _SSH()
     with pytest.raises(RuntimeError):
         with Conditions(ssh, sc, "192.168.56.1"):
-            assert sum(c.startswith("iptables -A INPUT") for c in ssh.commands) == 2
+            assert sum(c.startswith("iptables -w 10 -A INPUT") for c in ssh.commands) == 2
             raise RuntimeError("the client broke")
-    assert sum(c.startswith("iptables -D INPUT") for c in ssh.commands) == 2
+    assert sum(c.startswith("iptables -w 10 -D INPUT") for c in ssh.commands) == 2
     sc = parse("responder: --app echo --isn 1000\n"
                "conditions: drop s>c first 1; delay 100ms\n")
     ssh = _SSH()
     with pytest.raises(LabError, match="needs tc netem"):
         with Conditions(ssh, sc, "192.168.56.1"):
             pass
-    assert ssh.commands[-1].startswith("iptables -D OUTPUT")       # the drop rule went again
+    assert ssh.commands[-1].startswith("iptables -w 10 -D OUTPUT")  # the drop rule went again

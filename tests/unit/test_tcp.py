@@ -4,11 +4,10 @@ import pytest
 
 from responder.tcp import (MASK, Config, Stack, State, isn_rfc6528, seq_add, seq_diff, seq_ge,
                            seq_gt, seq_in_window, seq_le, seq_lt)
-from responder.wire import ACK, FIN, PSH, RST, SYN, TcpOptions
+from responder.wire import ACK, PSH, RST, SYN, TcpOptions
 
 from tests.unit.tcp_helpers import (LOCAL, LOCAL_ISS, LPORT, PEER_TS0, REMOTE, REMOTE_ISS, RPORT,
-                                    T0, Peer, Recorder, conn_established, conn_listen,
-                                    conn_syn_received)
+                                    T0, Peer, Recorder, conn_established, conn_listen)
 
 
 # --- sequence arithmetic (RFC 9293 3.4) ---------------------------------------------------
@@ -197,10 +196,10 @@ def test_send_after_close_is_an_error():
         p.conn.send(b"late")
 
 
-def test_written_out_sequence_comparisons_equal_the_helpers():
-    """The per-segment path writes seq_lt & co. out (tcp.py's docstring lists the forms):
-    they must agree with the helpers everywhere, the wrap and the antipode included."""
-    from responder.tcp import HALF, MASK, seq_ge, seq_gt, seq_le, seq_lt
+def test_sequence_helpers_agree_with_the_signed_distance():
+    """seq_lt & co. are written with a mask (one call each on the per-segment path): they
+    must say what seq_diff's signed distance says, the wrap and the antipode included."""
+    from responder.tcp import HALF
     import random
     rnd = random.Random(5)
     edges = [0, 1, 2, HALF - 2, HALF - 1, HALF, HALF + 1, MASK - 1, MASK]
@@ -208,8 +207,9 @@ def test_written_out_sequence_comparisons_equal_the_helpers():
     pairs += [(b, (b + d) & MASK) for b in edges for d in edges]
     pairs += [(rnd.getrandbits(32), rnd.getrandbits(32)) for _ in range(20000)]
     for a, b in pairs:
-        d = (a - b) & MASK
-        assert (d >= HALF) == seq_lt(a, b), (a, b)
-        assert ((b - a) & MASK <= HALF) == seq_le(a, b), (a, b)
-        assert (0 < d < HALF) == seq_gt(a, b), (a, b)
-        assert (d < HALF) == seq_ge(a, b), (a, b)
+        d = seq_diff(a, b)
+        assert -HALF <= d < HALF and (b + d) & MASK == a
+        assert seq_lt(a, b) == (d < 0) and seq_le(a, b) == (d <= 0), (a, b)
+        assert seq_gt(a, b) == (d > 0) and seq_ge(a, b) == (d >= 0), (a, b)
+        for size in (0, 1, 5, HALF - 1, HALF):
+            assert seq_in_window(a, b, size) == (0 <= d < size), (a, b, size)

@@ -4,7 +4,8 @@ of every (state, segment kind) pair checking that the outcome is the one TABLE s
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from responder.tcp import NOT_CLASSIFIED, TABLE, Ev, State, classify, seq_add
+from responder.contract import STATE_NAMES
+from responder.tcp import NOT_CLASSIFIED, TABLE, Ev, Stack, State, classify, seq_add
 from responder.wire import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpOptions
 
 from tests.unit.tcp_helpers import (LOCAL_ISS, REMOTE_ISS, RPORT, STARTS, Peer, conn_closing,
@@ -193,11 +194,20 @@ def test_every_state_reached_by_fixtures():
 # --- the table ------------------------------------------------------------------------------
 
 def test_table_is_complete():
+    actions = Stack().actions
     for state in State:
         for ev in Ev:
             rule = TABLE[state, ev]
             assert rule.cite and rule.next
-            assert hasattr(__import__("responder.tcp").tcp.Stack, "_act_" + rule.action)
+            assert rule.action in actions, rule
+    # and the stack has no action the table never names
+    assert {r.action for r in TABLE.values()} == set(actions)
+
+
+def test_state_names_are_the_contracts():
+    """State is built from contract.STATE_NAMES (the harness's scenarios use the same)."""
+    assert tuple(str(s) for s in State) == STATE_NAMES
+    assert State.SYN_RECEIVED.value == "SYN-RECEIVED" and str(State.TIME_WAIT) == "TIME-WAIT"
 
 
 @pytest.mark.parametrize("state", [s for s in STARTS if s is not State.LISTEN])

@@ -76,3 +76,58 @@ def test_box_boots_the_kernel_shipped_inside_it():
     from harness.lab.vagrant import BOX_VAGRANTFILE
     assert 'lv.kernel = File.join(dir, "vmlinuz")' in BOX_VAGRANTFILE
     assert "root=/dev/vda" in BOX_VAGRANTFILE and "net.ifnames=0" in BOX_VAGRANTFILE
+
+
+def test_no_backend_inherits_from_another():
+    """Backends share code by composition (Backend's parts, net.Namespace, lab/vm.py), never
+    by subclassing another backend to borrow its helpers."""
+    from harness.lab import Backend, backend_class
+    for name in BACKENDS:
+        assert backend_class(name).__bases__ == (Backend,), name
+    import harness.lab.vagrant as vagrant
+    assert "harness.lab.qemu" not in vagrant.__dict__.values()
+    src = open(vagrant.__file__).read()
+    assert "harness.lab.qemu" not in src and "harness.lab.netns" not in src
+
+
+def test_vagrant_virtualbox_has_no_namespace_at_all():
+    b = get_backend("vagrant", "vg6", provider="virtualbox")
+    assert b.host_namespace is None and b.namespaces() == [] and b.host_ns is None
+    lv = get_backend("vagrant", "vg5", provider="libvirt")
+    assert [ns.name for ns in lv.namespaces()] == ["vg5-host"]
+
+
+def test_each_backend_names_its_namespaces():
+    assert [ns.name for ns in get_backend("netns", "n1").namespaces()] == ["n1-host", "n1-vm"]
+    assert [ns.name for ns in get_backend("qemu", "q1").namespaces()] == ["q1-host"]
+
+
+def test_only_lab_net_runs_ip_and_ethtool():
+    """lab/net.py is the one place that builds ip/ethtool command lines (for the lab, the
+    doctor and the bench); the others call it."""
+    import re
+    from tests.conftest import ROOT
+    files = sorted((ROOT / "harness" / "lab").glob("*.py")) + [ROOT / "harness" / "doctor.py",
+                                                                ROOT / "bench" / "runner.py"]
+    argv = re.compile(r"""\[\s*["'](ip|ethtool)["']|["'](ip|ethtool) (-|netns|link|addr)""")
+    offenders = [f"{f.name}:{n}" for f in files if f.name != "net.py"
+                 for n, line in enumerate(f.read_text().splitlines(), 1)
+                 if argv.search(line) and "`" not in line]
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize("raw", ["/run/tcplab x", "/run/tcplab,x", "/run/tcp lab/tcplab",
+                                 "/run/tcplab;x", "/run/tcplab\nx", "/run/tcplab'"])
+def test_a_state_root_that_would_split_command_lines_is_refused(monkeypatch, raw):
+    """A space in TCPLAB_STATE_ROOT became extra ssh options (UserKnownHostsFile=/run/tcplab
+    x...), a comma ended qemu's -drive file= value."""
+    from harness.lab.state import state_root
+    monkeypatch.setenv("TCPLAB_STATE_ROOT", raw)
+    with pytest.raises(LabError, match="may contain only letters"):
+        state_root()
+
+
+@pytest.mark.parametrize("prefix", ["lab\n", "lab\r", " lab", "lab "])
+def test_prefix_is_matched_whole(prefix):
+    with pytest.raises(LabError, match="invalid lab prefix"):
+        get_backend("netns", prefix)
