@@ -41,6 +41,7 @@ import struct
 from collections import Counter, OrderedDict
 
 from . import wire
+from .contract import CLASSIC_ISN
 
 LINES = (b"Hello TCP\n\0", b"Great to meet you!\n\0",
          b"Nice weather we are having, but they say it will rain on Monday.\n\0")
@@ -63,7 +64,7 @@ class ClassicResponder:
     packets it answers; ``isn`` is the sequence number of its SYN; ``lines`` are sent in order.
     """
 
-    def __init__(self, port: int = 80, isn: int = 0xAAAABBBB, lines=LINES, *,
+    def __init__(self, port: int = 80, isn: int = CLASSIC_ISN, lines=LINES, *,
                  addr: bytes | None = None):
         self.port = port
         self.addr = addr            # answer only packets to this address; None: any address

@@ -7,7 +7,7 @@ import argparse
 import sys
 import textwrap
 
-from .contract import DEFAULT_MARK, DEFAULT_USER, FAULTS
+from .contract import CLASSIC_ISN, DEFAULT_MARK, DEFAULT_USER, FAULTS
 
 EPILOG = """\
 faults (--fault, for testing the harness; the demo must then fail naming the field):
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "lecture's three lines, whatever --app says")
     p.add_argument("--isn", type=_int, metavar="N",
                    help="fixed initial sequence number (decimal or 0x..); default: RFC 6528 "
-                        "keyed hash + 4 us clock (classic: 0xaaaabbbb)")
+                        f"keyed hash + 4 us clock (classic: {CLASSIC_ISN:#x})")
     p.add_argument("--mark", type=_int, default=DEFAULT_MARK, metavar="N",
                    help="SO_MARK on every socket we send with (default 0x5e: the lab's RST "
                         "rule lets only marked RSTs through)")
