@@ -1,6 +1,7 @@
 """A submission as the program that answers in the lab VM: the launcher of
-:mod:`harness.run.responder`'s protocol (``label``, ``own_logs``, ``argv``, ``start``,
-``stop``), so :func:`harness.run.demo.run_demo` runs a lesson with it as with tcplab's own.
+:mod:`harness.run.responder`'s protocol (``label``, ``own_logs``, ``argv``, ``describe``,
+``start``, ``stop``), so :func:`harness.run.demo.run_demo` runs a lesson with it as with
+tcplab's own.
 
 * **started** over SSH in the VM, in the sandbox on netns (:mod:`harness.grade.sandbox`), as
   root under limits in a real guest; told nothing (no arguments, no environment of ours);
@@ -92,6 +93,13 @@ class SubmissionLauncher:
                               network=True)
         return guest_argv(self.command, self.limits)
 
+    def describe(self, backend) -> str:
+        """For progress, instead of the sandbox's long command line (``argv`` is kept in the
+        run's ``result.json``): ``./responder (sandbox: uid N, CAP_NET_RAW only, limits)``."""
+        where = (f"sandbox: uid {self.uid}, CAP_NET_RAW only, limits" if self.uid is not None
+                 else "root in the guest, limits")
+        return f"{shlex.join(self.command)} ({where})"
+
     def start(self, ssh: LabSSH, backend) -> RemoteProcess:
         self.facts = RunFacts()
         t0 = time.monotonic()
@@ -108,15 +116,12 @@ class SubmissionLauncher:
         f = self.facts
         try:
             if not proc.running():
-                proc._reader.join(2)
-                f.exited = proc.chan.recv_exit_status()
+                f.exited = proc.exit_status()
                 return f.exited
             tree = self._program(proc)
             f.processes = len(tree)
             self._signal(proc, "TERM")
-            deadline = time.monotonic() + GRACE
-            while proc.running() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            proc.wait(GRACE)
             if proc.running() or (self.uid is None and self._program(proc)):
                 f.killed = proc.running()
                 self._signal(proc, "KILL")
@@ -147,8 +152,7 @@ class SubmissionLauncher:
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             if not proc.running():
-                proc._reader.join(2)
-                status = proc.chan.recv_exit_status()
+                status = proc.exit_status()
                 tail = stderr_tail(proc.stderr)
                 raise ProgramError(f"it {describe_status(status)} before opening a raw socket"
                                    + (f": {tail}" if tail else " (no output)"))

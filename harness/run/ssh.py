@@ -163,6 +163,21 @@ class RemoteProcess:
     def running(self) -> bool:
         return not self.chan.exit_status_ready()
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for it to end; has it?"""
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.running()
+
+    def exit_status(self, timeout: float = 2) -> int | None:
+        """Its exit status once it has ended, after waiting up to ``timeout`` s for the last of
+        its output to be read (so ``stdout``/``stderr`` are complete); None while it runs."""
+        if self.running():
+            return None
+        self._reader.join(timeout)
+        return self.chan.recv_exit_status()
+
     def wait_for_stderr(self, pattern: str, timeout: float) -> re.Match:
         """Wait for a stderr line matching ``pattern``; raise with its stderr if it dies."""
         rx = re.compile(pattern, re.M)
@@ -172,8 +187,7 @@ class RemoteProcess:
             if m:
                 return m
             if not self.running():
-                self._reader.join(1)
-                raise RemoteError(f"{self.label} exited {self.chan.recv_exit_status()} in the lab "
+                raise RemoteError(f"{self.label} exited {self.exit_status(1)} in the lab "
                                   f"VM: {self.stderr.strip() or '(no stderr)'}")
             if time.monotonic() > deadline:
                 raise RemoteError(f"{self.label}: no line matching {pattern!r} within "
@@ -187,14 +201,12 @@ class RemoteProcess:
         """SIGTERM, wait for the exit status; SIGKILL if it does not go.  Returns the status."""
         if self.running():
             self.signal("TERM")
-        deadline = time.monotonic() + timeout
-        while self.running() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self.wait(timeout)
         if self.running():
             self.signal("KILL")
-            time.sleep(0.2)
-        self._reader.join(2)
-        return self.chan.recv_exit_status() if self.chan.exit_status_ready() else -9
+            self.wait(2)
+        status = self.exit_status(2)
+        return -9 if status is None else status
 
 
 def check_login(endpoint: SshEndpoint, timeout: float = 5.0) -> tuple[bool, str]:
