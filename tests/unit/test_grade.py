@@ -42,15 +42,26 @@ def test_lab4_rubric_covers_the_issue_lessons():
                                        if not l.bonus and not why_not(l, "netns"))
 
 
-def test_a_lesson_this_tcplab_cannot_run_is_reported_not_refused():
-    from harness.judge.scenario import HEADER_KEYS
+def test_two_clients_is_graded_with_clients_2():
     two = load_rubric("lab4").lessons[4]
-    if "clients" in HEADER_KEYS:
-        assert two.scenario is not None and not two.unavailable
-    else:
-        assert two.scenario is None
-        assert two.unavailable == ("needs the scenario header 'clients:', which this tcplab's "
-                                   "scenario format does not have yet")
+    assert two.name == "two-clients" and not two.unavailable
+    assert two.scenario.clients == 2 and not two.scenario.states
+    timed = [e.timing for e in two.scenario.expects if e.timing]
+    assert [(t.ref_text, t.lo, t.hi) for t in timed] == [("@syn", 0, 0.5), ("@est", 0, 0.5)]
+
+
+def test_a_lesson_this_tcplab_cannot_run_is_reported_not_refused(tmp_path):
+    scn = tmp_path / "future.scn"
+    scn.write_text(SCN.read_text().replace("expect:\n", "together: 2\nexpect:\n", 1))
+    rub = tmp_path / "r.yml"
+    rub.write_text("name: r\nlessons:\n  - name: future\n    points: 5\n"
+                   "    checks: A lesson of a newer format.\n    scenario: future.scn\n")
+    (lesson,) = load_rubric(rub).lessons
+    assert lesson.scenario is None
+    assert lesson.unavailable == ("needs the scenario header 'together:', which this tcplab's "
+                                  "scenario format does not have yet")
+    assert why_not(lesson, "netns") == lesson.unavailable
+    assert load_rubric(rub).max_score("netns") == 0
 
 
 def _rubric(tmp_path, text: str) -> Path:
@@ -115,6 +126,20 @@ def test_exit_statuses_in_words():
     assert describe_status(137) == "was killed by SIGKILL"
     assert describe_status(1) == "exited with status 1"
     assert describe_status(-1) == "was killed by a signal"
+
+
+def test_progress_shows_what_runs_not_the_sandbox_s_command_line():
+    from harness.grade.launcher import SubmissionLauncher
+    from harness.lab import get_backend
+    from harness.run.responder import TcplabResponder
+    b = get_backend("netns", "tdescribe")
+    boxed = SubmissionLauncher(["./responder"], "/w", sandbox_uid=1_900_000_005)
+    assert boxed.argv(b)[0] == "bwrap" and len(" ".join(boxed.argv(b))) > 400
+    assert boxed.describe(b) == "./responder (sandbox: uid 1900000005, CAP_NET_RAW only, limits)"
+    guest = SubmissionLauncher(["/usr/bin/python3", "my file.py"], "/g", sandbox_uid=None)
+    assert guest.describe(b) == "/usr/bin/python3 'my file.py' (root in the guest, limits)"
+    own = TcplabResponder(["--app", "hello"], python="/usr/bin/pypy3")
+    assert own.describe(b) == "pypy3 -m responder --listen 192.168.56.100:80 --app hello"
 
 
 def test_class_directory_or_one_submission(tmp_path):
