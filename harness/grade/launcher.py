@@ -19,21 +19,23 @@ A program that dies or never opens a raw socket before it is ready raises
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import signal
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.grade.probe import probe_command
+from harness.grade.probe import agent_command
 from harness.grade.sandbox import RUN_LIMITS, Limits, bwrap_argv, guest_argv
 from harness.run.ssh import LabSSH, RemoteProcess
 from harness.util import LabError
 
 READY_TIMEOUT = 10.0     # seconds for the raw socket to appear
-SETTLE = 0.2             # after it appears, before the lesson's client starts
+SETTLE = 0.1             # after it appears, before the lesson's client starts
 GRACE = 2.0              # SIGTERM -> SIGKILL
 
 
@@ -85,6 +87,7 @@ class SubmissionLauncher:
         self.limits = limits
         self.label = label
         self.facts = RunFacts()
+        self._agent: Agent | None = None
 
     # --- the launcher protocol -------------------------------------------------------------
     def argv(self, backend) -> list:
@@ -101,11 +104,28 @@ class SubmissionLauncher:
         return f"{shlex.join(self.command)} ({where})"
 
     def start(self, ssh: LabSSH, backend) -> RemoteProcess:
+        """Start the program and, beside it, the agent that watches it (two SSH sessions
+        opened at once); return when its raw socket is there.  ProgramError if it ends or
+        opens none first."""
         self.facts = RunFacts()
         t0 = time.monotonic()
-        proc = ssh.start(self.argv(backend), cwd=None if self.uid is not None else self.workdir)
+        with ThreadPoolExecutor(1) as pool:
+            agent = pool.submit(Agent, ssh)
+            try:
+                proc = ssh.start(self.argv(backend),
+                                 cwd=None if self.uid is not None else self.workdir,
+                                 label=self.label)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    agent.result().close()
+                raise
+            try:
+                self._agent = agent.result()
+            except BaseException:
+                proc.stop()
+                raise
         try:
-            self._wait_ready(ssh, proc)
+            self._wait_ready(proc)
         except BaseException:
             self.stop(proc)
             raise
@@ -113,57 +133,61 @@ class SubmissionLauncher:
         return proc
 
     def stop(self, proc: RemoteProcess) -> int:
+        """SIGTERM to each of its processes, SIGKILL to what is left after GRACE (the agent
+        does both in the VM); its exit status.  What happened goes into :attr:`facts`."""
         f = self.facts
         try:
             if not proc.running():
                 f.exited = proc.exit_status()
                 return f.exited
-            tree = self._program(proc)
-            f.processes = len(tree)
-            self._signal(proc, "TERM")
-            proc.wait(GRACE)
-            if proc.running() or (self.uid is None and self._program(proc)):
-                f.killed = proc.running()
-                self._signal(proc, "KILL")
-                if self.uid is None:
-                    proc.ssh.run(f"kill -KILL -- -{proc.pid} "
-                                 f"{' '.join(str(p) for p in tree)} 2>/dev/null; true")
+            res = self._agent.ask("stop", proc.pid, GRACE, int(self.uid is None),
+                                  timeout=GRACE + 10)
+            f.processes, f.killed = res["processes"], res["killed"]
+            proc.wait(1)                    # (sshd reports the exit a moment after it)
             f.stopped_status = proc.stop(timeout=1)
             return f.stopped_status
         finally:
+            if self._agent is not None:
+                self._agent.close()
+                self._agent = None
             out = proc.stdout
             f.stdout = out.split("\n", 1)[1] if "\n" in out else ""   # line 1: the PID
             f.stderr = proc.stderr
 
     # --- helpers ----------------------------------------------------------------------------
-    def _probe(self, proc: RemoteProcess, command: str, *args: str) -> dict:
-        res = proc.ssh.run(shlex.join(probe_command(command, proc.pid, *args)), timeout=15)
-        return json.loads(res.stdout.strip().splitlines()[-1])
+    def _wait_ready(self, proc: RemoteProcess) -> None:
+        res = self._agent.ask("ready", proc.pid, READY_TIMEOUT, timeout=READY_TIMEOUT + 10)
+        if res["ready"]:
+            time.sleep(SETTLE)
+            return
+        if res["gone"]:
+            proc.wait(2)
+            tail = stderr_tail(proc.stderr)
+            raise ProgramError(f"it {describe_status(proc.exit_status())} before opening a raw "
+                               f"socket" + (f": {tail}" if tail else " (no output)"))
+        raise ProgramError(f"it opened no raw socket within {READY_TIMEOUT:g} s (a responder "
+                           f"must open one at start: AF_INET/SOCK_RAW or AF_PACKET)")
 
-    def _program(self, proc: RemoteProcess) -> list:
-        """PIDs of the program's live processes (not the sandbox's own)."""
-        tree = self._probe(proc, "status")["tree"]
-        return [p[0] for p in tree if p[3] != "bwrap" and p[4] not in ("Z", "X")]
 
-    def _signal(self, proc: RemoteProcess, sig: str) -> None:
-        self._probe(proc, "signal", sig)
+class Agent:
+    """The probe's agent (:mod:`harness.grade.probe`) in the VM for one lesson: questions on
+    its stdin, one JSON answer each on its stdout."""
 
-    def _wait_ready(self, ssh: LabSSH, proc: RemoteProcess) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if not proc.running():
-                status = proc.exit_status()
-                tail = stderr_tail(proc.stderr)
-                raise ProgramError(f"it {describe_status(status)} before opening a raw socket"
-                                   + (f": {tail}" if tail else " (no output)"))
-            if self._probe(proc, "status")["raw"]:
-                time.sleep(SETTLE)
-                return
-            if time.monotonic() > deadline:
-                raise ProgramError(f"it opened no raw socket within {READY_TIMEOUT:g} s (a "
-                                   f"responder must open one at start: AF_INET/SOCK_RAW or "
-                                   f"AF_PACKET)")
-            time.sleep(0.1)
+    def __init__(self, ssh: LabSSH):
+        self.proc = ssh.start(agent_command(), label="the grader's probe agent")
+        self.asked = 0
+
+    def ask(self, *words, timeout: float) -> dict:
+        self.asked += 1
+        n = self.asked
+        self.proc.send(" ".join(str(w) for w in (n, *words)) + "\n")
+        line = self.proc.wait_for_stdout(rf'^\{{.*"n": {n}\}}$', timeout).group(0)
+        return json.loads(line)
+
+    def close(self) -> None:
+        """End its stdin: it exits by itself (and with the SSH connection at the latest)."""
+        if self.proc.running():
+            self.proc.close_stdin()
 
 
 def upload(ssh: LabSSH, local: Path, remote: str) -> None:

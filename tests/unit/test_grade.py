@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -192,6 +193,60 @@ def test_probe_sees_a_process_tree_and_its_raw_socket():
     finally:
         child.kill()
         child.wait()
+
+
+def _agent():
+    return subprocess.Popen(probe.agent_command(sys.executable), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, bufsize=1)
+
+
+def _ask(agent, n, *words):
+    agent.stdin.write(" ".join(str(w) for w in (n, *words)) + "\n")
+    agent.stdin.flush()
+    reply = json.loads(agent.stdout.readline())
+    assert reply.pop("n") == n
+    return reply
+
+
+PROGRAM = ("import signal, socket, sys, time\n"
+           "if 'stubborn' in sys.argv: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+           "time.sleep(0.3)\n"
+           "if 'raw' in sys.argv: s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 6)\n"
+           "if 'quits' in sys.argv: sys.exit(3)\n"
+           "time.sleep(60)\n")
+
+
+def _program(*how):
+    return subprocess.Popen([sys.executable, "-c", PROGRAM, *how])
+
+
+def test_the_agent_sees_readiness_and_stops_programs_for_real():
+    """The agent the launcher runs in the VM, run here on real processes: ready when the raw
+    socket appears (not before), gone when the program quits first, a timeout otherwise; stop
+    with SIGTERM, SIGKILL for one that ignores it."""
+    if os.geteuid() != 0:
+        pytest.skip("a raw socket needs root")
+    agent = _agent()
+    progs = [_program("raw"), _program("raw", "stubborn"), _program("quits"), _program()]
+    try:
+        ready = _ask(agent, 1, "ready", progs[0].pid, 5)
+        assert ready["ready"] and not ready["gone"] and ready["after"] >= 0.2, ready
+        assert _ask(agent, 2, "status", progs[0].pid)["raw"] == [progs[0].pid]
+        assert _ask(agent, 3, "stop", progs[0].pid, 2, 0) == {"processes": 1, "killed": False}
+        assert progs[0].wait(5) == -15
+        assert _ask(agent, 4, "ready", progs[1].pid, 5)["ready"]
+        assert _ask(agent, 5, "stop", progs[1].pid, 0.5, 0) == {"processes": 1, "killed": True}
+        assert progs[1].wait(5) == -9
+        gone = _ask(agent, 6, "ready", progs[2].pid, 5)
+        assert gone["gone"] and not gone["ready"]
+        late = _ask(agent, 7, "ready", progs[3].pid, 0.6)
+        assert not late["ready"] and not late["gone"] and late["after"] > 0.6
+    finally:
+        for p in progs:
+            p.kill()
+            p.wait()
+        agent.stdin.close()
+        assert agent.wait(5) == 0
 
 
 # ---------------------------------------------------------------- submissions, built for real
