@@ -12,6 +12,7 @@ graded; after ``kill -9`` of the whole run, ``invoke down --all`` is the backsto
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -47,22 +48,40 @@ def submissions(path: Path) -> list[Path]:
     return subs
 
 
+@contextlib.contextmanager
+def job_lab(backend: str):
+    """The lab one job grades on -- the one place a class run decides about labs.  Yields the
+    arguments that tell the job (``python -m harness.grade``) which lab to use: here a fresh
+    prefix, so the job makes its lab and removes it; whatever is left of it when the job has
+    ended, failed or been stopped is removed on leaving (LabError if it cannot be).  A pool of
+    labs made once for the whole class replaces this function."""
+    prefix = new_grade_prefix()
+    try:
+        yield ["--prefix", prefix]
+    finally:
+        get_backend(backend, prefix).down()
+
+
 class _Job:
     def __init__(self, sub: Path, root: Path, rubric: str, backend: str, budget: float):
-        self.sub, self.backend = sub, backend
-        self.prefix = new_grade_prefix()
+        self.sub = sub
         self.log = root / f".{sub.name}.log"
         self.deadline = time.monotonic() + budget + JOB_SLACK
         self.error = ""
+        self._lab = contextlib.ExitStack()
+        lab_args = self._lab.enter_context(job_lab(backend))
         argv = [sys.executable, "-m", "harness.grade", str(sub), "--out", str(root),
-                "--rubric", rubric, "--backend", backend, "--prefix", self.prefix,
-                "--budget", str(budget)]
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log,
-                                         cwd=PROJECT_ROOT, text=True)
+                "--rubric", rubric, "--backend", backend, *lab_args, "--budget", str(budget)]
+        try:
+            with open(self.log, "w") as log:
+                self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log,
+                                             cwd=PROJECT_ROOT, text=True)
+        except BaseException:
+            self._lab.close()
+            raise
 
     def stop(self, why: str) -> None:
-        """SIGTERM (the job removes its lab), SIGKILL after a grace, then remove the lab."""
+        """SIGTERM (the job removes its lab), SIGKILL after a grace, then its lab let go."""
         self.error = self.error or why
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -71,10 +90,17 @@ class _Job:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        left = self.release()
+        if left:
+            self.error += f" (and {left})"
+
+    def release(self) -> str:
+        """Let go of its lab (job_lab's leaving); what went wrong, or ""."""
         try:
-            get_backend(self.backend, self.prefix).down()
+            self._lab.close()
         except LabError as e:
-            self.error += f" (and its lab '{self.prefix}' could not be removed: {e})"
+            return f"its lab could not be removed: {e}"
+        return ""
 
     def result(self, max_score: int) -> dict:
         out = self.proc.stdout.read() if self.proc.stdout else ""
@@ -111,6 +137,9 @@ def grade_class(path, *, jobs: int = 1, rubric=DEFAULT_RUBRIC, backend: str = "n
                 if job.proc.poll() is None and time.monotonic() > job.deadline:
                     job.stop(f"grading took longer than {budget + JOB_SLACK:g} s: stopped")
                 if job.proc.poll() is not None:
+                    left = job.release()
+                    if left:
+                        progress(f"{job.sub.name}: {left}; `invoke down --all` removes it")
                     running.remove(job)
                     done.append(job.result(rub.max_score(backend)))
                     g = done[-1]

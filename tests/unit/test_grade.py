@@ -143,6 +143,26 @@ def test_progress_shows_what_runs_not_the_sandbox_s_command_line():
     assert own.describe(b) == "pypy3 -m responder --listen 192.168.56.100:80 --app hello"
 
 
+def test_a_class_job_s_lab_comes_from_one_place():
+    """job_lab: a fresh prefix per job (the job makes its lab); on leaving, whatever is left of
+    it is removed -- also when the job failed."""
+    import re
+    from harness.grade.klass import job_lab
+    from harness.lab import get_backend
+    if os.geteuid() != 0:
+        pytest.skip("removing a lab needs root")
+    seen = []
+    with pytest.raises(RuntimeError):
+        with job_lab("netns") as args:
+            seen.append(args)
+            raise RuntimeError("the job failed")
+    with job_lab("netns") as args:
+        seen.append(args)
+    assert [a[0] for a in seen] == ["--prefix"] * 2 and seen[0][1] != seen[1][1]
+    assert all(re.fullmatch(r"g[0-9a-f]{9}", a[1]) for a in seen)
+    assert not any(get_backend("netns", a[1]).exists() for a in seen)
+
+
 def test_class_directory_or_one_submission(tmp_path):
     assert is_class_dir(tmp_path)
     (tmp_path / "run").write_text("#!/bin/sh\n")
