@@ -68,8 +68,11 @@ def _size(path: Path) -> int:
 
 
 def copy_in(src: Path, workdir: Path, uid: int | None) -> None:
-    """The submission into ``workdir`` (a file as itself, a directory's contents), symlinks
-    copied as links (never followed out of the submission), owned by the sandbox uid."""
+    """The submission into ``workdir``, emptied first (nothing of an earlier grading on the
+    same lab stays): a file as itself, a directory's contents, symlinks copied as links (never
+    followed out of the submission), owned by the sandbox uid."""
+    if workdir.is_dir() and not workdir.is_symlink():
+        shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
         shutil.copytree(src, workdir, symlinks=True, dirs_exist_ok=True)

@@ -293,6 +293,15 @@ def test_c_builds_in_the_sandbox_and_runs_as_responder(tmp_path):
 
 
 @needs_sandbox
+def test_a_second_submission_on_the_same_lab_starts_from_an_empty_directory(tmp_path):
+    first = _prepare(tmp_path, SUBS / "naive.c")
+    assert first.built and (tmp_path / "work" / "naive.c").exists()
+    second = _prepare(tmp_path, SUBS / "nothing")
+    assert not second.built and second.error.startswith("nothing runnable in nothing/")
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["README"]
+
+
+@needs_sandbox
 def test_c_static_for_a_guest(tmp_path):
     prep = _prepare(tmp_path, SUBS / "naive.c", static=True)
     assert prep.built and "-static" in prep.how and "copied into the guest" in prep.how
