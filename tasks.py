@@ -266,7 +266,9 @@ def test(c, quick=False, k=None, x=False):
                        "the QEMU VM)",
             "prefix": "name of the bench's own lab (default bench + 4 random hex digits)",
             "rounds": "rounds per figure (default 5; quick 2)",
-            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile",
+            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile,grading "
+                    "(grading: invoke grade of one submission on a warm lab, and a class of 12 "
+                    "with --jobs 4 vs --jobs 1; ~20 min, labs of its own)",
             "flood": "instead: the SYN flood of this many SYNs with legitimate clients during "
                      "it (same as invoke fuzz --flood; e.g. 100000)",
             "runtime": "the responder's interpreters, side by side: cpython,pypy (default "

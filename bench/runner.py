@@ -1,4 +1,4 @@
-"""``invoke bench``: run the six items on a lab of its own and report.
+"""``invoke bench``: run the seven items on a lab of its own and report.
 
 One netns lab (prefix ``bench`` + 4 random hex digits unless given) is made and provisioned at
 the start and removed in ``finally``.  Every server runs alone in the VM namespace while it is
@@ -23,6 +23,8 @@ Items (keys of ``result["items"]``):
    shares; the same-run references are bare ``ip netns`` commands and a bare ``nc`` exchange.
 6. ``profile``: the account of the server's CPU per connection on each runtime, bench.hotpath,
    and the responder and the asyncio server under cProfile (:mod:`bench.profiling`).
+7. ``grading``: ``invoke grade`` of one submission on a warm lab vs the same lessons as demos,
+   and a class with ``--jobs 4`` vs ``--jobs 1`` (:mod:`bench.grading`; its labs are its own).
 
 The table's rows are :mod:`bench.rows`.  (This module is ~750 lines, over the project's ~600:
 item 5's lab timings -- ``item_lab`` to ``up_steps`` -- are the next to move out, with issue
@@ -53,7 +55,7 @@ from harness.util import PROJECT_ROOT, LabError, progress, require_root, stream
 
 from responder.contract import RUNTIMES
 
-from . import micro, profiling
+from . import grading, micro, profiling
 from .procs import NsProcess, cpu_delta, cpu_times, proc_status
 from .profiling import subject
 from .report import ITEMS, format_errors, format_machine, format_missed, format_table, plot, \
@@ -658,8 +660,10 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
                       runtimes=runtimes)
             steps = {"checksum": b.item_checksum, "handshake": b.item_handshake,
                      "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
-                     "lab": lambda: b.item_lab(list(backends), scratch, first_up)}
-            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab"):
+                     "lab": lambda: b.item_lab(list(backends), scratch, first_up),
+                     "grading": lambda: grading.item(quick, log)}
+            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab",
+                         "grading"):
                 if name not in items:
                     continue
                 log(f"bench: item {name}")
