@@ -11,8 +11,9 @@
   waiting: the client's pauses, the capture, the close).  Each job makes its own lab today
   (:func:`harness.grade.klass.job_lab`), so lab making is in both figures.
 
-``item(quick)`` is what the bench runs (``--quick``: one round, a class of 4 with the one-lesson
-rubric, no targets).  ``python -m bench.grading [--quick] [--json FILE]`` runs it alone.
+``item(quick)`` is what the bench runs (``--quick``, when ``--only`` names the item: the
+one-lesson rubric, one round, a class of 2 with --jobs 2, no targets).  ``python -m
+bench.grading [--quick] [--json FILE]`` runs it alone.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ CLASS_MIX = ("naive.c", "badsum.py", "tcplab")
 #: Issue 11's targets, for the full item's settings only.
 WARM_TARGET_S = 30.0
 CLASS_TARGET_RATIO = 0.5
-FULL = {"rounds": 2, "class_n": 12, "jobs": 4, "class_rubric": "lab4"}
-QUICK = {"rounds": 1, "class_n": 4, "jobs": 4, "class_rubric": str(ONE_LESSON)}
+FULL = {"rubric": "lab4", "rounds": 2, "class_n": 12, "jobs": 4, "class_rubric": "lab4"}
+QUICK = {"rubric": str(ONE_LESSON), "rounds": 1, "class_n": 2, "jobs": 2,
+         "class_rubric": str(ONE_LESSON)}
 
 
 def make_class(dest: Path, n: int) -> Path:
@@ -111,9 +113,10 @@ def class_ratio(n: int = 12, jobs: int = 4, rubric="lab4") -> dict:
 
 
 def item(quick: bool = False, log=progress) -> dict:
-    """Item 7 as the bench runs it (``quick``: one round, a small one-lesson class)."""
+    """Item 7 as the bench runs it (``quick``: the one-lesson rubric, one round, a class of
+    2)."""
     p = QUICK if quick else FULL
-    return {"warm": warm_submission(rounds=p["rounds"], log=log),
+    return {"warm": warm_submission(rubric=p["rubric"], rounds=p["rounds"], log=log),
             "class": class_ratio(p["class_n"], p["jobs"], p["class_rubric"]),
             "targets": not quick}
 
