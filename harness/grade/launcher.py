@@ -142,6 +142,10 @@ class SubmissionLauncher:
                 return f.exited
             res = self._agent.ask("stop", proc.pid, GRACE, int(self.uid is None),
                                   timeout=GRACE + 10)
+            if res["ended"]:                # before sshd told us: it ended by itself
+                proc.wait(5)
+                f.exited = proc.exit_status()
+                return f.exited
             f.processes, f.killed = res["processes"], res["killed"]
             proc.wait(1)                    # (sshd reports the exit a moment after it)
             f.stopped_status = proc.stop(timeout=1)

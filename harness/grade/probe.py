@@ -15,7 +15,8 @@ one per question (an SSH exec costs 0.1-0.5 s here; a question to the agent, mil
 * ``N stop ROOT GRACE GROUP`` -- SIGTERM to every process under ROOT that is not the sandbox
   itself (``bwrap``), children first; waits up to GRACE seconds for ROOT to end; then SIGKILL
   to whatever is left (and, GROUP=1, to ROOT's process group: a real guest, no sandbox):
-  ``{"processes": how many it had, "killed": ROOT outlived GRACE}``.
+  ``{"processes": how many it had, "killed": ROOT outlived GRACE, "ended": ROOT had already
+  ended by itself}`` (then nothing is signalled).
 * ``N status ROOT`` -- ``{"tree": [[pid, ppid, uid, comm, state], ...], "raw": [pid, ...]}``.
 
 Importable too, so the unit tests run the same functions on this machine's ``/proc``.
@@ -137,6 +138,8 @@ def kill(pids, sig):
 
 
 def stop(root, grace, group):
+    if not alive(root):
+        return {"processes": 0, "killed": False, "ended": True}
     first = program(root)
     kill([p[0] for p in reversed(first)], signal.SIGTERM)          # children first
     deadline = time.monotonic() + grace
@@ -150,7 +153,7 @@ def stop(root, grace, group):
                 os.killpg(root, signal.SIGKILL)
             except OSError:
                 pass
-    return {"processes": len(first), "killed": killed}
+    return {"processes": len(first), "killed": killed, "ended": False}
 
 
 def answer(words):

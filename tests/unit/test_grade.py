@@ -243,7 +243,7 @@ def _program(*how):
 def test_the_agent_sees_readiness_and_stops_programs_for_real():
     """The agent the launcher runs in the VM, run here on real processes: ready when the raw
     socket appears (not before), gone when the program quits first, a timeout otherwise; stop
-    with SIGTERM, SIGKILL for one that ignores it."""
+    with SIGTERM, SIGKILL for one that ignores it, nothing for one that has ended."""
     if os.geteuid() != 0:
         pytest.skip("a raw socket needs root")
     agent = _agent()
@@ -252,14 +252,18 @@ def test_the_agent_sees_readiness_and_stops_programs_for_real():
         ready = _ask(agent, 1, "ready", progs[0].pid, 5)
         assert ready["ready"] and not ready["gone"] and ready["after"] >= 0.2, ready
         assert _ask(agent, 2, "status", progs[0].pid)["raw"] == [progs[0].pid]
-        assert _ask(agent, 3, "stop", progs[0].pid, 2, 0) == {"processes": 1, "killed": False}
+        assert _ask(agent, 3, "stop", progs[0].pid, 2, 0) == {"processes": 1, "killed": False,
+                                                             "ended": False}
         assert progs[0].wait(5) == -15
         assert _ask(agent, 4, "ready", progs[1].pid, 5)["ready"]
-        assert _ask(agent, 5, "stop", progs[1].pid, 0.5, 0) == {"processes": 1, "killed": True}
+        assert _ask(agent, 5, "stop", progs[1].pid, 0.5, 0) == {"processes": 1, "killed": True,
+                                                               "ended": False}
         assert progs[1].wait(5) == -9
         gone = _ask(agent, 6, "ready", progs[2].pid, 5)
         assert gone["gone"] and not gone["ready"]
-        late = _ask(agent, 7, "ready", progs[3].pid, 0.6)
+        assert _ask(agent, 7, "stop", progs[2].pid, 2, 0) == {"processes": 0, "killed": False,
+                                                             "ended": True}
+        late = _ask(agent, 8, "ready", progs[3].pid, 0.6)
         assert not late["ready"] and not late["gone"] and late["after"] > 0.6
     finally:
         for p in progs:
