@@ -1,4 +1,4 @@
-"""escape-write.py -- at the first packet, tries to write outside its work directory (/etc,
+"""escape-write.py -- at the first packet to port 80, tries to write outside its work directory (/etc,
 /root, /var/tmp, /dev/shm, tcplab's state root), for tcplab's sandbox tests: every write is
 refused (read-only filesystem, or not its files), it says so and exits; the lesson is an
 error, the host unchanged."""
@@ -10,7 +10,10 @@ TARGETS = ("/etc/tcplab-escape-test", "/root/tcplab-escape-test",
            "/run/tcplab/tcplab-escape-test")
 
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-s.recv(65535)
+while True:              # the lab's other TCP traffic (the grader's SSH) passes by too
+    pkt = s.recv(65535)
+    if int.from_bytes(pkt[(pkt[0] & 15) * 4 + 2:(pkt[0] & 15) * 4 + 4], "big") == 80:
+        break
 for path in TARGETS:
     try:
         with open(path, "w") as f:
