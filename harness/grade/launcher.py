@@ -165,7 +165,7 @@ class SubmissionLauncher:
             time.sleep(SETTLE)
             return
         if res["gone"]:
-            proc.wait(2)
+            proc.wait(5)                    # (sshd reports the exit a moment after it)
             tail = stderr_tail(proc.stderr)
             raise ProgramError(f"it {describe_status(proc.exit_status())} before opening a raw "
                                f"socket" + (f": {tail}" if tail else " (no output)"))
