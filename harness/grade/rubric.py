@@ -14,8 +14,8 @@
         bonus: true                     # counts in the score, not in max_score
         ...
 
-A lesson whose scenario this tcplab cannot run (a header it does not know yet, such as
-``clients:``; a backend the scenario's ``backends:`` excludes) is kept with ``unavailable``
+A lesson whose scenario this tcplab cannot run (a header it does not know, from a rubric
+written for a newer tcplab; a backend the scenario's ``backends:`` excludes) is kept with ``unavailable``
 saying why: it is graded ``n/a`` and its points count neither way.  Everything else that is
 wrong in a rubric is a LabError naming the file, the lesson and the field.
 """
