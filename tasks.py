@@ -68,8 +68,11 @@ def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None):
             res = bring_up(b, verbose=verbose, force=True)
     except LabError as e:
         raise _fail(e)
+    changed = res["recap"].get("changed")
+    how = (f"provisioning changed {changed} thing(s)" if changed is not None else
+           "the VM came up provisioned (resumed from the snapshot of a provisioned guest)")
     print(f"lab '{prefix}' is up ({b.name}): host {b.host_ip} on {b.capture_interface}, "
-          f"VM {b.vm_ip}; provisioning changed {res['recap'].get('changed', '?')} thing(s)")
+          f"VM {b.vm_ip}; {how}")
 
 
 @task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
