@@ -60,7 +60,13 @@ def _lab(backend: str | None, prefix: str, **kw):
 @task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
             "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP})
 def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None):
-    """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
+    """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent.
+
+    qemu: a new lab resumes the saved, provisioned guest (made first when there is none for
+    this image, responder, playbook and qemu) with its own SSH keys rotated in;
+    TCPLAB_QEMU_SNAPSHOT=off boots the image and runs the playbook instead.
+    TCPLAB_QEMU_HOST_SIDE=here puts its host side (tap, capture, clients) in this network
+    namespace, as VirtualBox's is (docs/backends.md)."""
     from harness.lab.provision import bring_up
     b = _lab(backend, prefix, **_provider(backend, provider))
     try:

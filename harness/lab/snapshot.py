@@ -210,68 +210,67 @@ def install_agent(ssh) -> None:
 
 # --- saving the guest (QMP) ------------------------------------------------------------------
 
-def save(qmp_sock: Path, out: Path) -> float:
-    """Stop the guest and write qemu's migration stream to ``out`` (through ``.tmp``); quit
-    qemu.  Returns the seconds the save took."""
+@contextlib.contextmanager
+def _qmp(sock: Path, wait: float = 30):
+    """A QMP session with qemu (qemu.qmp, the QEMU project's own client); waits up to
+    ``wait`` seconds for the socket to answer."""
     from qemu.qmp.legacy import QEMUMonitorProtocol
     t0 = time.monotonic()
-    tmp = out.with_name(out.name + ".tmp")
-    qmp = QEMUMonitorProtocol(str(qmp_sock))
-    qmp.connect()
-    try:
-        qmp.settimeout(60)
-        qmp.cmd("stop")
-        # The default cap (32 MiB/s) is for live migration over a network, not a local file.
-        qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 30})
-        qmp.cmd("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
-        while True:
-            st = qmp.cmd("query-migrate")
-            status = st.get("status")
-            if status == "completed":
-                break
-            if status in ("failed", "cancelled") or time.monotonic() - t0 > MIGRATE_TIMEOUT:
-                raise LabError(f"saving the guest failed ({status}): "
-                               f"{st.get('error-desc', 'no detail')}")
-            time.sleep(0.2)
-        qmp.cmd("quit")
-    finally:
-        with contextlib.suppress(Exception):
-            qmp.close()
-    os.replace(tmp, out)
-    return time.monotonic() - t0
-
-
-def resume(qmp_sock: Path, timeout: float = MIGRATE_TIMEOUT) -> float:
-    """Wait until qemu (started with ``-incoming``) has read the saved guest, then let it run
-    (it was saved stopped, so it stays paused until told).  Returns the seconds the load
-    took."""
-    from qemu.qmp.legacy import QEMUMonitorProtocol
-    t0 = time.monotonic()
-    qmp = QEMUMonitorProtocol(str(qmp_sock))
+    qmp = QEMUMonitorProtocol(str(sock))
     while True:
         try:
             qmp.connect()
             break
         except Exception:           # noqa: BLE001 -- qemu.qmp's ConnectError and OSErrors
-            if time.monotonic() - t0 > 30:
-                raise LabError(f"qemu's QMP socket {qmp_sock} did not answer within 30 s")
+            if time.monotonic() - t0 > wait:
+                raise LabError(f"qemu's QMP socket {sock} did not answer within {wait:g} s")
             time.sleep(0.05)
     try:
         qmp.settimeout(60)
-        while True:
-            st = qmp.cmd("query-migrate")
-            status = st.get("status")
-            if status == "completed":
-                break
-            if status in ("failed", "cancelled") or time.monotonic() - t0 > timeout:
-                raise LabError(f"loading the saved guest failed ({status}): "
-                               f"{st.get('error-desc', 'see the console log')}")
-            time.sleep(0.05)
-        loaded = time.monotonic() - t0
-        qmp.cmd("cont")
+        yield qmp
     finally:
         with contextlib.suppress(Exception):
             qmp.close()
+
+
+def _migration_done(qmp, what: str, t0: float, timeout: float = MIGRATE_TIMEOUT) -> None:
+    """Wait for ``query-migrate`` to say completed; LabError on failed/cancelled/timeout."""
+    while True:
+        st = qmp.cmd("query-migrate")
+        status = st.get("status")
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled") or time.monotonic() - t0 > timeout:
+            raise LabError(f"{what} failed ({status}): "
+                           f"{st.get('error-desc', 'see the console log')}")
+        time.sleep(0.05)
+
+
+def save(qmp_sock: Path, out: Path) -> float:
+    """Stop the guest and write qemu's migration stream to ``out`` (through ``.tmp``); quit
+    qemu.  Returns the seconds the save took."""
+    t0 = time.monotonic()
+    tmp = out.with_name(out.name + ".tmp")
+    with _qmp(qmp_sock) as qmp:
+        qmp.cmd("stop")
+        # The default cap (32 MiB/s) is for live migration over a network, not a local file.
+        qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 30})
+        qmp.cmd("migrate", uri=f"exec:cat > {shlex.quote(str(tmp))}")
+        _migration_done(qmp, "saving the guest", t0)
+        qmp.cmd("quit")
+    os.replace(tmp, out)
+    return time.monotonic() - t0
+
+
+def resume(qmp_sock: Path) -> float:
+    """Wait until qemu (started with ``-incoming``) has read the saved guest, then let it run
+    (it was saved stopped, so it stays paused until told).  Returns the seconds the load
+    took."""
+    t0 = time.monotonic()
+    with _qmp(qmp_sock) as qmp:
+        _migration_done(qmp, "loading the saved guest", t0)
+        loaded = time.monotonic() - t0
+        qmp.cmd("cont")
     return loaded
 
 
