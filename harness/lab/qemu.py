@@ -350,7 +350,8 @@ class QemuBackend(Backend):
         t0 = time.monotonic()
         build = snap.building()
         shutil.rmtree(build.dir, ignore_errors=True)
-        build.dir.mkdir(parents=True)
+        build.dir.parent.mkdir(parents=True, exist_ok=True)
+        build.dir.mkdir(mode=0o700)            # the saved guest's RAM and disk: root's alone
         progress(f"no snapshot of a provisioned guest yet ({snap.dir}): booting and "
                  f"provisioning one (once per image, responder, playbook and qemu version)")
         tdir = self.state_dir / "template"
@@ -384,6 +385,10 @@ class QemuBackend(Backend):
         build.dir.rename(snap.dir)
         progress(f"snapshot {snap.key} made in {time.monotonic() - t0:.0f} s "
                  f"({build.state.name}: {snap.state.stat().st_size / 2**20:.0f} MB)")
+        gone = snapshot.prune()
+        if gone:
+            progress(f"removed older snapshots (keeping the newest {snapshot.KEEP}): "
+                     f"{', '.join(gone)}")
 
     def _stop_qemu(self) -> None:
         pid = self._qemu_pid()

@@ -13,8 +13,9 @@ needs it (``up`` from nothing may stay slow) and kept in the user's cache beside
 The key (:func:`snapshot_key`) covers everything the saved guest depends on: the image recipe,
 the responder's sources, the playbook, the resume agent, qemu's version, the accelerator and
 the machine's command line.  A change to any of them names another directory, so a stale
-snapshot is never resumed; it is rebuilt.  ``rm -rf ~/.cache/tcplab/snapshots`` removes them
-all (labs already running keep the files they opened).
+snapshot is never resumed; it is rebuilt.  After a build only the :data:`KEEP` newest stay
+(:func:`prune`); ``rm -rf ~/.cache/tcplab/snapshots`` removes them all (labs already running
+keep the files they opened).
 
 How it is made (:func:`build`, driven by :class:`harness.lab.qemu.QemuBackend`, in the lab's own
 host side): the guest boots from the image with *template* SSH keys (made for the build, kept in
@@ -53,6 +54,7 @@ from harness.lab.state import SAFE_PATH_RE
 from harness.util import PROJECT_ROOT, LabError, progress
 
 SNAPSHOT_VERSION = 1          # bump when build() changes what it makes
+KEEP = 3                      # snapshots kept (the newest); older ones are pruned after a build
 SNAPSHOTS_ENV = "TCPLAB_QEMU_SNAPSHOTS"
 AGENT_PORT = "org.tcplab.agent"
 AGENT_GUEST_PATH = "/usr/local/sbin/tcplab-resume-agent"
@@ -272,6 +274,29 @@ def resume(qmp_sock: Path) -> float:
         loaded = time.monotonic() - t0
         qmp.cmd("cont")
     return loaded
+
+
+def prune(keep: int = KEEP) -> list[str]:
+    """Remove all but the ``keep`` newest ready snapshots (a student who edits the responder
+    makes a new one per edit).  One whose lock is held (being built, or waited for) stays.
+    Labs running on a removed one keep their open files; a lab that starts again resumes the
+    current one."""
+    root = snapshots_root()
+    if not root.is_dir():
+        return []
+    ready = sorted((Snapshot(d) for d in root.iterdir()
+                    if d.is_dir() and not d.name.endswith(".build") and Snapshot(d).ready()),
+                   key=lambda sn: sn.meta.stat().st_mtime, reverse=True)
+    gone = []
+    for snap in ready[keep:]:
+        with open(snap.dir.with_name(snap.key + ".lock"), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            snap.discard()
+            gone.append(snap.key)
+    return gone
 
 
 def write_meta(snap: Snapshot, parts: dict, **extra) -> None:

@@ -5,6 +5,7 @@ socket pair standing in for the virtio-serial port."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -157,3 +158,23 @@ def test_agent_call_gives_up_when_nobody_answers(tmp_path):
             snapshot.agent_call(sock, {"op": "rotate"}, timeout=0.5)
     finally:
         server.close()
+
+
+def test_prune_keeps_the_newest_and_any_being_built_or_waited_for(tmp_path, monkeypatch):
+    import fcntl
+    monkeypatch.setenv(snapshot.SNAPSHOTS_ENV, str(tmp_path / "snaps"))
+    snaps = []
+    for i, key in enumerate(("a" * 16, "b" * 16, "c" * 16, "d" * 16)):
+        sn = snapshot.Snapshot(tmp_path / "snaps" / key)
+        sn.dir.mkdir(parents=True)
+        for f in (sn.disk, sn.state, sn.meta):
+            f.write_text("x")
+        os.utime(sn.meta, (1000 + i, 1000 + i))
+        snaps.append(sn)
+    (tmp_path / "snaps" / ("e" * 16 + ".build")).mkdir()        # a build under way
+    with open(snaps[1].dir.with_name(snaps[1].key + ".lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert snapshot.prune(keep=2) == ["a" * 16]            # b is locked: kept
+    assert [sn.ready() for sn in snaps] == [False, True, True, True]
+    assert (tmp_path / "snaps" / ("e" * 16 + ".build")).is_dir()
+    assert snapshot.prune(keep=2) == ["b" * 16]
