@@ -191,8 +191,9 @@ def lessons(c, backend=None, prefix=DEFAULT_PREFIX, provider=None, only="", verb
 
     Brings the lab up (idempotent) and holds it for the whole run.  Each lesson is a demo with
     its own run folder under runs/.  A lesson whose scenario leaves this backend out
-    (`backends:`), or whose client the backend cannot drive (the Scapy peer needs a lab host
-    namespace, which VirtualBox does not have), is skipped with the reason, never failed."""
+    (`backends:`), or whose client the backend cannot drive (on VirtualBox the Scapy peer's RST
+    rule goes into this machine's iptables: it needs root on Linux), is skipped with the
+    reason, never failed."""
     from harness.lab.provision import bring_up
     from harness.run.lessons import format_table, run_lessons, select
     b = _lab(backend, prefix, **_provider(backend, provider))
