@@ -77,7 +77,13 @@ def _lab(backend: str | None, prefix: str, **kw):
             "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP,
             "runtime": RUNTIME_HELP})
 def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, runtime=None):
-    """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
+    """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent.
+
+    qemu: a new lab resumes the saved, provisioned guest (made first when there is none for
+    this image, responder, playbook and qemu) with its own SSH keys rotated in;
+    TCPLAB_QEMU_SNAPSHOT=off boots the image and runs the playbook instead.
+    TCPLAB_QEMU_HOST_SIDE=here puts its host side (tap, capture, clients) in this network
+    namespace, as VirtualBox's is (docs/backends.md)."""
     from harness.lab.provision import bring_up
     _runtime(runtime)
     b = _lab(backend, prefix, **_provider(backend, provider))
@@ -86,8 +92,11 @@ def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, run
             res = bring_up(b, verbose=verbose, force=True)
     except LabError as e:
         raise _fail(e)
+    changed = res["recap"].get("changed")
+    how = (f"provisioning changed {changed} thing(s)" if changed is not None else
+           "the VM came up provisioned (resumed from the snapshot of a provisioned guest)")
     print(f"lab '{prefix}' is up ({b.name}): host {b.host_ip} on {b.capture_interface}, "
-          f"VM {b.vm_ip}; provisioning changed {res['recap'].get('changed', '?')} thing(s)")
+          f"VM {b.vm_ip}; {how}")
 
 
 @task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
@@ -202,8 +211,9 @@ def lessons(c, backend=None, prefix=DEFAULT_PREFIX, provider=None, only="", verb
 
     Brings the lab up (idempotent) and holds it for the whole run.  Each lesson is a demo with
     its own run folder under runs/.  A lesson whose scenario leaves this backend out
-    (`backends:`), or whose client the backend cannot drive (the Scapy peer needs a lab host
-    namespace, which VirtualBox does not have), is skipped with the reason, never failed."""
+    (`backends:`), or whose client the backend cannot drive (on VirtualBox the Scapy peer's RST
+    rule goes into this machine's iptables: it needs root on Linux), is skipped with the
+    reason, never failed."""
     from harness.lab.provision import bring_up
     from harness.run.lessons import format_table, run_lessons, select
     b = _lab(backend, prefix, **_provider(backend, provider))

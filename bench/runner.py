@@ -413,7 +413,8 @@ class Bench:
         for be in backends:
             if be != "netns":
                 try:
-                    out["backends"][be] = self.lab_cycle(be, scratch_prefix, 1)
+                    out["backends"][be] = (self.qemu_cycles(scratch_prefix) if be == "qemu"
+                                           else self.lab_cycle(be, scratch_prefix, 1))
                 except Exception as e:          # noqa: BLE001 -- one backend failing is data
                     out["backends"][be] = {"error": f"{type(e).__name__}: {e}"}
         # A warm lab: if the responder's sources changed since the lab was provisioned (someone
@@ -432,19 +433,42 @@ class Bench:
             out["demo_errors"] = errors
         return out
 
-    def lab_cycle(self, backend: str, prefix: str, rounds: int) -> dict:
+    def lab_cycle(self, backend: str, prefix: str, rounds: int, env=None) -> dict:
         """``invoke up`` from nothing, then ``invoke down``, ``rounds`` times."""
         get_backend(backend, prefix)          # LabError if the backend does not exist here
         res = {"up": [], "down": []}
         try:
             for _ in range(rounds):
                 res["up"].append(timed_invoke(["up", "--backend", backend, "--prefix", prefix],
-                                              timeout=1800 if backend != "netns" else 300))
+                                              timeout=1800 if backend != "netns" else 300,
+                                              env=env))
                 res["down"].append(timed_invoke(["down", "--backend", backend, "--prefix",
-                                                 prefix], timeout=300))
+                                                 prefix], timeout=300, env=env))
         finally:
             get_backend(backend, prefix).down()
         return res
+
+    def qemu_cycles(self, prefix: str) -> dict:
+        """``invoke up``/``down --backend qemu`` (lab_rounds, at most 3, each): warm (the shared
+        snapshot of a provisioned guest exists; made first, untimed, when it does not) and
+        from nothing (a snapshot directory of the bench's own, empty each round: boot,
+        playbook, save, resume), under keys ``up``/``down`` and ``up_cold``/``down_cold``."""
+        from harness.lab import image
+        from harness.lab.snapshot import SNAPSHOTS_ENV
+        n = min(self.p.lab_rounds, 3)
+        self.lab_cycle("qemu", prefix, 1)                # the warm snapshot, untimed
+        res = self.lab_cycle("qemu", prefix, n)
+        cold = {"up_cold": [], "down_cold": []}
+        for _ in range(n):
+            snaps = image.cache_root().parent / f"bench-snapshots-{uuid.uuid4().hex[:8]}"
+            env = dict(os.environ, **{SNAPSHOTS_ENV: str(snaps)})
+            try:
+                one = self.lab_cycle("qemu", prefix, 1, env=env)
+            finally:
+                shutil.rmtree(snaps, ignore_errors=True)
+            cold["up_cold"] += one["up"]
+            cold["down_cold"] += one["down"]
+        return dict(res, **cold)
 
     def netns_floor(self, prefix: str) -> dict:
         """The bare cost of a lab's network: two namespaces and a veth pair made and removed
@@ -550,7 +574,8 @@ def _read_event(proc: subprocess.Popen, event: str, timeout: float) -> dict:
     raise LabError(f"load generator: no '{event}' within {timeout:g} s")
 
 
-def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False) -> dict:
+def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False,
+                 env=None) -> dict:
     """Run ``invoke ARGS`` as a user would, timing each progress line it prints on stderr
     ('tcplab: ...'), so the steps of ``up`` can be told apart."""
     marks = []
@@ -559,7 +584,7 @@ def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False) 
         r = stream(INVOKE + args, show=lambda line: marks.append((time.monotonic() - t0,
                                                                  line.rstrip())),
                    stdout=out if capture_stdout else subprocess.DEVNULL, timeout=timeout,
-                   cwd=PROJECT_ROOT, what=f"invoke {' '.join(args)}", check=False)
+                   cwd=PROJECT_ROOT, what=f"invoke {' '.join(args)}", check=False, env=env)
         wall = time.monotonic() - t0
         out.seek(0)
         stdout = out.read()
@@ -586,6 +611,10 @@ def up_steps(marks: list, wall: float, min_share: float = 0.05) -> dict:
             step = "network (namespaces, veth/tap)"
         elif text.startswith("guest image"):
             step = "guest image"
+        elif text.startswith("no snapshot"):
+            step = "snapshot: boot until sshd answers"   # then its playbook's tasks
+        elif text.startswith(("resuming", "guest resumed")):
+            step = "resume the snapshot, rotate the lab's keys"
         elif text.startswith(("accelerator", "booting")):
             step = "boot until sshd answers"        # qemu: the waiting lines stay in it
         elif text.startswith("sshd"):

@@ -27,7 +27,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.lab import net
+from harness.lab import firewall, net
 from harness.lab.net import Namespace
 from harness.lab.state import (DEFAULT_PREFIX, PREFIX_RE, STATE_ROOT_ENV, LabState,  # noqa: F401
                                state_root, validate_prefix)
@@ -188,6 +188,11 @@ class Backend:
             # A namespace's links go with it (a veth's peer with the pair); so do the iptables
             # rules of a VM namespace.
             ns.delete()
+        if self.host_namespace is None:
+            # The host side is this machine: the rules a killed run left here (the Scapy
+            # peer's), found by the lab's tag.
+            for rule in firewall.remove_host_rules(self.prefix):
+                progress(f"removed the host rule `{rule}`")
         self.state.remove()
 
     def _status_base(self) -> dict:
@@ -199,7 +204,14 @@ class Backend:
                 "record": self.state.has_record(),
                 "namespaces": {ns.name: ns.name in have for ns in self.namespaces()},
                 "interface": None, "ssh": False,
-                "provisioned": meta.get("provisioned_hash") is not None}
+                "provisioned": meta.get("provisioned_hash") is not None,
+                # iptables rules tagged with the lab's name on its host side (None: unreadable)
+                "host_rules": self._host_rules(have)}
+
+    def _host_rules(self, namespaces_present) -> list[str] | None:
+        if self.host_namespace is not None and self.host_ns not in namespaces_present:
+            return []
+        return firewall.host_rules(self.prefix, self.host_exec_prefix())
 
     # --- the interface ----------------------------------------------------------------------
     def up(self) -> None:

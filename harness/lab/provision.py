@@ -128,7 +128,10 @@ def bring_up(backend: Backend, *, verbose: bool = False, force: bool = False) ->
         timings["up_s"] = time.monotonic() - t0
         t0 = time.monotonic()
         recap = {}
-        if force or backend.read_meta().get("provisioned_hash") != responder_tree_hash():
+        stale = backend.read_meta().get("provisioned_hash") != responder_tree_hash()
+        # A backend whose up() just made an already provisioned VM (qemu resuming its snapshot
+        # of a guest this playbook provisioned) needs no forced rerun.
+        if stale or (force and not getattr(backend, "provisioned_by_up", False)):
             recap = provision(backend, verbose=verbose)
         timings["provision_s"] = time.monotonic() - t0
     except BaseException as exc:

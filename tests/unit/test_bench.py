@@ -156,6 +156,13 @@ def test_up_steps_group_progress_lines():
                            30.0)
     assert qemu["boot until sshd answers"] == pytest.approx(19.8)
     assert qemu["Ansible: start"] == pytest.approx(9.9)
+    resumed = runner.up_steps([(0.2, "tcplab: guest image: cached in /x"),
+                               (0.3, "tcplab: accelerator: TCG"),
+                               (0.3, "tcplab: resuming the provisioned guest (snapshot k)"),
+                               (2.7, "tcplab: guest resumed with the lab's own keys (2.4 s)"),
+                               (3.2, "tcplab: guest sshd answers on 192.168.56.100:22")], 3.3)
+    # (the wait for sshd, 0.5 s, stays in the step: "guest sshd answers" ends it)
+    assert resumed["resume the snapshot, rotate the lab's keys"] == pytest.approx(3.0)
 
 
 def fake_loop(n):
@@ -209,6 +216,21 @@ def test_comparisons_cover_every_item():
     targets = {(r["item"], r["figure"], r["reference"]) for r in rows if r["target"]}
     assert len(targets) == 10      # the nine targets and the per-packet budget
     assert all(r["ratio"]["median"] is not None for r in rows)
+
+
+def test_the_qemu_rows_warm_with_its_target_and_from_nothing():
+    lab = {"backends": {"netns": {"up": [{"wall_s": 2.0}], "down": [{"wall_s": 0.3}]},
+                        "qemu": {"up": [{"wall_s": w} for w in (3.3, 4.1, 3.6)],
+                                 "down": [{"wall_s": 1.0}] * 3,
+                                 "up_cold": [{"wall_s": w} for w in (61.0, 70.0, 58.0)],
+                                 "down_cold": [{"wall_s": 1.0}] * 3}}}
+    rows = {r["figure"]: r for r in runner.comparisons({"lab": lab})}
+    warm = rows["invoke up (qemu, warm snapshot)"]
+    assert warm["subject_value"]["median"] == 3.6 and warm["met"] is True
+    assert warm["target"] == {"op": "<=", "value": 15.0, "on": "value"}
+    cold = rows["invoke up (qemu, snapshot from nothing)"]
+    assert cold["subject_value"]["median"] == 61.0 and cold["target"] is None
+    assert "invoke down (qemu)" in rows
 
 
 # --- load generator checks and the micro-benchmarks (smoke) ------------------------------------

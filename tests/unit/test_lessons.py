@@ -36,7 +36,11 @@ def _fake_run(outcomes):
     return run
 
 
-def test_every_lesson_runs_or_is_skipped_with_its_reason(tmp_path):
+def test_every_lesson_runs_or_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    """On VirtualBox as a normal user: the Scapy lessons are skipped with the reason (their RST
+    rule would go into this machine's iptables)."""
+    from harness.run import clients
+    monkeypatch.setattr(clients.os, "geteuid", lambda: 1000)
     run = _fake_run({"miniweb": "fail", "tarpit": "lab"})
     names = lessons.select()
     vbox = _Backend("vagrant", [])
@@ -59,6 +63,17 @@ def test_every_lesson_runs_or_is_skipped_with_its_reason(tmp_path):
     assert any(l.startswith("miniweb ") and " ✗ " in l and "expected seq" in l for l in lines)
     assert any(l.startswith("nagle-linux ") and " skipped " in l for l in lines)
     assert lines[-1].endswith("1 failed, 1 errors, 5 skipped on vagrant")
+
+
+def test_on_virtualbox_as_root_on_linux_only_the_netns_lesson_is_skipped(tmp_path, monkeypatch):
+    from harness.run import clients
+    monkeypatch.setattr(clients.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(clients.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(clients.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    results = lessons.run_lessons(_Backend("vagrant", []), lessons.select(),
+                                  runs_dir=tmp_path, run=_fake_run({}))
+    assert {r.name: r.status for r in results if r.status != "pass"} == \
+        {"nagle-linux": "skipped"}
 
 
 def test_on_netns_nothing_is_skipped(tmp_path):
