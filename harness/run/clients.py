@@ -14,8 +14,9 @@
   and would reset it, so while it runs an iptables rule *in the lab's host namespace* drops
   RSTs from its port (removed afterwards).
 
-The Python and Scapy clients run as ``python -m harness.run.clients KIND ...`` under the backend's
-host-side exec prefix (inside the lab's host namespace), and print one JSON line: what they
+The Python and Scapy clients run as ``python -m harness.run.clients KIND ...`` on the lab's host
+side (the backend's ``host_python_argv``: inside the lab's host namespace, here or on a lab
+host), and print one JSON line: what they
 received, a log of their steps and any error.  :func:`run_client` hides all three behind one
 call, and :func:`run_clients` runs a scenario's ``clients: N`` copies of it at once.
 """
@@ -78,17 +79,20 @@ def steps_from_json(text: str) -> list:
     return [Step(k, bytes.fromhex(a) if k == "send" else a) for k, a in json.loads(text)]
 
 
-def client_argv(backend, scn, port: int) -> list:
-    """The command line that runs the scenario's client on the host side."""
-    pre = backend.host_exec_prefix()
+def client_argv(backend, scn, port: int, *, wrapped: bool = True) -> list:
+    """The command line that runs the scenario's client on the host side (through the
+    backend's :meth:`host_argv`; ``wrapped=False``: the client's own command, to show)."""
     if scn.client == "nc":
-        return pre + [NC_PATH, *scn.client_args, backend.vm_ip, str(port)]
-    if scn.client == "scapy" and not pre:
+        argv = [NC_PATH, *scn.client_args, backend.vm_ip, str(port)]
+        return backend.host_argv(argv) if wrapped else argv
+    if scn.client == "scapy" and not backend.host_side_isolated:
         raise LabError("the scapy client needs a lab host namespace (netns or qemu backend): "
                        "it adds an iptables rule there, and never on your own host")
-    return pre + [sys.executable, "-m", "harness.run.clients", scn.client, "--host", backend.vm_ip,
-                  "--port", str(port), "--script", steps_to_json(scn.script),
-                  *scn.client_args]
+    args = [scn.client, "--host", backend.vm_ip, "--port", str(port),
+            "--script", steps_to_json(scn.script), *scn.client_args]
+    if wrapped:
+        return backend.host_python_argv("harness.run.clients", args)
+    return ["python3", "-m", "harness.run.clients", *args]
 
 
 def run_clients(backend, scn, port: int, timeout: float) -> list[ClientRun]:
