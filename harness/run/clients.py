@@ -245,7 +245,9 @@ class ScapyPeer:
     """A hand-made TCP peer: every packet built by Scapy, sent on a raw socket."""
 
     def __init__(self, host: str, port: int, timeout: float = 10.0, delayed_ack: float = 0.0):
-        from scapy.all import IP  # noqa: F401  (import early: it is slow)
+        # Import early (it is slow), and only the layers the peer uses: scapy.all loads every
+        # layer, ~4x the time (1.6 vs 0.4 s here, 6-12 vs 4-5 s on an emulated lab host).
+        from scapy.layers.inet import IP  # noqa: F401
         self.dst, self.dport = host, port
         self.sport = random.randint(40000, 60000)
         self.src = _source_address(host)
@@ -286,7 +288,8 @@ class ScapyPeer:
 
     def send(self, flags: str, seq: int | None = None, ack: int | None = None,
              payload: bytes = b"", options=()) -> None:
-        from scapy.all import IP, TCP, Raw
+        from scapy.layers.inet import IP, TCP
+        from scapy.packet import Raw
         if ack is None:
             # with delayed ACKs our data carries only what we ACKed before: a delayed-ACK
             # peer must not ACK sooner by piggybacking (the lesson is the wait)
@@ -303,7 +306,7 @@ class ScapyPeer:
         self.tx.sendto(bytes(pkt), (self.dst, 0))
 
     def _receive(self) -> None:
-        from scapy.all import IP, TCP
+        from scapy.layers.inet import IP, TCP
         while not self.stop:
             try:
                 data = self.rx.recv(65535)
