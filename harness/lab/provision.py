@@ -64,10 +64,11 @@ def ansible_paths(state_dir: Path) -> dict:
             "ANSIBLE_PERSISTENT_CONTROL_PATH_DIR": str(a / "cp")}
 
 
-def ansible_env(backend: Backend) -> dict:
-    """Ansible's environment: the project's config, and its paths (:func:`ansible_paths`)."""
+def ansible_env(backend: Backend | Path) -> dict:
+    """Ansible's environment: the project's config, and its paths (:func:`ansible_paths`) in
+    ``backend``'s state directory (or in the directory ``backend``: a run over many labs)."""
     env = dict(os.environ)
-    env.update(ansible_paths(backend.state_dir))
+    env.update(ansible_paths(backend if isinstance(backend, Path) else backend.state_dir))
     env.update({
         "ANSIBLE_CONFIG": str(PROJECT_ROOT / "provision" / "ansible.cfg"),
         "ANSIBLE_NOCOLOR": "1",
