@@ -264,7 +264,10 @@ class HostOutcome:
             if extra and extra not in msg:
                 msg = f"{msg}: {extra.splitlines()[-1]}" if msg else extra.splitlines()[-1]
                 break
-        return msg.replace("Task failed: ", "")[:500] or "no message"
+        msg = re.sub(r'^(Task failed: )?(Data could not be sent to remote host "[^"]*"\. Make sure '
+                     r'this host can be reached over ssh: |Failed to connect to the host via ssh: )',
+                     "", msg, flags=re.I)
+        return " ".join(msg.split())[:500] or "no message"      # one line
 
 
 def _json_at(lines: list[str], i: int, first: str) -> dict:

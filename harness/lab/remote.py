@@ -135,10 +135,13 @@ class RemoteBackend(Backend):
     def drive_argv(self, argv: list[str]) -> list[str]:
         """``ssh ... ADDRESS 'hostside.py exec -- ip netns exec P-host ARGV'``: one quoted
         command string, since ssh hands its command to the remote user's shell."""
+        return self._ssh() + [shlex.join(self._tied(argv))]
+
+    def _tied(self, argv: list[str]) -> list[str]:
+        """``argv`` in the lab's host namespace on the lab host, ended with its SSH session."""
         h = self._host()
-        remote = [*h.sudo(), h.python, "-I", "-S", f"{LABHOST_CODE_DIR}/{HOSTSIDE}", "exec",
-                  "--", *self.lab_namespace.exec_prefix(), *argv]
-        return self._ssh() + [shlex.join(remote)]
+        return [*h.sudo(), h.python, "-I", "-S", f"{LABHOST_CODE_DIR}/{HOSTSIDE}", "exec", "--",
+                *self.lab_namespace.exec_prefix(), *argv]
 
     def host_python_argv(self, module: str, args) -> list[str]:
         h = self._host()
@@ -150,8 +153,9 @@ class RemoteBackend(Backend):
         return True
 
     def ssh_endpoint(self) -> SshEndpoint:
-        h = self._host()
-        proxy = self._ssh() + h.sudo() + self.lab_namespace.exec_prefix() + ["nc", "%h", "%p"]
+        # nc tied to its session too: a client that goes without a word (paramiko closing,
+        # Ansible's master ended) would otherwise leave nc and the VM's sshd session open.
+        proxy = self._ssh() + self._tied(["nc", "%h", "%p"])
         return SshEndpoint(host=self.vm_ip, port=22, user="root",
                            key_file=self.state_dir / "id_ed25519",
                            known_hosts=self.state_dir / "known_hosts",

@@ -203,7 +203,8 @@ def test_a_remote_labs_vm_is_reached_through_its_lab_host():
     assert (ep.host, ep.port, ep.user) == ("192.168.56.100", 22, "root")
     assert ep.key_file == b.state_dir / "id_ed25519" and ep.known_hosts == b.state_dir / "known_hosts"
     assert ep.proxy_command == (f"ssh -F {b.state_dir}/labhost.ssh_config 10.9.8.7 "
-                                f"ip netns exec r1-host nc %h %p")
+                                f"/usr/bin/python3 -I -S /run/tcplab-labhost/harness/lab/"
+                                f"hostside.py exec -- ip netns exec r1-host nc %h %p")
     assert "'" not in ep.proxy_command         # it goes inside -o ProxyCommand='...' for Ansible
     # the lab's paths are the netns lab's, in the lab host's state root
     assert b.responder_dir() == "/run/tcplab/r1/vm/opt/tcplab"
