@@ -185,6 +185,18 @@ def inventory_env(home: Path | None = None) -> dict:
     return env
 
 
+def _inventory_error(path: Path, text: str) -> str:
+    """What ``ansible-inventory`` said about ``path``: the parser that fits its name (YAML for
+    .yml/.yaml/.json, else INI) and where, else its last error line."""
+    kind = "yaml" if path.suffix in (".yml", ".yaml", ".json") else "ini"
+    m = re.search(rf"Failed to parse inventory with '{kind}' plugin: (.*)", text)
+    where = re.search(rf"Origin: {re.escape(str(path.resolve()))}:(\d+)", text)
+    if m:
+        return m.group(1).strip()[:300] + (f", line {where.group(1)}" if where else "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines or ["no message"])[-1][:300]
+
+
 def _hosts_in_order(data: dict) -> list[str]:
     """Every host of ``ansible-inventory --list`` output, group by group from ``all``."""
     seen: list[str] = []
@@ -218,12 +230,11 @@ def read_inventory(path: str | Path, home: Path | None = None) -> list[LabHost]:
                              env=inventory_env(home), stdin=subprocess.DEVNULL, timeout=120)
     except subprocess.TimeoutExpired:
         raise LabError(f"ansible-inventory did not read {p} within 120 s") from None
-    text = res.stderr.decode(errors="replace")
     if res.returncode != 0:
-        why = [ln.strip() for ln in text.splitlines() if ln.strip()
-               and not ln.startswith("[WARNING]")]
-        raise LabError(f"Ansible cannot read the inventory {p}: "
-                       f"{(why or ['exit ' + str(res.returncode)])[-1][:300]}")
+        raise LabError(f"Ansible cannot read the inventory {p} "
+                       f"({_inventory_error(p, res.stderr.decode(errors='replace'))}): fix it "
+                       f"(Ansible's inventory format, YAML or INI; check it with "
+                       f"`ansible-inventory -i {p} --graph`)")
     try:
         data = json.loads(res.stdout)
     except ValueError:

@@ -126,8 +126,13 @@ def test_a_bad_inventory_is_one_line_naming_the_file(tmp_path):
         read_inventory(tmp_path / "nope.yml")
     bad = tmp_path / "bad.yml"
     bad.write_text("all: [unclosed\n")
-    with pytest.raises(LabError, match=r"Ansible cannot read the inventory .*bad\.yml"):
+    with pytest.raises(LabError, match=r"Ansible cannot read the inventory .*bad\.yml \(YAML "
+                                       r"parsing failed: .*, line 2\): fix it"):
         read_inventory(bad)
+    ini = tmp_path / "bad.ini"
+    ini.write_text("[labs\nlh1\n")
+    with pytest.raises(LabError, match=r"bad\.ini \(.*\): fix it"):
+        read_inventory(ini)
     empty = tmp_path / "empty.yml"
     empty.write_text("all:\n  hosts: {}\n")
     with pytest.raises(LabError, match="lists no hosts"):
