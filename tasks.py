@@ -117,8 +117,9 @@ def _print_fleet(res, what: str) -> None:
         if problem:
             print(f"lab host {host}: FAILED: {problem}")
         elif what == "up":
+            bad = [p for p in mine if p not in good]
             print(f"lab host {host}: lab(s) {', '.join(good) or '-'} up"
-                  f"{'; not: ' + ', '.join(p for p in mine if p not in good) if len(good) < len(mine) else ''}")
+                  f"{'; not: ' + ', '.join(bad) if bad else ''}")
         else:
             print(f"lab host {host}: clean (removed here: {', '.join(good) or '-'})")
     if what == "up":

@@ -5,17 +5,18 @@ host-side command of a run to the SSH session that started it.
 The controller's Ansible role ``tcplab_labhost`` ships the harness's sources to the lab host and
 runs, as root there (each prints one JSON object on stdout; progress goes to stderr)::
 
-    python3 -m harness.lab.hostside up --keys FILE PREFIX...   # a harness.lab.netns lab each
+    python3 -m harness.lab.hostside up --keys - PREFIX...      # a harness.lab.netns lab each
     python3 -m harness.lab.hostside down PREFIX... | --all
     python3 -m harness.lab.hostside status
 
 ``up`` makes (or completes) each lab with :class:`harness.lab.netns.NetnsBackend`, exactly as
-``invoke up`` does on this machine, with the SSH keys the controller made (``--keys``, a JSON
-file the role writes 0600 and removes: the lab sshd's host key pair, so the controller's
-known_hosts is strict from the first connection, as the qemu backend's fw_cfg does; and the
-only public key that may log in), and reports the lab's state directory, responder directory
-and Ansible variables.  A lab that was not there before and cannot be made is removed
-again.  ``down`` is ``invoke down`` (``--all``: ``invoke down --all``) on the lab host.
+``invoke up`` does on this machine, with the SSH keys the controller made (``--keys -``: JSON
+on stdin, so never in a file or on a command line: the lab sshd's host key pair, so the
+controller's known_hosts is strict from the first connection, as the qemu backend's fw_cfg
+does; and the only public key that may log in), and reports the lab's state directory,
+responder directory and Ansible variables.  A lab that was not there before and cannot be
+made is removed again.  ``down`` is ``invoke down`` (``--all``: ``invoke down --all``) on the
+lab host.
 
     python3 hostside.py exec -- ARGV...
 
@@ -201,7 +202,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="make (or complete) netns labs; JSON report on stdout")
     up.add_argument("--keys", required=True, metavar="FILE",
-                    help="JSON file: prefix -> {authorized_key, host_key, host_key_pub}")
+                    help="JSON file ('-': stdin): prefix -> {authorized_key, host_key, "
+                         "host_key_pub}")
     up.add_argument("prefixes", nargs="+")
     down = sub.add_parser("down", help="remove labs (--all: every lab on this host)")
     down.add_argument("--all", action="store_true", dest="every")
@@ -218,8 +220,11 @@ def main(argv=None) -> int:
     from harness.util import LabError
     try:
         if opts.cmd == "up":
-            with open(opts.keys) as f:
-                keys = json.load(f)
+            if opts.keys == "-":
+                keys = json.load(sys.stdin)
+            else:
+                with open(opts.keys) as f:
+                    keys = json.load(f)
             res = labs_up(opts.prefixes, keys)
         elif opts.cmd == "down":
             if not opts.every and not opts.prefixes:

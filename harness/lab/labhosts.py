@@ -275,9 +275,9 @@ class HostOutcome:
             if extra and extra not in msg:
                 msg = f"{msg}: {extra.splitlines()[-1]}" if msg else extra.splitlines()[-1]
                 break
-        msg = re.sub(r'^(Task failed: )?(Data could not be sent to remote host "[^"]*"\. Make sure '
-                     r'this host can be reached over ssh: |Failed to connect to the host via ssh: )',
-                     "", msg, flags=re.I)
+        msg = re.sub(r'^(Task failed: )?(Data could not be sent to remote host "[^"]*"\. '
+                     r'Make sure this host can be reached over ssh: '
+                     r'|Failed to connect to the host via ssh: )', "", msg, flags=re.I)
         return " ".join(msg.split())[:500] or "no message"      # one line
 
 

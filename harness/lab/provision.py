@@ -78,6 +78,19 @@ def ansible_env(backend: Backend | Path) -> dict:
     return env
 
 
+def ansible_show(verbose: bool):
+    """A line handler for :func:`harness.util.stream` of ``ansible-playbook``: its whole output
+    (``verbose``), or each task, and each host that failed, as a progress line."""
+    def show(line: str) -> None:
+        if verbose:
+            print(line, file=sys.stderr, flush=True)
+        elif line.startswith("TASK ["):
+            progress("  " + line.strip().strip("*").strip())
+        elif line.startswith("fatal: ["):
+            progress("  " + line.split(" => ")[0])
+    return show
+
+
 def provision(backend: Backend, *, verbose: bool = False, timeout: float = 600) -> dict:
     """Run the playbook against the lab VM; return the recap counts (ok, changed, failed...).
     Records the responder's source hash so ``invoke demo`` redeploys only after a change."""
@@ -90,13 +103,8 @@ def provision(backend: Backend, *, verbose: bool = False, timeout: float = 600) 
     if not exe.exists():
         raise LabError(f"{exe} not found; run `sudo ./bootstrap` to install the venv")
     progress(f"provisioning with Ansible: {os.path.relpath(PLAYBOOK, PROJECT_ROOT)}")
-
-    def show(line: str) -> None:
-        if verbose:
-            print(line, file=sys.stderr, flush=True)
-        elif line.startswith("TASK ["):
-            progress("  " + line.strip().strip("*").strip())
-    res = stream([str(exe), "-i", str(inv), str(PLAYBOOK)], show=show, timeout=timeout,
+    res = stream([str(exe), "-i", str(inv), str(PLAYBOOK)], show=ansible_show(verbose),
+                 timeout=timeout,
                  env=ansible_env(backend), cwd=PROJECT_ROOT, what="ansible-playbook",
                  check=False)
     output = res.stdout

@@ -2,9 +2,9 @@
 an Ansible inventory (``invoke up --hosts INVENTORY``); each lab is the netns lab, built on its
 lab host, and driven from here.
 
-    this machine (controller)               lab host H (a host of INVENTORY)
-    invoke, Ansible, paramiko, dissection   P-host: vboxnet0 ──veth── eth1 :P-vm
-    runs/<run>/ (pcapng, logs)   ──SSH──>   dumpcap, nc, clients       sshd, RST rule, responder
+    this machine (controller)             lab host H (a host of INVENTORY)
+    invoke, Ansible, paramiko, dissection P-host: vboxnet0 ──veth── eth1 :P-vm
+    runs/<run>/ (pcapng, logs)  ──SSH──>  dumpcap, nc, clients     sshd, RST rule, responder
 
 **Ansible is the fleet engine.**  :func:`up_on_hosts` runs ``provision/labhost.yml`` once over
 an inventory of every lab host (their variables as ``ansible-inventory`` resolves them:
@@ -59,7 +59,7 @@ from harness.lab.labhosts import HostOutcome, LabHost, host_problem, parse_play,
 from harness.lab.net import Namespace
 from harness.lab.netns import SSHD, inventory_vars_in, responder_dir_in
 from harness.lab.netns import TOOLS as NETNS_TOOLS
-from harness.lab.provision import ansible_env, inventory_hostvars
+from harness.lab.provision import ansible_env, ansible_show, inventory_hostvars
 from harness.lab.state import LabState, trusted_root, validate_prefix
 from harness.util import (PROJECT_ROOT, LabError, kill_pids, pids_mentioning, progress,
                           require_root, run, stream)
@@ -296,35 +296,19 @@ def up_on_hosts(inventory: str | Path, labs: int = 1, base: str = "tcplab", *,
     if len(base) > 9 or not base.isalnum() or not base[0].isalpha():
         raise LabError(f"--prefix {base!r} for remote labs: 1-9 lowercase letters and digits "
                        f"(labs are named PREFIX1, PREFIX2, ...)")
-    inventory = str(Path(inventory).expanduser().resolve())
-    hosts = _read(inventory)
-    names = {h.name for h in hosts}
-    existing = remote_labs()
     from harness.lab.labs import find_labs
-    taken = {f.prefix for f in find_labs()} | names
+    taken = {f.prefix for f in find_labs()}
+
+    def labs_of(h: LabHost, existing: list[str], hosts: set) -> list[str]:
+        taken.update(hosts)                  # a lab is never named like a lab host
+        prefixes = list(existing)
+        while len(prefixes) < labs:
+            prefixes.append(_next_free(base, taken))
+            taken.add(prefixes[-1])
+        return prefixes
     res = FleetResult()
-    plan = []
     with contextlib.ExitStack() as locks:
-        for h in hosts:
-            try:
-                h.check()
-            except LabError as e:
-                res.hosts[h.name] = str(e)
-                continue
-            prefixes = list(existing.get(h.name, []))
-            while len(prefixes) < labs:
-                prefixes.append(_next_free(base, taken))
-                taken.add(prefixes[-1])
-            backends = []
-            for p in prefixes:
-                b = RemoteBackend(prefix=p, labhost=h, inventory=inventory)
-                try:
-                    locks.enter_context(b.locked())
-                except LabError as e:
-                    res.labs[p] = {"host": h.name, "ok": False, "error": str(e)}
-                    continue
-                backends.append(b)
-            plan.append((h, backends))
+        inventory, plan = _plan(inventory, labs_of, locks, res, new=True)
         _fleet_up(plan, inventory, res, verbose=verbose)
     return res
 
@@ -334,24 +318,48 @@ def down_on_hosts(inventory: str | Path, *, verbose: bool = False) -> FleetResul
     (also those this machine has no record of), tcplab's code there and, here, the records of
     the labs removed.  A lab host where one of this machine's labs is busy is left alone."""
     require_root("invoke down --all --hosts")
-    inventory = str(Path(inventory).expanduser().resolve())
-    hosts = _read(inventory)
-    existing = remote_labs()
     res = FleetResult()
-    plan = []
     with contextlib.ExitStack() as locks:
-        for h in hosts:
-            try:
-                h.check()
-                backends = [RemoteBackend(prefix=p) for p in existing.get(h.name, [])]
-                for b in backends:
-                    locks.enter_context(b.locked())
-            except LabError as e:
-                res.hosts[h.name] = str(e)
-                continue
-            plan.append((h, backends))
+        inventory, plan = _plan(inventory, lambda h, existing, _: existing, locks, res,
+                                new=False)
         _fleet_down(plan, inventory, res, remove_all=True, verbose=verbose)
     return res
+
+
+def _plan(inventory, labs_of, locks: contextlib.ExitStack, res: FleetResult, *,
+          new: bool) -> tuple[str, list]:
+    """The inventory's lab hosts, each checked (a bad one goes into ``res``) with its labs
+    (``labs_of(host, its labs here, every host's name)``), each lab locked in ``locks``:
+    [(host, [backends])].  ``new``: the labs take the host from the inventory (else from their
+    records).  A busy lab is left out of an up, and leaves its whole host out of a down."""
+    inventory = str(Path(inventory).expanduser().resolve())
+    hosts = _read(inventory)
+    names = {h.name for h in hosts}
+    existing = remote_labs()
+    plan = []
+    for h in hosts:
+        try:
+            h.check()
+        except LabError as e:
+            res.hosts[h.name] = str(e)
+            continue
+        backends, busy = [], None
+        for p in labs_of(h, existing.get(h.name, []), names):
+            b = RemoteBackend(prefix=p, labhost=h if new else None, inventory=inventory)
+            try:
+                locks.enter_context(b.locked())
+            except LabError as e:
+                res.labs[p] = {"host": h.name, "ok": False, "error": str(e)}
+                busy = e
+                if not new:
+                    break
+                continue
+            backends.append(b)
+        if busy is not None and not new:
+            res.hosts[h.name] = f"lab host {h.name}: not cleaned ({busy})"
+        else:
+            plan.append((h, backends))
+    return inventory, plan
 
 
 # --------------------------------------------------------------------------- one fleet run
@@ -475,17 +483,9 @@ def _run(playbook: Path, groups: list, inventory: str, *, verbose: bool = False,
         env["ANSIBLE_FORKS"] = str(min(50, max(5, sum(len(g["hosts"]) for g in kids.values()))))
         names = ", ".join(h.name for h, _, _ in groups)
         progress(f"Ansible on lab host(s) {names}: {playbook.relative_to(PROJECT_ROOT)}")
-
-        def show(line: str) -> None:
-            if verbose:
-                print(line, file=sys.stderr, flush=True)
-            elif line.startswith("TASK ["):
-                progress("  " + line.strip().strip("*").strip())
-            elif line.startswith("fatal: ["):
-                progress("  " + line.split(" => ")[0])
-        out = stream([str(exe), "-i", str(fleet / "inventory.json"), str(playbook)], show=show,
-                     env=env, cwd=PROJECT_ROOT, what="ansible-playbook", check=False,
-                     timeout=timeout).stdout
+        out = stream([str(exe), "-i", str(fleet / "inventory.json"), str(playbook)],
+                     show=ansible_show(verbose), env=env, cwd=PROJECT_ROOT,
+                     what="ansible-playbook", check=False, timeout=timeout).stdout
         outcomes = parse_play(out)
         reports = {}
         for i, (h, _, _) in enumerate(groups):

@@ -9,14 +9,13 @@ removes it in its finalizer whatever happens.  A cold image cache adds ~1.5 min 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
-from tests.conftest import ROOT, new_prefix, root_ns_state
+from tests.conftest import ROOT, new_prefix, require_vm_machine, root_ns_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.qemu]
 
@@ -31,13 +30,7 @@ def namespaces() -> set[str]:
 
 @pytest.fixture(scope="module")
 def qemu_lab():
-    if os.geteuid() != 0:
-        pytest.skip("the qemu backend needs root (namespaces, tap)")
-    missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap")
-               if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (packages/apt-vm.txt; "
-                    f"`sudo ./bootstrap test` installs them)")
+    require_vm_machine()
     from harness.lab import get_backend
     from harness.lab.provision import bring_up
     before = root_ns_state()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import ROOT, new_prefix, root_ns_state
+from tests.conftest import ROOT, new_prefix, require_vm_machine, root_ns_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.qemu, pytest.mark.remote]
 
@@ -77,13 +76,7 @@ def _inventory(path, q, base: str) -> None:
 
 @pytest.fixture(scope="module")
 def lh(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("remote labs need root here (namespaces, tap) and on the lab host")
-    missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap")
-               if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (packages/apt-vm.txt; "
-                    f"`sudo ./bootstrap test` installs them)")
+    require_vm_machine("remote labs need root here (namespaces, tap) and on the lab host")
     from harness.lab import get_backend
     from harness.lab.remote import RemoteBackend, down_on_hosts
     from harness.util import LabError

@@ -206,7 +206,8 @@ def test_a_remote_labs_vm_is_reached_through_its_lab_host():
     b = _remote()
     ep = b.ssh_endpoint()
     assert (ep.host, ep.port, ep.user) == ("192.168.56.100", 22, "root")
-    assert ep.key_file == b.state_dir / "id_ed25519" and ep.known_hosts == b.state_dir / "known_hosts"
+    assert ep.key_file == b.state_dir / "id_ed25519"
+    assert ep.known_hosts == b.state_dir / "known_hosts"
     assert ep.proxy_command == (f"ssh -F {b.state_dir}/labhost.ssh_config 10.9.8.7 "
                                 f"/usr/bin/python3 -I -S /run/tcplab-labhost/harness/lab/"
                                 f"hostside.py exec -- ip netns exec r1-host nc %h %p")
