@@ -39,20 +39,26 @@ from responder.contract import HOST_IP, LAB_PORT, VM_IP  # noqa: F401
 
 __all__ = ["ANSIBLE_DIRS", "DEFAULT_PREFIX", "HOST_IP", "LAB_PORT", "NETMASK_BITS", "PREFIX_RE",
            "RST_MARK", "STATE_ROOT_ENV", "VM_IP", "Backend", "LabState", "SshEndpoint",
-           "responder_tree_hash", "state_root", "validate_prefix"]
+           "responder_tree_hash", "state_root", "tree_hash", "validate_prefix"]
 
 NETMASK_BITS = 24
 #: Ansible's home, temp files and SSH control sockets, inside the lab's state directory.
 ANSIBLE_DIRS = ("ansible/cp", "ansible/tmp", "ansible/home")
 
 
+def tree_hash(*trees: str) -> str:
+    """Hash of the Python sources under each of the project's ``trees`` (directories)."""
+    h = hashlib.sha256()
+    for tree in trees:
+        src = PROJECT_ROOT / tree
+        for p in sorted(src.rglob("*.py")):
+            h.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def responder_tree_hash() -> str:
     """Hash of the responder sources: provisioning reruns when a student changes them."""
-    h = hashlib.sha256()
-    src = PROJECT_ROOT / "responder"
-    for p in sorted(src.rglob("*.py")):
-        h.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
+    return tree_hash("responder")
 
 
 @dataclass

@@ -53,7 +53,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from harness.lab.base import ANSIBLE_DIRS, Backend, SshEndpoint, responder_tree_hash
+from harness.lab.base import ANSIBLE_DIRS, Backend, SshEndpoint, responder_tree_hash, tree_hash
 from harness.lab.keys import ensure_keypair, write_known_hosts
 from harness.lab.labhosts import HostOutcome, LabHost, host_problem, parse_play, read_inventory
 from harness.lab.net import Namespace
@@ -217,7 +217,10 @@ class RemoteBackend(Backend):
                 st["interface"] = f"{self.capture_interface} on {h.name}" if st["ssh"] else None
             except (LabError, subprocess.TimeoutExpired) as e:
                 st["error"] = str(e)
-        st["up"] = bool(st["record"] and st["ssh"])
+        # The lab host runs its copy of tcplab's code (clients, hostside): when the code here
+        # has changed since, the lab is not up until `up` ships it again (bring_up does).
+        st["code_current"] = self.read_meta().get("code_hash") == tree_hash(*CODE_TREES)
+        st["up"] = bool(st["record"] and st["ssh"] and st["code_current"])
         return st
 
     # --- making the lab's local part ----------------------------------------------------------
@@ -368,6 +371,7 @@ def _fleet_up(plan: list, inventory: str, res: FleetResult, *, verbose: bool = F
     """Make and provision ``plan`` ([(lab host, [RemoteBackend])]); the caller holds the labs'
     locks.  Fresh labs that fail are removed again (here, and on their lab host)."""
     fresh = {b.prefix: not b.exists() for _, bs in plan for b in bs}
+    code_hash = tree_hash(*CODE_TREES)           # what the lab hosts get (packed in _run)
     groups = []
     for h, bs in plan:
         keys, ready = {}, []
@@ -405,7 +409,8 @@ def _fleet_up(plan: list, inventory: str, res: FleetResult, *, verbose: bool = F
             res.labs[b.prefix] = {"host": h.name, "ok": err is None, "error": err}
             if err is None:
                 vm = outcomes.get(b.prefix, HostOutcome())
-                b.write_meta(provisioned_hash=responder_tree_hash(), provision_recap=vm.counts)
+                b.write_meta(provisioned_hash=responder_tree_hash(), provision_recap=vm.counts,
+                             code_hash=code_hash)
             elif fresh.get(b.prefix):
                 cleanup.append((h, b, not (o.unreachable or o.counts.get("unreachable"))))
     _remove_failed(cleanup, inventory)
