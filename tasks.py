@@ -1,7 +1,9 @@
 """tcplab tasks (invoke).  Thin: the logic lives in ``harness/``.
 
     invoke up [--backend netns] [--prefix tcplab]   make the lab and provision it (idempotent)
+    invoke up --hosts INVENTORY [--labs N]          labs on remote lab hosts (Ansible inventory)
     invoke down [--prefix tcplab] [--all]           remove everything the lab (or every lab) made
+    invoke down --all --hosts INVENTORY             every lab on those lab hosts
     invoke status [--json] [--all]                  what exists, does SSH answer
     invoke demo [--scenario hello]                  run a scenario end to end and check it
     invoke lessons [--backend B] [--only a,b]       run every lesson for the backend: one table
@@ -21,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task, task
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -36,6 +38,16 @@ PREFIX_HELP = f"lab name, 1-10 lowercase letters/digits (default {DEFAULT_PREFIX
               f"several labs can exist at once"
 PROVIDER_HELP = ("with --backend vagrant: virtualbox or libvirt (default: virtualbox when "
                  "VBoxManage exists, else libvirt)")
+HOSTS_HELP = ("an Ansible inventory (YAML or INI) of lab hosts: Linux machines reached over SSH "
+              "as root (or passwordless sudo) that hold the labs; each lab is the netns lab on "
+              "its lab host, named PREFIX1, PREFIX2, ... (docs/backends.md, 'Lab hosts')")
+
+
+class _NoShortH(Task):
+    """A task whose options never take ``-h`` (``--hosts`` would, and ``-h`` is --help)."""
+
+    def arg_opts(self, name, default, taken_names):
+        return super().arg_opts(name, default, set(taken_names) | {"h"})
 
 
 def _provider(backend: str, provider: str | None) -> dict:
@@ -73,19 +85,31 @@ def _lab(backend: str | None, prefix: str, **kw):
         raise _fail(e)
 
 
-@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
+@task(klass=_NoShortH,
+      help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
             "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP,
-            "runtime": RUNTIME_HELP})
-def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, runtime=None):
+            "runtime": RUNTIME_HELP,
+            "hosts": HOSTS_HELP + "; with --prefix, the labs' name before the number",
+            "labs": "with --hosts: labs on each lab host (default 1; labs already there count)"})
+def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, runtime=None,
+       hosts=None, labs=1):
     """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent.
 
     qemu: a new lab resumes the saved, provisioned guest (made first when there is none for
     this image, responder, playbook and qemu) with its own SSH keys rotated in;
     TCPLAB_QEMU_SNAPSHOT=off boots the image and runs the playbook instead.
     TCPLAB_QEMU_HOST_SIDE=here puts its host side (tap, capture, clients) in this network
-    namespace, as VirtualBox's is (docs/backends.md)."""
+    namespace, as VirtualBox's is (docs/backends.md).
+
+    With --hosts INVENTORY: labs on the inventory's lab hosts, all made and provisioned by one
+    Ansible run; a lab host that is unreachable or lacks root is named with what to fix, and
+    the others go on (exit 1 if any failed)."""
     from harness.lab.provision import bring_up
     _runtime(runtime)
+    if hosts:
+        return _up_hosts(hosts, labs, prefix, backend, provider, verbose)
+    if labs != 1:
+        raise Exit("tcplab: error: --labs goes with --hosts INVENTORY here", code=1)
     b = _lab(backend, prefix, **_provider(backend, provider))
     try:
         with b.locked():
@@ -99,12 +123,48 @@ def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, run
           f"VM {b.vm_ip}; {how}")
 
 
-@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
+def _up_hosts(hosts: str, labs: int, prefix: str, backend, provider, verbose: bool) -> None:
+    from harness.lab.remote import up_on_hosts
+    if backend not in (None, "remote") or provider:
+        raise Exit("tcplab: error: --hosts makes remote labs (--backend remote); leave out "
+                   "--backend and --provider", code=1)
+    try:
+        res = up_on_hosts(hosts, labs, prefix, verbose=verbose)
+    except LabError as e:
+        raise _fail(e)
+    _print_fleet(res, "up")
+    if not res.ok:
+        raise Exit(f"tcplab: error: {'; '.join(res.problems())}", code=1)
+
+
+def _print_fleet(res, what: str) -> None:
+    for host, problem in res.hosts.items():
+        mine = [p for p, v in res.labs.items() if v["host"] == host]
+        good = [p for p in mine if res.labs[p]["ok"]]
+        if problem:
+            print(f"lab host {host}: FAILED: {problem}")
+        elif what == "up":
+            bad = [p for p in mine if p not in good]
+            print(f"lab host {host}: lab(s) {', '.join(good) or '-'} up"
+                  f"{'; not: ' + ', '.join(bad) if bad else ''}")
+        else:
+            print(f"lab host {host}: clean (removed here: {', '.join(good) or '-'})")
+    if what == "up":
+        n = sum(v["ok"] for v in res.labs.values())
+        print(f"{n} remote lab(s) up; run one with `invoke demo --prefix NAME`")
+
+
+@task(klass=_NoShortH,
+      help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
             "all": "remove every lab tcplab made on this machine (found in the state root "
                    "from their lab.json records, also after kill -9); namespaces without a "
-                   "record are someone else's and stay"})
-def down(c, backend=None, prefix=DEFAULT_PREFIX, all_=False):
+                   "record are someone else's and stay",
+            "hosts": "with --all: every lab on the lab hosts of this Ansible inventory (also "
+                     "those this machine has no record of), and tcplab's code there"})
+def down(c, backend=None, prefix=DEFAULT_PREFIX, all_=False, hosts=None):
     """Remove every namespace, process, file and rule of the lab (fine if nothing is there)."""
+    if hosts:
+        return _down_hosts(hosts, all_)
     if all_:
         return _down_all()
     b = _lab(backend, prefix)
@@ -114,6 +174,20 @@ def down(c, backend=None, prefix=DEFAULT_PREFIX, all_=False):
     except LabError as e:
         raise _fail(e)
     print(f"lab '{prefix}' is down: nothing of it is left")
+
+
+def _down_hosts(hosts: str, all_: bool) -> None:
+    from harness.lab.remote import down_on_hosts
+    if not all_:
+        raise Exit("tcplab: error: --hosts goes with --all (every lab on those lab hosts); "
+                   "remove one remote lab with `invoke down --prefix NAME`", code=1)
+    try:
+        res = down_on_hosts(hosts)
+    except LabError as e:
+        raise _fail(e)
+    _print_fleet(res, "down")
+    if not res.ok:
+        raise Exit(f"tcplab: error: {'; '.join(res.problems())}", code=1)
 
 
 def _down_all() -> None:

@@ -130,20 +130,31 @@ def quiet_rule(vm_ip: str, port: int = LAB_PORT) -> Rule:
 
 # ------------------------------------------------------------------------- where they go
 
-def local(prefix=()) -> Runner:
-    """Run iptables on this machine under ``prefix`` (e.g. ``ip netns exec NS``)."""
-    prefix = list(prefix)
-
+def _subprocess_runner(make_argv, where: str) -> Runner:
+    """A runner that runs ``make_argv(argv)`` here with subprocess."""
     def run(argv: list, stdout: bool = False) -> tuple[int, str]:
+        full = make_argv(list(argv))
         try:
-            res = subprocess.run(prefix + argv, capture_output=True, text=True, timeout=30)
+            res = subprocess.run(full, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
             return 124, f"{argv[0]} did not finish within 30 s"
         except FileNotFoundError:
-            return 127, f"{(prefix + argv)[0]} is not installed"
+            return 127, f"{full[0]} is not installed"
         return res.returncode, res.stdout if stdout else res.stderr.strip()
-    run.where = " ".join(prefix) or "this machine"
+    run.where = where
     return run
+
+
+def local(prefix=()) -> Runner:
+    """Run iptables on this machine under ``prefix`` (e.g. ``ip netns exec NS``)."""
+    prefix = list(prefix)
+    return _subprocess_runner(lambda argv: prefix + argv, " ".join(prefix) or "this machine")
+
+
+def on_host_side(backend) -> Runner:
+    """Run iptables on ``backend``'s host side, wherever that is (``backend.host_argv``: its
+    host namespace here, this machine itself, or a lab host over SSH)."""
+    return _subprocess_runner(backend.host_argv, f"the host side of lab '{backend.prefix}'")
 
 
 def over_ssh(ssh) -> Runner:

@@ -144,6 +144,8 @@ def status_all() -> list[dict]:
 
 
 def _daemon(st: dict) -> str:
+    if "labhost" in st:                      # a remote lab: its daemons are on its lab host
+        return f"on {st['labhost'] or '?'}"
     for key, label in (("sshd_pid", "sshd"), ("qemu_pid", "qemu"), ("libvirtd_pid", "libvirtd")):
         if key in st:
             extra = f", VM {st['vm']}" if st.get("vm") else ""

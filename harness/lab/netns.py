@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from harness.lab import net
 from harness.lab.base import ANSIBLE_DIRS, NETMASK_BITS, Backend, SshEndpoint
@@ -26,6 +27,21 @@ from harness.util import LabError, progress, run, wait_until
 
 SSHD = "/usr/sbin/sshd"
 TOOLS = ("ip", "ethtool", "iptables", "nc", "ssh", "ssh-keygen", "tshark", "tcpdump")
+
+
+def responder_dir_in(state_dir) -> str:
+    """Where provisioning puts the responder of the netns lab whose state directory is
+    ``state_dir``: the "VM" shares the machine's files, so inside the lab's state.  A function
+    of the directory alone, so that :mod:`harness.lab.remote` can name it for a lab on a lab
+    host before that host has made it."""
+    return str(PurePosixPath(state_dir) / "vm" / "opt" / "tcplab")
+
+
+def inventory_vars_in(state_dir) -> dict:
+    """The Ansible variables of the netns lab whose state directory is ``state_dir``."""
+    vm = PurePosixPath(state_dir) / "vm"
+    return {"ansible_remote_tmp": str(vm / "tmp"), "ansible_async_dir": str(vm / "tmp" / "async"),
+            "tcplab_vm_manage_packages": False}
 
 
 @dataclass
@@ -51,13 +67,10 @@ class NetnsBackend(Backend):
         return self.vm_namespace.exec_prefix()
 
     def responder_dir(self) -> str:
-        # The "VM" shares this machine's files: keep the deployment inside the lab's state.
-        return str(self.state_dir / "vm" / "opt" / "tcplab")
+        return responder_dir_in(self.state_dir)
 
     def inventory_vars(self) -> dict:
-        return {"ansible_remote_tmp": str(self.state_dir / "vm" / "tmp"),
-                "ansible_async_dir": str(self.state_dir / "vm" / "tmp" / "async"),
-                "tcplab_vm_manage_packages": False}
+        return inventory_vars_in(self.state_dir)
 
     def ssh_endpoint(self) -> SshEndpoint:
         return self._endpoint()

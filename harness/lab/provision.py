@@ -64,10 +64,11 @@ def ansible_paths(state_dir: Path) -> dict:
             "ANSIBLE_PERSISTENT_CONTROL_PATH_DIR": str(a / "cp")}
 
 
-def ansible_env(backend: Backend) -> dict:
-    """Ansible's environment: the project's config, and its paths (:func:`ansible_paths`)."""
+def ansible_env(backend: Backend | Path) -> dict:
+    """Ansible's environment: the project's config, and its paths (:func:`ansible_paths`) in
+    ``backend``'s state directory (or in the directory ``backend``: a run over many labs)."""
     env = dict(os.environ)
-    env.update(ansible_paths(backend.state_dir))
+    env.update(ansible_paths(backend if isinstance(backend, Path) else backend.state_dir))
     env.update({
         "ANSIBLE_CONFIG": str(PROJECT_ROOT / "provision" / "ansible.cfg"),
         "ANSIBLE_NOCOLOR": "1",
@@ -75,6 +76,19 @@ def ansible_env(backend: Backend) -> dict:
         "PYTHONUNBUFFERED": "1",
     })
     return env
+
+
+def ansible_show(verbose: bool):
+    """A line handler for :func:`harness.util.stream` of ``ansible-playbook``: its whole output
+    (``verbose``), or each task, and each host that failed, as a progress line."""
+    def show(line: str) -> None:
+        if verbose:
+            print(line, file=sys.stderr, flush=True)
+        elif line.startswith("TASK ["):
+            progress("  " + line.strip().strip("*").strip())
+        elif line.startswith("fatal: ["):
+            progress("  " + line.split(" => ")[0])
+    return show
 
 
 def provision(backend: Backend, *, verbose: bool = False, timeout: float = 600) -> dict:
@@ -89,13 +103,8 @@ def provision(backend: Backend, *, verbose: bool = False, timeout: float = 600) 
     if not exe.exists():
         raise LabError(f"{exe} not found; run `sudo ./bootstrap` to install the venv")
     progress(f"provisioning with Ansible: {os.path.relpath(PLAYBOOK, PROJECT_ROOT)}")
-
-    def show(line: str) -> None:
-        if verbose:
-            print(line, file=sys.stderr, flush=True)
-        elif line.startswith("TASK ["):
-            progress("  " + line.strip().strip("*").strip())
-    res = stream([str(exe), "-i", str(inv), str(PLAYBOOK)], show=show, timeout=timeout,
+    res = stream([str(exe), "-i", str(inv), str(PLAYBOOK)], show=ansible_show(verbose),
+                 timeout=timeout,
                  env=ansible_env(backend), cwd=PROJECT_ROOT, what="ansible-playbook",
                  check=False)
     output = res.stdout

@@ -195,7 +195,7 @@ def exchange(run: Run) -> None:
         proc = launcher.start(ssh, b)
         run.timings["responder_start_s"] = time.monotonic() - t0
         t1 = time.monotonic()
-        capture = Capture(b.host_exec_prefix(), b.capture_interface, run.pcap,
+        capture = Capture(b.host_argv, b.capture_interface, run.pcap,
                           f"tcp port {LAB_PORT} or udp port {CANARY_PORT}", canary=canary(b),
                           watchdog_s=run.deadline.left())
         capture.start()
@@ -215,7 +215,7 @@ def exchange(run: Run) -> None:
 
 def _run_clients(run: Run, ssh: LabSSH) -> None:
     b, scn = run.backend, run.scn
-    shown = client_argv(b, scn, LAB_PORT)[len(b.host_exec_prefix()):]
+    shown = client_argv(b, scn, LAB_PORT, wrapped=False)
     copies = f"{scn.clients} copies of " if scn.clients > 1 else ""
     progress(f"running {copies}the client on the host side: {' '.join(shown[:8])}"
              f"{' ...' if len(shown) > 8 else ''}")

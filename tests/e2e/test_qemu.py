@@ -14,15 +14,15 @@ removes its lab in its finalizer whatever happens.  A cold image cache adds ~1.5
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import shutil
 import subprocess
 import time
 import uuid
 
 import pytest
 
-from tests.conftest import ROOT, new_prefix, root_ns_state
+from tests.conftest import ROOT, new_prefix, require_vm_machine, root_ns_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.qemu]
 
@@ -35,19 +35,9 @@ def namespaces() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def require_qemu():
-    if os.geteuid() != 0:
-        pytest.skip("the qemu backend needs root (namespaces, tap)")
-    missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap")
-               if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (packages/apt-vm.txt; "
-                    f"`sudo ./bootstrap test` installs them)")
-
-
 @pytest.fixture(scope="module")
 def qemu_lab():
-    require_qemu()
+    require_vm_machine()
     from harness.lab import get_backend
     from harness.lab.provision import bring_up
     before = root_ns_state()
@@ -173,7 +163,7 @@ def _up_hello_down(lab, tmp_path) -> float:
 def test_cold_path_boots_the_image_and_runs_the_playbook(tmp_path):
     """TCPLAB_QEMU_SNAPSHOT=off: no snapshot at all; the guest boots and the playbook provisions
     it (the path every lab took before the snapshot)."""
-    require_qemu()
+    require_vm_machine()
     from harness.lab import get_backend
     lab = get_backend("qemu", new_prefix("qc"), snapshot=False)
     up_s = _up_hello_down(lab, tmp_path)
@@ -185,7 +175,7 @@ def test_a_snapshot_made_from_nothing_then_resumed(tmp_path, monkeypatch):
     """The first lab of a snapshot: booted with template keys, provisioned, saved, then
     resumed with its own -- in a snapshot directory of the test's own (the shared one may
     already have it)."""
-    require_qemu()
+    require_vm_machine()
     from harness.lab import get_backend, image
     from harness.lab.snapshot import SNAPSHOTS_ENV, Snapshot
     snaps = image.cache_root().parent / f"test-snapshots-{uuid.uuid4().hex[:8]}"

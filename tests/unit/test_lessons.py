@@ -20,6 +20,10 @@ class _Backend:
     def host_exec_prefix(self):
         return self._pre
 
+    @property
+    def host_side_isolated(self):
+        return bool(self._pre)
+
 
 def _fake_run(outcomes):
     calls = []

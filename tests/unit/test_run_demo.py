@@ -83,6 +83,10 @@ class _Backend:
     def host_exec_prefix(self):
         return self._pre
 
+    @property
+    def host_side_isolated(self):
+        return bool(self._pre)
+
 
 def test_skip_reasons():
     ns = _Backend("netns", ["ip", "netns", "exec", "x-host"])

@@ -5,6 +5,8 @@ harness.run.clients' command lines."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from harness.run.clients import client_argv, steps_from_json, steps_to_json
@@ -168,8 +170,15 @@ class _Backend:
     def __init__(self, prefix):
         self.prefix = prefix
 
-    def host_exec_prefix(self):
-        return self.prefix
+    @property
+    def host_side_isolated(self):
+        return bool(self.prefix)
+
+    def host_argv(self, argv):
+        return self.prefix + list(argv)
+
+    def host_python_argv(self, module, args):
+        return self.host_argv([sys.executable, "-m", module, *args])
 
 
 def test_client_command_lines():
