@@ -1,10 +1,12 @@
 """tcplab tasks (invoke).  Thin: the logic lives in ``harness/``.
 
     invoke up [--backend netns] [--prefix tcplab]   make the lab and provision it (idempotent)
+    invoke up --labs 8                              make tcplab1..tcplab8, one Ansible run
     invoke down [--prefix tcplab] [--all]           remove everything the lab (or every lab) made
     invoke status [--json] [--all]                  what exists, does SSH answer
     invoke demo [--scenario hello]                  run a scenario end to end and check it
     invoke lessons [--backend B] [--only a,b]       run every lesson for the backend: one table
+    invoke lessons --labs 4                         the same, sharded over 4 labs at once
     invoke scenarios                                the lessons: every scenario, one line each
     invoke doctor                                   check the lab piece by piece, explain failures
     invoke test [--quick]                           the test suite (pytest)
@@ -58,9 +60,21 @@ def _lab(backend: str | None, prefix: str, **kw):
 
 
 @task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
-            "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP})
-def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None):
-    """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
+            "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP,
+            "labs": "make N labs at once, named PREFIX1..PREFIXN (e.g. --labs 8: tcplab1.."
+                    "tcplab8), provisioned by ONE Ansible run; refused early when the machine "
+                    "cannot hold them",
+            "prefixes": "comma-separated lab names to make at once, one Ansible run (instead "
+                        "of --labs)"})
+def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, labs=None,
+       prefixes=""):
+    """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent.
+
+    With --labs N or --prefixes a,b,c: many labs, one playbook run over all of them; each lab
+    is reported on its own line (a lab that fails is named with what failed; the others are
+    still made); exit 1 if any failed."""
+    if labs is not None or prefixes:
+        return _up_many(backend, prefix, labs, prefixes, verbose, provider)
     from harness.lab.provision import bring_up
     b = _lab(backend, prefix, **_provider(backend, provider))
     try:
@@ -70,6 +84,29 @@ def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None):
         raise _fail(e)
     print(f"lab '{prefix}' is up ({b.name}): host {b.host_ip} on {b.capture_interface}, "
           f"VM {b.vm_ip}; provisioning changed {res['recap'].get('changed', '?')} thing(s)")
+
+
+def _up_many(backend, prefix, labs, prefixes, verbose, provider) -> None:
+    from harness.lab.labs import lab_count, lab_prefixes, parse_prefixes, up_many
+    try:
+        if labs is not None and prefixes:
+            raise LabError("give --labs N or --prefixes a,b,c, not both")
+        names = parse_prefixes(prefixes) if prefixes else lab_prefixes(prefix, lab_count(labs))
+        res = up_many(names, backend, verbose=verbose, **_provider(backend, provider))
+    except LabError as e:
+        raise _fail(e)
+    for r in res.values():
+        if r.ok:
+            print(f"lab '{r.prefix}' is up; provisioning changed "
+                  f"{r.recap.get('changed', 0)} thing(s)")
+        else:
+            gone = " (removed again)" if r.removed else ""
+            print(f"lab '{r.prefix}' FAILED at {r.step}{gone}: {r.error}")
+    bad = [r.prefix for r in res.values() if not r.ok]
+    if bad:
+        raise Exit(f"tcplab: error: {len(bad)} of {len(res)} lab(s) failed: {', '.join(bad)}",
+                   code=1)
+    print(f"{len(res)} lab(s) up: {', '.join(res)}")
 
 
 @task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
@@ -176,30 +213,60 @@ def demo(c, scenario="hello", backend=None, prefix=DEFAULT_PREFIX, provider=None
 @task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP, "provider": PROVIDER_HELP,
             "only": "comma-separated lesson names (default: every shipped lesson), e.g. "
                     "hello,miniweb",
-            "verbose": "show Ansible's whole output"})
-def lessons(c, backend=None, prefix=DEFAULT_PREFIX, provider=None, only="", verbose=False):
+            "verbose": "show Ansible's whole output",
+            "labs": "run the lessons on N labs at once (PREFIX1..PREFIXN, made with one "
+                    "Ansible run unless they exist); lessons marked `cpu: alone` run "
+                    "afterwards, one at a time; same verdicts as one by one",
+            "keep": "with --labs: keep the labs this run made (default: removed at the end)"})
+def lessons(c, backend=None, prefix=DEFAULT_PREFIX, provider=None, only="", verbose=False,
+            labs=None, keep=False):
     """Run every shipped lesson that applies to the backend; print one table; exit 1 on a failure.
 
     Brings the lab up (idempotent) and holds it for the whole run.  Each lesson is a demo with
     its own run folder under runs/.  A lesson whose scenario leaves this backend out
     (`backends:`), or whose client the backend cannot drive (the Scapy peer needs a lab host
-    namespace, which VirtualBox does not have), is skipped with the reason, never failed."""
-    from harness.lab.provision import bring_up
-    from harness.run.lessons import format_table, run_lessons, select
-    b = _lab(backend, prefix, **_provider(backend, provider))
+    namespace, which VirtualBox does not have), is skipped with the reason, never failed.
+    With --labs N the lessons are sharded over a pool of N labs: each lesson leases a lab and
+    gives it back clean (no process, iptables rule or qdisc of its run left)."""
+    from harness.lab.labs import lab_count
+    from harness.run.lessons import format_table, select
     try:
         names = select(only)
-        with b.locked():
-            bring_up(b, verbose=verbose)
-            results = run_lessons(b, names)
+        if labs is not None:
+            if provider:
+                raise LabError("--provider goes with one lab; --labs makes netns or qemu labs")
+            results, name = _lessons_on_pool(backend, prefix, lab_count(labs), names, keep,
+                                             verbose)
+        else:
+            results, name = _lessons_on_one(backend, prefix, provider, names, verbose)
     except LabError as e:
         raise _fail(e)
-    print(format_table(results, backend=b.name))
+    print(format_table(results, backend=name))
     bad = [r.name for r in results if r.failed]
     if bad:
         raise Exit(f"tcplab: lessons: {len(bad)} of {len(results)} failed: {', '.join(bad)}",
                    code=1)
-    print(f"tcplab: lessons: every lesson for {b.name} passed")
+    print(f"tcplab: lessons: every lesson for {name} passed")
+
+
+def _lessons_on_one(backend, prefix, provider, names, verbose):
+    from harness.lab.provision import bring_up
+    from harness.run.lessons import run_lessons
+    b = _lab(backend, prefix, **_provider(backend, provider))
+    with b.locked():
+        bring_up(b, verbose=verbose)
+        return run_lessons(b, names), b.name
+
+
+def _lessons_on_pool(backend, prefix, n, names, keep, verbose):
+    from harness.lab.labs import lab_prefixes
+    from harness.lab.pool import LabPool
+    from harness.run.lessons import run_jobs
+    with LabPool(n, backend=backend or "netns", prefixes=lab_prefixes(prefix, n), keep=keep,
+                 verbose=verbose) as pool:
+        results = run_jobs(pool, names)
+        name = pool.labs()[0].name if pool.labs() else (backend or "netns")
+    return list(results.values()), name
 
 
 @task

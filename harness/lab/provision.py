@@ -5,11 +5,12 @@ The backend supplies the SSH endpoint and its own variables; this module writes 
 (one host per lab, named by its prefix), runs ``ansible-playbook`` from the project's venv with
 every Ansible path (home, and so its plugin and collection paths; temp files) in a directory
 only root can write -- the lab's state directory for one lab, a private run directory in the
-state root for several (each host keeps its SSH control sockets in its own lab's directory) --
+state root for several (each host keeps its key and known_hosts in its own lab's directory) --
 shows each task as progress, and returns each lab's play recap counts so callers (and the
 idempotence test) can see what changed.  One lab that fails (unreachable, a task failed) is
 named with the task and the message; the others go on (Ansible's own per-host handling, with
-``forks`` as wide as the labs, up to :data:`FORKS_MAX`).
+``forks`` as wide as the labs, up to :data:`FORKS_MAX`; ``timeout = 30`` in ansible.cfg: 40
+labs connecting at once on 2 busy cores took longer than Ansible's default 10 s).
 
 Speed (issue 13): Ansible runs with Mitogen's ``mitogen_linear`` strategy (``mitogen`` in
 requirements.txt): one Python interpreter per lab VM for the whole play instead of one per
@@ -42,7 +43,7 @@ from pathlib import Path
 
 from harness.lab.base import ANSIBLE_DIRS, LAB_PORT, RST_MARK, Backend, responder_tree_hash
 from harness.lab.state import trusted_root, write_file
-from harness.util import PROJECT_ROOT, LabError, progress, stream
+from harness.util import PROJECT_ROOT, LabError, progress, progress_tag, stream
 
 PLAYBOOK = PROJECT_ROOT / "provision" / "site.yml"
 RECAP_RE = re.compile(r"^(?P<host>[a-z][a-z0-9]*)\s*:\s*(?P<counts>(?:\w+=\d+\s*)+)$", re.M)
@@ -51,8 +52,10 @@ FAIL_RE = re.compile(r"^(?:fatal|failed): \[(?P<host>[a-z][a-z0-9]*)(?: -> [^\]]
                      r"(?: \(item=.*\))?: (?P<kind>FAILED|UNREACHABLE)! => (?P<body>.*)$")
 TASK_RE = re.compile(r"^TASK \[(?P<task>.*?)\] \**$")
 STRATEGY_ENV = "TCPLAB_ANSIBLE_STRATEGY"
-#: Ansible's forks for a run over many labs: one per lab up to this many.
-FORKS_MAX = 40
+#: Ansible's forks for a run over many labs: one per lab up to this many.  Measured here with
+#: 40 labs (2 cores, load 11-14): forks 10, 20, 40 took 34.8-38.7, 33.8-34.7, 35.8-37.4 s;
+#: 20 is as fast as any and holds half the workers' memory of 40.
+FORKS_MAX = 20
 #: Private directory of a run over several labs, in the state root (``labs.leftovers`` knows it).
 RUN_DIR_PREFIX = "ansible-run-"
 #: Labs brought up (namespaces, sshd) at the same time by :func:`bring_up_many`.
@@ -62,14 +65,17 @@ UP_WORKERS = 6
 # --- the inventory ----------------------------------------------------------------------------
 
 def inventory_hostvars(backend: Backend) -> dict:
-    """The variables of one lab's host in the inventory (the host is named by the prefix)."""
+    """The variables of one lab's host in the inventory (the host is named by the prefix).
+    Under Mitogen no SSH ControlPersist master is asked for: Mitogen keeps one connection per
+    lab for the play and closes it at the end, so no ssh process outlives the playbook."""
     ep = backend.ssh_endpoint()
     hostvars = {
         "ansible_host": ep.host,
         "ansible_port": ep.port,
         "ansible_user": ep.user,
         "ansible_ssh_private_key_file": str(ep.key_file),
-        "ansible_ssh_common_args": ep.ansible_ssh_args(backend.state_dir / "ansible" / "cp"),
+        "ansible_ssh_common_args": ep.ansible_ssh_args(
+            None if strategy_env() else backend.state_dir / "ansible" / "cp"),
         "ansible_python_interpreter": "/usr/bin/python3",
         "tcplab_rst_block_port": LAB_PORT,
         "tcplab_rst_block_mark": hex(RST_MARK),
@@ -382,8 +388,9 @@ def bring_up_many(backends: list[Backend], *, verbose: bool = False, force: bool
 
     def make(b: Backend) -> None:
         try:
-            if fresh[b.prefix] or not b.status().get("up"):
-                b.up()
+            with progress_tag(b.prefix):
+                if fresh[b.prefix] or not b.status().get("up"):
+                    b.up()
         except Exception as e:          # noqa: BLE001 -- one lab's failure is that lab's
             out[b.prefix].step = "up"
             out[b.prefix].error = str(e) if isinstance(e, LabError) \
@@ -404,6 +411,7 @@ def bring_up_many(backends: list[Backend], *, verbose: bool = False, force: bool
     for b in backends:
         u = out[b.prefix]
         if not u.ok and fresh[b.prefix]:
-            u.error = str(_remove_failed(b, LabError(u.error)))
+            with progress_tag(b.prefix):
+                u.error = str(_remove_failed(b, LabError(u.error)))
             u.removed = True
     return out

@@ -85,7 +85,11 @@ def test_every_ansible_path_is_inside_the_state_dir(monkeypatch):
     for k in ("ansible_remote_tmp", "ansible_async_dir", "ansible_ssh_private_key_file",
               "tcplab_responder_archive"):
         assert hv[k].startswith(str(b.state_dir) + "/"), (k, hv[k])
-    assert f"ControlPath={b.state_dir}/ansible/cp/" in hv["ansible_ssh_common_args"]
+    monkeypatch.setenv("TCPLAB_ANSIBLE_STRATEGY", "linear")       # a control master per lab
+    assert f"ControlPath={b.state_dir}/ansible/cp/" in inventory_hostvars(b)[
+        "ansible_ssh_common_args"]
+    monkeypatch.setenv("TCPLAB_ANSIBLE_STRATEGY", "mitogen")      # none: nothing outlives it
+    assert "Control" not in inventory_hostvars(b)["ansible_ssh_common_args"]
 
 
 # A real run over three labs (pmm1 fine, pmm2's sshd killed, pmm3's responder directory a
@@ -136,9 +140,9 @@ def test_inventory_of_several_labs_names_each_host_by_its_prefix_and_shares_the_
     assert list(hosts) == ["inva", "invb"]
     assert {h["tcplab_responder_archive"] for h in hosts.values()} == {
         str(tmp_path / "responder.tar")}
-    for lab in labs:                # each lab keeps its own key and SSH control sockets
+    for lab in labs:                # each lab keeps its own key and known_hosts
         assert hosts[lab.prefix]["ansible_ssh_private_key_file"].startswith(str(lab.state_dir))
-        assert f"ControlPath={lab.state_dir}/ansible/cp/" in \
+        assert f"UserKnownHostsFile={lab.state_dir}/known_hosts" in \
             hosts[lab.prefix]["ansible_ssh_common_args"]
 
 
