@@ -134,6 +134,8 @@ def run_jobs(pool, jobs: list, *, runs_dir: Path = RUNS_DIR, run: Callable = run
                 res = _one(lab, job.name, runs_dir, run, job.scenario, **job.kwargs)
         except LabError as e:                   # no lab could be leased
             res = LessonResult(job.name, "error", str(e))
+        except Exception as e:                  # noqa: BLE001 -- one job's bug is its error
+            res = LessonResult(job.name, "error", f"{type(e).__name__}: {e}")
         with lock:
             results[job.name] = res
             done[0] += 1

@@ -23,7 +23,7 @@ from harness.judge.scenario import list_scenarios, load_scenario
 pytestmark = pytest.mark.e2e
 
 LESSONS = list_scenarios()
-#: Labs for the module's batch of runs (2 cores here: 3 cut the module's time the most).
+#: Labs for the module's batch of runs (this machine has 2 cores; more labs, more sharing).
 LABS = int(os.environ.get("TCPLAB_TEST_LABS", "3"))
 
 # (scenario, how the responder misbehaves, what the failure must mention)

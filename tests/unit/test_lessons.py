@@ -144,12 +144,17 @@ def test_run_jobs_takes_jobs_with_keywords_and_keeps_one_jobs_error_to_itself(tm
     def flaky(backend, name, runs_dir, **kw):
         if kw.get("fault") == "wrong-seq":
             raise LabError("the lab broke")
+        if kw.get("fault") == "bad-checksum":
+            raise RuntimeError("tshark crashed")             # not a LabError: still its own
         return run(backend, name, runs_dir, **kw)
     jobs = [lessons.Job("hello"), lessons.Job("hello[wrong-seq]", "hello", {"fault": "wrong-seq"}),
-            lessons.Job("miniweb[http]", "miniweb", {"responder": "--app http"})]
+            lessons.Job("miniweb[http]", "miniweb", {"responder": "--app http"}),
+            lessons.Job("miniweb[bad]", "miniweb", {"fault": "bad-checksum"})]
     res = lessons.run_jobs(_Pool(2), jobs, runs_dir=tmp_path, run=flaky, log=lambda m: None)
     assert res["hello"].status == "pass" and res["hello[wrong-seq]"].status == "error"
     assert "the lab broke" in res["hello[wrong-seq]"].reason
+    assert res["miniweb[bad]"].status == "error"
+    assert res["miniweb[bad]"].reason == "RuntimeError: tshark crashed"
     assert res["miniweb[http]"].status == "pass"
     assert ("miniweb", {"responder": "--app http"}) in [(n, kw) for n, _, kw in log]
     with pytest.raises(LabError, match="same name"):
