@@ -312,7 +312,7 @@ def test(c, quick=False, k=None, x=False):
                        "the QEMU VM)",
             "prefix": "name of the bench's own lab (default bench + 4 random hex digits)",
             "rounds": "rounds per figure (default 5; quick 2)",
-            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile",
+            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile,labs",
             "flood": "instead: the SYN flood of this many SYNs with legitimate clients during "
                      "it (same as invoke fuzz --flood; e.g. 100000)"})
 def bench(c, quick=False, backend="netns", prefix=None, rounds=0, only="", flood=0):

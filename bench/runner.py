@@ -22,6 +22,8 @@ Items (keys of ``result["items"]``):
    QEMU backend with ``--backend qemu``), ``invoke demo`` on the warm bench lab; the step
    shares; the same-run references are bare ``ip netns`` commands and a bare ``nc`` exchange.
 6. ``profile``: the responder and the asyncio server under cProfile for the same load.
+7. ``labs``: many labs at once (:mod:`bench.labs`): ``invoke up --labs 8`` and ``--labs 40``,
+   40 demos at once on them, memory per idle lab; in a state root of its own.
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.lab import HOST_IP, LAB_PORT, NETMASK_BITS, VM_IP, get_backend, net
+from harness.lab import LAB_PORT, get_backend, net
 from harness.lab.firewall import Firewall, local, port_rst_rule
 from harness.lab.provision import bring_up
 from harness.util import PROJECT_ROOT, LabError, progress, require_root, stream
 
 from . import micro
+from .labs import LabsBench, bare_network
+from .labs import comparisons as labs_comparisons
 from .procs import NsProcess, cpu_delta, cpu_times, proc_status
 from .report import ITEMS, format_errors, format_machine, format_missed, format_table, plot, \
     write_json
@@ -84,12 +88,15 @@ class Params:
     stack_conns: int = 1000           # in-process hello exchanges per round (item 6)
     conn_timeout_s: float = 5.0
     budget_s: float = 30.0
+    labs_small: int = 8               # item labs: `invoke up --labs N` twice, then N demos
+    labs_big: int = 40
 
 
 FULL = Params()
 QUICK = Params(rounds=2, hello_n=400, hello_c=20, scapy_n=100, http_n=300, http_c=20,
                tarpit_n=1000, tarpit_c=100, tarpit_rounds=1, hold_s=0.5, micro_iters=5000, lab_rounds=1,
-               demo_rounds=1, profile_n=300, stack_conns=200, budget_s=8.0)
+               demo_rounds=1, profile_n=300, stack_conns=200, budget_s=8.0, labs_small=3,
+               labs_big=6)
 
 
 def machine_info() -> dict:
@@ -401,17 +408,10 @@ class Bench:
         if taken:
             raise LabError(f"namespace(s) {', '.join(sorted(taken))} exist already: the bench "
                            f"makes its own; remove them or choose another --prefix")
-        made = []
+        made: list = []
         t0 = time.monotonic()
         try:
-            for ns in (h, v):
-                net.ns_add(ns)
-                made.append(ns)
-            net.veth(h, "vboxnet0", "eth1", v)
-            net.addr_replace(h, "vboxnet0", f"{HOST_IP}/{NETMASK_BITS}")
-            net.addr_replace(v, "eth1", f"{VM_IP}/{NETMASK_BITS}")
-            net.link_up(h, "vboxnet0")
-            net.link_up(v, "eth1")
+            bare_network(h, v, made)
             t1 = time.monotonic()
         finally:
             t2 = time.monotonic()
@@ -496,16 +496,18 @@ def _read_event(proc: subprocess.Popen, event: str, timeout: float) -> dict:
     raise LabError(f"load generator: no '{event}' within {timeout:g} s")
 
 
-def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False) -> dict:
-    """Run ``invoke ARGS`` as a user would, timing each progress line it prints on stderr
-    ('tcplab: ...'), so the steps of ``up`` can be told apart."""
+def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False,
+                 env: dict | None = None) -> dict:
+    """Run ``invoke ARGS`` as a user would (in environment ``env``, default this one), timing
+    each progress line it prints on stderr ('tcplab: ...'), so the steps of ``up`` can be told
+    apart."""
     marks = []
     with tempfile.TemporaryFile("w+") as out:
         t0 = time.monotonic()
         r = stream(INVOKE + args, show=lambda line: marks.append((time.monotonic() - t0,
                                                                  line.rstrip())),
                    stdout=out if capture_stdout else subprocess.DEVNULL, timeout=timeout,
-                   cwd=PROJECT_ROOT, what=f"invoke {' '.join(args)}", check=False)
+                   cwd=PROJECT_ROOT, what=f"invoke {' '.join(args)}", check=False, env=env)
         wall = time.monotonic() - t0
         out.seek(0)
         stdout = out.read()
@@ -763,6 +765,7 @@ def comparisons(items: dict) -> list[dict]:
                                "tcplab", "kernel+asyncio",
                                [pr["tcplab"].get("busy_us_per_conn")],
                                [pr["kernel"].get("busy_us_per_conn")], better="lower"))
+    rows += labs_comparisons(items.get("labs", {}), comparison)
     return rows
 
 
@@ -804,8 +807,10 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
                       keep_as=results_dir / f"{stamp}{'-quick' if quick else ''}")
             steps = {"checksum": b.item_checksum, "handshake": b.item_handshake,
                      "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
-                     "lab": lambda: b.item_lab(list(backends), scratch, first_up)}
-            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab"):
+                     "lab": lambda: b.item_lab(list(backends), scratch, first_up),
+                     "labs": lambda: LabsBench(timed_invoke, log, params.labs_small,
+                                               params.labs_big).run()}
+            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab", "labs"):
                 if name not in items:
                     continue
                 log(f"bench: item {name}")
