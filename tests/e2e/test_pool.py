@@ -152,8 +152,14 @@ def test_pool_release_cleans_a_dirty_lab_and_refuses_one_it_cannot_clean(own_roo
     from harness.run.demo import run_demo
     root, env = own_root
     lines = []
+    from harness.lab.labs import down_all, status_all
     with LabPool(2, tag="pt", log=lines.append) as pool:
         assert len(pool.labs()) == 2
+        mine = sorted(b.prefix for b in pool.labs())
+        rows = {r["prefix"]: r for r in status_all()}             # status --all shows them
+        assert all(rows[p]["up"] and rows[p]["provisioned"] for p in mine), rows
+        res = down_all(log=lambda m: None)                       # down --all leaves them:
+        assert sorted(res["busy"]) == mine and res["removed"] == []   # the pool holds them
         lab = pool.lease()
         other = pool.lease()
         baseline = subprocess.run(lab.vm_exec_prefix() + ["iptables-save"], capture_output=True,
@@ -246,3 +252,28 @@ def test_bad_input_fails_early_in_one_line_and_makes_nothing(own_root, args, mes
         assert "MB of memory" in r.stderr and "ask for at most" in r.stderr
     assert not root.exists() or [p for p in root.iterdir() if not p.name.endswith(".lock")] \
         == [], list(root.iterdir())
+
+
+def test_down_all_removes_the_run_directory_a_killed_run_left_but_not_one_in_use(own_root):
+    """A playbook run over several labs keeps Ansible's home in <root>/ansible-run-*, locked
+    while it lasts: `down --all` removes one whose run was killed (nobody holds its lock) and
+    keeps one in use."""
+    import fcntl
+    from harness.lab.labs import down_all, leftovers
+    from harness.lab.provision import RUN_DIR_PREFIX
+    from harness.lab.state import trusted_root
+    root, env = own_root
+    trusted_root(create=True)
+    left, busy = root / f"{RUN_DIR_PREFIX}killed", root / f"{RUN_DIR_PREFIX}inuse"
+    for d in (left, busy):
+        (d / "home").mkdir(parents=True, mode=0o700)
+    fd = os.open(busy, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert sorted(leftovers()) == sorted([str(left), str(busy)])
+        down_all(log=lambda m: None)
+        assert not left.exists() and busy.exists()
+    finally:
+        os.close(fd)
+    down_all(log=lambda m: None)
+    assert not busy.exists()
