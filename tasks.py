@@ -2,11 +2,13 @@
 
     invoke up [--backend netns] [--prefix tcplab]   make the lab and provision it (idempotent)
     invoke up --hosts INVENTORY [--labs N]          labs on remote lab hosts (Ansible inventory)
+    invoke up --labs 8                              make tcplab1..tcplab8, one Ansible run
     invoke down [--prefix tcplab] [--all]           remove everything the lab (or every lab) made
     invoke down --all --hosts INVENTORY             every lab on those lab hosts
     invoke status [--json] [--all]                  what exists, does SSH answer
     invoke demo [--scenario hello]                  run a scenario end to end and check it
     invoke lessons [--backend B] [--only a,b]       run every lesson for the backend: one table
+    invoke lessons --labs 4                         the same, sharded over 4 labs at once
     invoke scenarios                                the lessons: every scenario, one line each
     invoke doctor                                   check the lab piece by piece, explain failures
     invoke test [--quick]                           the test suite (pytest)
@@ -89,27 +91,39 @@ def _lab(backend: str | None, prefix: str, **kw):
       help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
             "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP,
             "runtime": RUNTIME_HELP,
-            "hosts": HOSTS_HELP + "; with --prefix, the labs' name before the number",
-            "labs": "with --hosts: labs on each lab host (default 1; labs already there count)"})
+            "labs": "make N labs at once, named PREFIX1..PREFIXN (e.g. --labs 8: tcplab1.."
+                    "tcplab8), provisioned by ONE Ansible run; refused early when the machine "
+                    "cannot hold them; with --hosts: N labs on each lab host",
+            "prefixes": "comma-separated lab names to make at once, one Ansible run (instead "
+                        "of --labs)",
+            "hosts": HOSTS_HELP + "; with --prefix, the labs' name before the number"})
 def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, runtime=None,
-       hosts=None, labs=1):
+       labs=None, prefixes="", hosts=None):
     """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent.
+
+    With --labs N or --prefixes a,b,c: many labs, one playbook run over all of them; each lab
+    is reported on its own line (a lab that fails is named with what failed; the others are
+    still made); exit 1 if any failed.
+
+    With --hosts INVENTORY: labs on the inventory's lab hosts (--labs N on each, default 1),
+    all made and provisioned by one Ansible run; a lab host that is unreachable or lacks root
+    is named with what to fix, and the others go on (exit 1 if any failed).
 
     qemu: a new lab resumes the saved, provisioned guest (made first when there is none for
     this image, responder, playbook and qemu) with its own SSH keys rotated in;
     TCPLAB_QEMU_SNAPSHOT=off boots the image and runs the playbook instead.
     TCPLAB_QEMU_HOST_SIDE=here puts its host side (tap, capture, clients) in this network
-    namespace, as VirtualBox's is (docs/backends.md).
-
-    With --hosts INVENTORY: labs on the inventory's lab hosts, all made and provisioned by one
-    Ansible run; a lab host that is unreachable or lacks root is named with what to fix, and
-    the others go on (exit 1 if any failed)."""
+    namespace, as VirtualBox's is (docs/backends.md)."""
     from harness.lab.provision import bring_up
     _runtime(runtime)
     if hosts:
-        return _up_hosts(hosts, labs, prefix, backend, provider, verbose)
-    if labs != 1:
-        raise Exit("tcplab: error: --labs goes with --hosts INVENTORY here", code=1)
+        if prefixes:
+            raise Exit("tcplab: error: --prefixes goes with labs on this machine; with --hosts "
+                       "use --prefix and --labs", code=1)
+        return _up_hosts(hosts, 1 if labs is None else labs, prefix, backend, provider,
+                         verbose)
+    if labs is not None or prefixes:
+        return _up_many(backend, prefix, labs, prefixes, verbose, provider)
     b = _lab(backend, prefix, **_provider(backend, provider))
     try:
         with b.locked():
@@ -152,6 +166,29 @@ def _print_fleet(res, what: str) -> None:
     if what == "up":
         n = sum(v["ok"] for v in res.labs.values())
         print(f"{n} remote lab(s) up; run one with `invoke demo --prefix NAME`")
+
+
+def _up_many(backend, prefix, labs, prefixes, verbose, provider) -> None:
+    from harness.lab.labs import lab_count, lab_prefixes, parse_prefixes, up_many
+    try:
+        if labs is not None and prefixes:
+            raise LabError("give --labs N or --prefixes a,b,c, not both")
+        names = parse_prefixes(prefixes) if prefixes else lab_prefixes(prefix, lab_count(labs))
+        res = up_many(names, backend, verbose=verbose, **_provider(backend, provider))
+    except LabError as e:
+        raise _fail(e)
+    for r in res.values():
+        if r.ok:
+            print(f"lab '{r.prefix}' is up; provisioning changed "
+                  f"{r.recap.get('changed', 0)} thing(s)")
+        else:
+            gone = " (removed again)" if r.removed else ""
+            print(f"lab '{r.prefix}' FAILED at {r.step}{gone}: {r.error}")
+    bad = [r.prefix for r in res.values() if not r.ok]
+    if bad:
+        raise Exit(f"tcplab: error: {len(bad)} of {len(res)} lab(s) failed: {', '.join(bad)}",
+                   code=1)
+    print(f"{len(res)} lab(s) up: {', '.join(res)}")
 
 
 @task(klass=_NoShortH,
@@ -279,31 +316,61 @@ def demo(c, scenario="hello", backend=None, prefix=DEFAULT_PREFIX, provider=None
 @task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP, "provider": PROVIDER_HELP,
             "only": "comma-separated lesson names (default: every shipped lesson), e.g. "
                     "hello,miniweb",
-            "verbose": "show Ansible's whole output"})
-def lessons(c, backend=None, prefix=DEFAULT_PREFIX, provider=None, only="", verbose=False):
+            "verbose": "show Ansible's whole output",
+            "labs": "run the lessons on N labs at once (PREFIX1..PREFIXN, made with one "
+                    "Ansible run unless they exist); lessons marked `cpu: alone` run "
+                    "afterwards, one at a time; same verdicts as one by one",
+            "keep": "with --labs: keep the labs this run made (default: removed at the end)"})
+def lessons(c, backend=None, prefix=DEFAULT_PREFIX, provider=None, only="", verbose=False,
+            labs=None, keep=False):
     """Run every shipped lesson that applies to the backend; print one table; exit 1 on a failure.
 
     Brings the lab up (idempotent) and holds it for the whole run.  Each lesson is a demo with
     its own run folder under runs/.  A lesson whose scenario leaves this backend out
     (`backends:`), or whose client the backend cannot drive (on VirtualBox the Scapy peer's RST
     rule goes into this machine's iptables: it needs root on Linux), is skipped with the
-    reason, never failed."""
-    from harness.lab.provision import bring_up
-    from harness.run.lessons import format_table, run_lessons, select
-    b = _lab(backend, prefix, **_provider(backend, provider))
+    reason, never failed.  With --labs N the lessons are sharded over a pool of N labs: each
+    lesson leases a lab and gives it back clean (no process, iptables rule or qdisc of its run
+    left)."""
+    from harness.lab.labs import lab_count
+    from harness.run.lessons import format_table, select
     try:
         names = select(only)
-        with b.locked():
-            bring_up(b, verbose=verbose)
-            results = run_lessons(b, names)
+        if labs is not None:
+            if provider:
+                raise LabError("--provider goes with one lab; --labs makes netns or qemu labs")
+            results, name = _lessons_on_pool(backend, prefix, lab_count(labs), names, keep,
+                                             verbose)
+        else:
+            results, name = _lessons_on_one(backend, prefix, provider, names, verbose)
     except LabError as e:
         raise _fail(e)
-    print(format_table(results, backend=b.name))
+    print(format_table(results, backend=name))
     bad = [r.name for r in results if r.failed]
     if bad:
         raise Exit(f"tcplab: lessons: {len(bad)} of {len(results)} failed: {', '.join(bad)}",
                    code=1)
-    print(f"tcplab: lessons: every lesson for {b.name} passed")
+    print(f"tcplab: lessons: every lesson for {name} passed")
+
+
+def _lessons_on_one(backend, prefix, provider, names, verbose):
+    from harness.lab.provision import bring_up
+    from harness.run.lessons import run_lessons
+    b = _lab(backend, prefix, **_provider(backend, provider))
+    with b.locked():
+        bring_up(b, verbose=verbose)
+        return run_lessons(b, names), b.name
+
+
+def _lessons_on_pool(backend, prefix, n, names, keep, verbose):
+    from harness.lab.labs import lab_prefixes
+    from harness.lab.pool import LabPool
+    from harness.run.lessons import run_jobs
+    with LabPool(n, backend=backend or "netns", prefixes=lab_prefixes(prefix, n), keep=keep,
+                 verbose=verbose) as pool:
+        results = run_jobs(pool, names)
+        name = pool.labs()[0].name if pool.labs() else (backend or "netns")
+    return list(results.values()), name
 
 
 @task
@@ -349,7 +416,7 @@ def test(c, quick=False, k=None, x=False):
                        "the QEMU VM)",
             "prefix": "name of the bench's own lab (default bench + 4 random hex digits)",
             "rounds": "rounds per figure (default 5; quick 2)",
-            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile",
+            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile,labs",
             "flood": "instead: the SYN flood of this many SYNs with legitimate clients during "
                      "it (same as invoke fuzz --flood; e.g. 100000)",
             "runtime": "the responder's interpreters, side by side: cpython,pypy (default "

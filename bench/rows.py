@@ -3,6 +3,7 @@ of each item (:func:`comparisons`), with the issues' targets."""
 
 from __future__ import annotations
 
+from .labs import comparisons as labs_comparisons
 from .stats import comparison
 
 RUNTIME_LABELS = {"cpython": "CPython", "pypy": "PyPy"}
@@ -213,6 +214,7 @@ def comparisons(items: dict) -> list[dict]:
                                "tcplab", "kernel+asyncio",
                                [pr["tcplab"].get("busy_us_per_conn")],
                                [pr["kernel"].get("busy_us_per_conn")], better="lower"))
+    rows += labs_comparisons(items.get("labs", {}), comparison)
     return rows
 
 

@@ -23,6 +23,8 @@ Items (keys of ``result["items"]``):
    shares; the same-run references are bare ``ip netns`` commands and a bare ``nc`` exchange.
 6. ``profile``: the account of the server's CPU per connection on each runtime, bench.hotpath,
    and the responder and the asyncio server under cProfile (:mod:`bench.profiling`).
+7. ``labs``: many labs at once (:mod:`bench.labs`): ``invoke up --labs 8`` and ``--labs 40``,
+   40 demos at once on them, memory per idle lab; in a state root of its own.
 
 The table's rows are :mod:`bench.rows`.  (This module is ~750 lines, over the project's ~600:
 item 5's lab timings -- ``item_lab`` to ``up_steps`` -- are the next to move out, with issue
@@ -45,7 +47,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.lab import HOST_IP, LAB_PORT, NETMASK_BITS, VM_IP, get_backend, net
+from harness.lab import LAB_PORT, get_backend, net
 from harness.lab import firewall
 from harness.lab.firewall import Firewall, local, port_rst_rule
 from harness.lab.provision import bring_up
@@ -54,6 +56,7 @@ from harness.util import PROJECT_ROOT, LabError, progress, require_root, stream
 from responder.contract import RUNTIMES
 
 from . import micro, profiling
+from .labs import LabsBench, bare_network
 from .procs import NsProcess, cpu_delta, cpu_times, proc_status
 from .profiling import subject
 from .report import ITEMS, format_errors, format_machine, format_missed, format_table, plot, \
@@ -97,13 +100,16 @@ class Params:
     account_n: int = 5000             # the account's load (item 6, per subject)
     hotpath_conns: int = 2000         # bench.hotpath on each runtime (item 6)
     hotpath_rounds: int = 3
+    labs_small: int = 8               # item labs: `invoke up --labs N` twice, then N demos
+    labs_big: int = 40
 
 
 FULL = Params()
 QUICK = Params(rounds=2, hello_n=400, hello_c=20, scapy_n=100, http_n=300, http_c=20,
                tarpit_n=1000, tarpit_c=100, tarpit_rounds=1, hold_s=0.5, micro_iters=5000, lab_rounds=1,
                demo_rounds=1, profile_n=300, stack_conns=200, budget_s=8.0, warmup_n=100,
-               account_n=400, hotpath_conns=300, hotpath_rounds=1)
+               account_n=400, hotpath_conns=300, hotpath_rounds=1, labs_small=3,
+               labs_big=6)
 
 
 def check_runtimes(runtimes) -> list:
@@ -479,17 +485,10 @@ class Bench:
         if taken:
             raise LabError(f"namespace(s) {', '.join(sorted(taken))} exist already: the bench "
                            f"makes its own; remove them or choose another --prefix")
-        made = []
+        made: list = []
         t0 = time.monotonic()
         try:
-            for ns in (h, v):
-                net.ns_add(ns)
-                made.append(ns)
-            net.veth(h, "vboxnet0", "eth1", v)
-            net.addr_replace(h, "vboxnet0", f"{HOST_IP}/{NETMASK_BITS}")
-            net.addr_replace(v, "eth1", f"{VM_IP}/{NETMASK_BITS}")
-            net.link_up(h, "vboxnet0")
-            net.link_up(v, "eth1")
+            bare_network(h, v, made)
             t1 = time.monotonic()
         finally:
             t2 = time.monotonic()
@@ -575,9 +574,10 @@ def _read_event(proc: subprocess.Popen, event: str, timeout: float) -> dict:
 
 
 def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False,
-                 env=None) -> dict:
-    """Run ``invoke ARGS`` as a user would, timing each progress line it prints on stderr
-    ('tcplab: ...'), so the steps of ``up`` can be told apart."""
+                 env: dict | None = None) -> dict:
+    """Run ``invoke ARGS`` as a user would (in environment ``env``, default this one), timing
+    each progress line it prints on stderr ('tcplab: ...'), so the steps of ``up`` can be told
+    apart."""
     marks = []
     with tempfile.TemporaryFile("w+") as out:
         t0 = time.monotonic()
@@ -687,8 +687,10 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
                       runtimes=runtimes)
             steps = {"checksum": b.item_checksum, "handshake": b.item_handshake,
                      "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
-                     "lab": lambda: b.item_lab(list(backends), scratch, first_up)}
-            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab"):
+                     "lab": lambda: b.item_lab(list(backends), scratch, first_up),
+                     "labs": lambda: LabsBench(timed_invoke, log, params.labs_small,
+                                               params.labs_big).run()}
+            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab", "labs"):
                 if name not in items:
                     continue
                 log(f"bench: item {name}")

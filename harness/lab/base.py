@@ -72,12 +72,16 @@ class SshEndpoint:
     known_hosts: Path
     proxy_command: str | None = None   # run on this machine; %h and %p are substituted
 
-    def ansible_ssh_args(self, control_dir: Path) -> str:
+    def ansible_ssh_args(self, control_dir: Path | None) -> str:
+        """ssh's options for Ansible; with ``control_dir``, a ControlPersist master whose
+        socket is there (Ansible's own strategy: one SSH command per task), without (Mitogen:
+        one connection for the play) none, so nothing outlives the playbook."""
         # The paths come from the state root, whose characters are checked (no spaces).
         args = [f"-o UserKnownHostsFile={self.known_hosts}", "-o StrictHostKeyChecking=yes",
-                "-o IdentitiesOnly=yes", "-o BatchMode=yes",
-                "-o ControlMaster=auto", "-o ControlPersist=60s",
-                f"-o ControlPath={control_dir}/%C"]
+                "-o IdentitiesOnly=yes", "-o BatchMode=yes"]
+        if control_dir is not None:
+            args += ["-o ControlMaster=auto", "-o ControlPersist=60s",
+                     f"-o ControlPath={control_dir}/%C"]
         if self.proxy_command:
             args.append(f"-o ProxyCommand='{self.proxy_command}'")
         return " ".join(args)

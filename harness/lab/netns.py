@@ -81,7 +81,7 @@ class NetnsBackend(Backend):
         Idempotent: every step checks before it acts.  Provisioning, and removing a fresh lab
         whose making failed, is done by :func:`harness.lab.provision.bring_up`, the same for
         every backend."""
-        self._begin_up(*ANSIBLE_DIRS, "vm/opt/tcplab", "vm/tmp", tools=TOOLS)
+        self._begin_up(*ANSIBLE_DIRS, "vm/opt/tcplab", "vm/tmp", "vm/root", tools=TOOLS)
         progress(f"namespaces {self.host_ns} and {self.vm_ns}")
         for ns in self.namespaces():
             ns.make()
@@ -116,6 +116,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 PrintMotd no
 Subsystem sftp internal-sftp
+SetEnv HOME={sd}/vm/root
 """)
         if self.state.live_pid("sshd.pid") is None:
             progress(f"sshd on {self.vm_ip}:22 inside {self.vm_ns}")

@@ -297,3 +297,24 @@ def test_unknown_or_missing_runtime_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(runner.RUNTIMES, "pypy", "/nonexistent/pypy3")
     with pytest.raises(runner.LabError, match="apt-get install -y pypy3"):
         runner.check_runtimes(["cpython", "pypy"])
+
+
+def test_labs_item_rows_carry_the_issues_targets_only_for_8_and_40_labs():
+    from bench.labs import comparisons as labs_rows
+    from bench.stats import comparison
+    item = {"one_up_s": 3.0, "up_small": {"n": 8, "wall_s": 7.0},
+            "up_big": {"n": 40, "wall_s": 70.0},
+            "demos": {"n": 40, "wall_s": 60.0, "matched": 39, "alone_s": 2.0, "labs_used": 40},
+            "memory": {"labs": {"kernel_mb": 0.6, "available_drop_mb": 3.0},
+                       "bare_network": {"kernel_mb": 0.3}, "sshd_pss_mb": 1.3,
+                       "state_dir_mb": 0.5}}
+    rows = {r["figure"]: r for r in labs_rows(item, comparison)}
+    assert rows["invoke up --labs 8 (netns, from nothing)"]["met"] is True       # 7 <= 10
+    assert rows["invoke up --labs 40 (netns, from nothing)"]["met"] is False     # 70 > 60
+    assert rows["invoke up --labs 8 (netns, from nothing)"]["reference_value"]["median"] == 24
+    assert rows["40 demos at once that MATCH"]["met"] is False                   # 39 of 40
+    mem = rows["memory per idle lab: kernel + sshd PSS + state dir"]
+    assert abs(mem["subject_value"]["median"] - 2.4) < 1e-9
+    small = {"one_up_s": 3.0, "up_small": {"n": 3, "wall_s": 7.0}}
+    assert labs_rows(small, comparison)[0]["target"] is None
+    assert labs_rows({"error": "x"}, comparison) == []
