@@ -120,8 +120,12 @@ def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, run
         if prefixes:
             raise Exit("tcplab: error: --prefixes goes with labs on this machine; with --hosts "
                        "use --prefix and --labs", code=1)
-        return _up_hosts(hosts, 1 if labs is None else labs, prefix, backend, provider,
-                         verbose)
+        from harness.lab.labs import lab_count
+        try:
+            n = 1 if labs is None else lab_count(labs)
+        except LabError as e:
+            raise _fail(e)
+        return _up_hosts(hosts, n, prefix, backend, provider, verbose)
     if labs is not None or prefixes:
         return _up_many(backend, prefix, labs, prefixes, verbose, provider)
     b = _lab(backend, prefix, **_provider(backend, provider))
