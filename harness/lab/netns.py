@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from harness.lab import net
 from harness.lab.base import ANSIBLE_DIRS, NETMASK_BITS, Backend, SshEndpoint
@@ -26,6 +26,7 @@ from harness.lab.net import Namespace
 from harness.util import LabError, progress, run, wait_until
 
 SSHD = "/usr/sbin/sshd"
+SSHD_PAM_ENV = "TCPLAB_SSHD_PAM"
 TOOLS = ("ip", "ethtool", "iptables", "nc", "ssh", "ssh-keygen", "tshark", "tcpdump")
 
 
@@ -42,6 +43,32 @@ def inventory_vars_in(state_dir) -> dict:
     vm = PurePosixPath(state_dir) / "vm"
     return {"ansible_remote_tmp": str(vm / "tmp"), "ansible_async_dir": str(vm / "tmp" / "async"),
             "tcplab_vm_manage_packages": False}
+
+
+def root_locked(shadow: Path = Path("/etc/shadow")) -> bool:
+    """Is root's password field locked (``!...``, e.g. Ubuntu's default)?  With ``UsePAM no``
+    sshd then refuses root even with a key ("User root not allowed because account is
+    locked"); with PAM it lets a key in (the lock is on the password)."""
+    try:
+        for line in shadow.read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name == "root":
+                return rest.startswith("!")
+    except OSError:
+        pass
+    return False
+
+
+def sshd_use_pam() -> bool:
+    """``UsePAM`` for a lab's sshd: no (nothing of the host's login stack runs for the lab's
+    SSH sessions) unless root's account is locked, where sshd without PAM would refuse root's
+    key; ``$TCPLAB_SSHD_PAM`` = yes/no overrides (auto: that rule)."""
+    choice = os.environ.get(SSHD_PAM_ENV, "auto")
+    if choice not in ("auto", "yes", "no"):
+        raise LabError(f"{SSHD_PAM_ENV}={choice!r}: use auto (default), yes or no")
+    if choice != "auto":
+        return choice == "yes"
+    return root_locked()
 
 
 @dataclass
@@ -97,6 +124,7 @@ class NetnsBackend(Backend):
 
     def _start_sshd(self) -> None:
         sd = self.state_dir
+        pam = sshd_use_pam()
         client_pub = ensure_keypair(sd / "id_ed25519", f"tcplab-{self.prefix}")
         host_pub = ensure_keypair(sd / "ssh_host_ed25519_key", f"tcplab-{self.prefix}-host")
         self.state.write("authorized_keys", client_pub + "\n")
@@ -113,7 +141,7 @@ PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-UsePAM no
+UsePAM {"yes" if pam else "no"}
 PrintMotd no
 Subsystem sftp internal-sftp
 SetEnv HOME={sd}/vm/root
