@@ -2,9 +2,13 @@
 how an optimisation is decided (issue 13: "each change is kept only if the bench shows it").
 
     sudo .venv/bin/python -m bench.ab --prefix LAB --rounds 5 \\
-        "cpython:--io socket" "cpython:--io mmsg" "pypy:--io socket" "pypy:--io mmsg"
+        "cpython:--rx socket" "cpython:--rx packet" "pypy@HEAD~1:" "pypy:"
 
-Each variant is ``RUNTIME:RESPONDER ARGS`` (``--app hello`` is added); ``RUNTIME+quiet``
+Each variant is ``RUNTIME[+quiet][@REV]:RESPONDER ARGS`` (``--app hello`` is added).
+``@REV`` runs the responder's sources as they were at git revision ``REV`` (``git archive``
+of ``responder/`` into a temporary directory), so a change to the code is decided the same
+way as a change of flags: ``pypy@main:`` against ``pypy:`` (the working tree, as the lab has
+it provisioned).  ``RUNTIME+quiet``
 also keeps the VM kernel from seeing the lab port's segments while that variant runs
 (``responder.contract.quiet_rule``: ``iptables -t raw -I PREROUTING -d VM -p tcp --dport 80
 -j DROP`` in the VM namespace) and starts the responder with ``--rx packet``, the one receive
@@ -20,29 +24,55 @@ shared: read ratios, not absolute figures, and compare the load averages printed
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shlex
+import subprocess
 import sys
+import tarfile
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from harness.lab import get_backend
 from harness.lab.provision import bring_up
-from harness.util import LabError, require_root
+from harness.util import PROJECT_ROOT, LabError, require_root
 
 from .runner import FULL, PORT_KERNEL_HELLO, Bench, _loadavg, check_runtimes
 from .stats import ratios, summarize
 
 
 def parse_variant(text: str) -> tuple:
-    """``(runtime, responder args, quiet)`` from ``RUNTIME[+quiet]:ARGS``."""
-    runtime, _, args = text.partition(":")
-    runtime, plus, what = runtime.partition("+")
+    """``(runtime, responder args, quiet, revision or None)`` from
+    ``RUNTIME[+quiet][@REV]:ARGS``."""
+    head, _, args = text.partition(":")
+    head, at, rev = head.partition("@")
+    if at and not rev:
+        raise LabError(f"variant {text!r}: @ needs a git revision, e.g. pypy@HEAD~1:")
+    runtime, plus, what = head.partition("+")
     if plus and what != "quiet":
         raise LabError(f"variant {text!r}: after + only 'quiet' is known")
     check_runtimes([runtime])
-    return runtime, shlex.split(args), bool(plus)
+    return runtime, shlex.split(args), bool(plus), rev or None
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The responder's sources at git revision ``rev``, unpacked under ``into`` (readable by
+    the unprivileged user the responder becomes: it imports lazily after dropping root)."""
+    where = into / f"rev-{len(list(into.glob('rev-*')))}"
+    where.mkdir()
+    try:
+        archive = subprocess.run(["git", "archive", "--format=tar", rev, "responder"],
+                                 cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise LabError(f"git archive {rev}: {e.stderr.decode(errors='replace').strip()}") \
+            from None
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where)
+    for d in [where, *where.rglob("*")]:
+        d.chmod(0o755 if d.is_dir() else 0o644)
+    into.chmod(0o755)
+    return where
 
 
 def main(argv=None) -> int:
@@ -70,9 +100,10 @@ def main(argv=None) -> int:
             b = Bench(backend, params, Path(tmp))
             targets = {"kernel": lambda: b.kernel("hello", PORT_KERNEL_HELLO)}
             how = {"kernel": (PORT_KERNEL_HELLO, "hello", a.n, a.c)}
-            for text, (rt, args, quiet) in variants.items():
-                targets[text] = lambda rt=rt, args=args, quiet=quiet: b.responder(
-                    "hello", runtime=rt, args=args, quiet=quiet)
+            for text, (rt, args, quiet, rev) in variants.items():
+                cwd = checkout(rev, Path(tmp)) if rev else None
+                targets[text] = lambda rt=rt, args=args, quiet=quiet, cwd=cwd: b.responder(
+                    "hello", runtime=rt, args=args, quiet=quiet, cwd=cwd)
                 how[text] = (80, "hello", a.n, a.c)
             res = b.rounds(targets, how, a.rounds)
     except LabError as e:
