@@ -16,8 +16,10 @@ path that still sees them.  In every round each
 variant and the kernel + asyncio hello server run once (the lab is re-provisioned first if the
 responder's sources changed), in an order rotated per round, each
 warmed up first (``--warmup``) and then loaded (``-n``, ``-c``) as ``invoke bench``'s item 1
-does.  Prints per variant: conn/s, the server's and the load generator's CPU per connection
-and the per-round ratio to the kernel's conn/s, each as median [min-max]; ``--json FILE`` keeps every round.  The machine is
+does.  Prints per variant: conn/s, the server's CPU per connection (and its user-space part) and
+the load generator's, and the per-round ratio to the kernel's conn/s, each as median
+[min-max]; then each variant's server CPU per connection over that of the first variant
+with the same runtime, per round (the paired comparison that decides); ``--json FILE`` keeps every round.  The machine is
 shared: read ratios, not absolute figures, and compare the load averages printed.
 """
 
@@ -112,15 +114,30 @@ def main(argv=None) -> int:
     print(f"load average {load_before} before, {_loadavg()} after; {a.rounds} rounds of "
           f"{a.n} connections ({a.c} at once) after {a.warmup} warm-up ones")
     kernel_cps = [r.get("conn_per_s") for r in res["kernel"]]
+    first = list(variants)[0]
     for name, rounds in res.items():
         cps = [r.get("conn_per_s") for r in rounds]
         cpu = [r.get("server_cpu_us_per_conn") for r in rounds]
+        user = [r.get("server_user_cpu_us_per_conn") for r in rounds]
         gen = [r.get("loadgen_cpu_us_per_conn") for r in rounds]
         line = (f"{name:28} conn/s {_fmt(summarize(cps))}  server CPU us/conn "
-                f"{_fmt(summarize(cpu))}  load generator's {_fmt(summarize(gen))}")
+                f"{_fmt(summarize(cpu))} (user {_fmt(summarize(user))})  load generator's "
+                f"{_fmt(summarize(gen))}")
         if name != "kernel":
             line += f"  vs kernel {_fmt(summarize(ratios(cps, kernel_cps)), 3)}x"
         print(line)
+    # The paired comparison: each variant's server CPU over that of the first variant with
+    # the same runtime and receive path, in the same round (the machine's load changes
+    # between rounds more than within one).
+    for name, (rt, _args, quiet, _rev) in variants.items():
+        base = next(v for v, (r, _a, q, _r) in variants.items() if (r, q) == (rt, quiet))
+        if base == name:
+            continue
+        pair = [[r.get(k) for r in res[v]] for v in (name, base)
+                for k in ("server_cpu_us_per_conn", "server_user_cpu_us_per_conn")]
+        print(f"{name:28} server CPU per connection / {base!r}'s, per round: "
+              f"{_fmt(summarize(ratios(pair[0], pair[2])), 3)}x (user "
+              f"{_fmt(summarize(ratios(pair[1], pair[3])), 3)}x)")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
     return 0

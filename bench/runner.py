@@ -267,6 +267,7 @@ class Bench:
             res["loadgen_cpu_us_per_conn"] = res["machine_cpu"]["children_cpu_s"] / ok * 1e6
             if before["cpu_s"] is not None and after["cpu_s"] is not None:
                 res["server_cpu_us_per_conn"] = (after["cpu_s"] - before["cpu_s"]) / ok * 1e6
+                res["server_user_cpu_us_per_conn"] = (after["user_s"] - before["user_s"]) / ok * 1e6
         res["server_exit"] = rc
         res["server_counters"] = p.last_json()
         if rc != 0:
