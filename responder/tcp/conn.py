@@ -162,7 +162,9 @@ class Connection:
         # challenge ACK throttle (RFC 5961 7), per connection
         self.chal_start = -1.0
         self.chal_count = 0
-        self.timers: dict = {}
+        self.timers: dict = {}              # kind -> deadline (the stack runs them)
+        self.timer_at = None                # where the stack's heap holds this TCB's entry
+        self.timer_tick = None              # ... and that entry's tiebreak, which names it
         self.events: list = []
 
     # --- helpers used by classify ------------------------------------------------------

@@ -117,26 +117,18 @@ class Stack(Sender):
     def on_timer(self, now: float) -> list:
         """Fire every timer due at ``now``."""
         self.now = now
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, _, key, kind = heapq.heappop(heap)
-            conn = self.conns.get(key)
-            if conn is not None and conn.timers.get(kind) == deadline:
-                del conn.timers[kind]
-                self.timer_handlers[kind](conn)
-                self._deliver(conn)
+        while True:
+            entry = self._next_entry()
+            if entry is None or entry[0] > now:
+                break
+            heapq.heappop(self._heap)
+            self._fire_timers(entry[1], now)
         return self.take_output()
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` must next be called (None: no timer running)."""
-        heap = self._heap
-        while heap:
-            deadline, _, key, kind = heap[0]
-            conn = self.conns.get(key)
-            if conn is not None and conn.timers.get(kind) == deadline:
-                return deadline
-            heapq.heappop(heap)
-        return None
+        entry = self._next_entry()
+        return None if entry is None else entry[0]
 
     def take_output(self) -> list:
         """Segments produced since the last call (by events, or by the app calling in)."""
