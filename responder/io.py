@@ -251,13 +251,7 @@ class Responder:
                 self.send_segment(out)
         try:
             while not self.stop:
-                self.flush_log()
-                timeout = None
-                if self.stack is not None:
-                    deadline = self.stack.next_deadline()
-                    if deadline is not None:
-                        timeout = max(0.0, deadline - self.clock())
-                for key, _ in sel.select(timeout):
+                for key, _ in sel.select(self.before_wait()):
                     if key.data == "wake":
                         try:
                             wake_r.recv(512)
@@ -268,15 +262,28 @@ class Responder:
                 if self.dump:
                     self.dump = False
                     self.print_stats()
-                if self.stack is not None:
-                    self._guard(lambda: [self.send_segment(s)
-                                         for s in self.stack.on_timer(self.clock())])
+                self.run_timers()
         finally:
             self.flush_log()
             signal.set_wakeup_fd(old_fd)
             sel.close()
             self.print_stats()
         return 0
+
+    def before_wait(self) -> float | None:
+        """What the loop does before it waits: write the log lines collected, and say how
+        long it may wait (until the stack's next deadline; None: no timer running)."""
+        self.flush_log()
+        if self.stack is None:
+            return None
+        deadline = self.stack.next_deadline()
+        return None if deadline is None else max(0.0, deadline - self.clock())
+
+    def run_timers(self) -> None:
+        """What the loop does after each wait: fire the stack's due timers, send their output."""
+        if self.stack is not None:
+            self._guard(lambda: [self.send_segment(s)
+                                 for s in self.stack.on_timer(self.clock())])
 
     def _drain(self) -> None:
         for _ in range(256):
