@@ -401,15 +401,13 @@ class Stack(Sender):
         never retransmitted, RFC 6298 3), restart or stop the retransmission timer (5.2-5.3)."""
         acked_data = max(0, min(seq_diff(ack, conn.buf_seq), conn.buffered))
         conn.snd_una = ack
-        n = acked_data
-        while n:
-            head = conn.chunks[0]
-            if len(head) <= n:
-                conn.chunks.popleft()
-                n -= len(head)
-            else:
-                conn.chunks[0] = head[n:]
-                n = 0
+        chunks, n, whole = conn.chunks, acked_data, 0
+        while n and len(chunks[whole]) <= n:    # chunks acknowledged entirely ...
+            n -= len(chunks[whole])
+            whole += 1
+        del chunks[:whole]
+        if n:                                   # ... and the front of the next one
+            chunks[0] = chunks[0][n:]
         conn.buffered -= acked_data
         conn.buf_seq = seq_add(conn.buf_seq, acked_data)
         if conn.rtt_seq is not None and seq_gt(ack, conn.rtt_seq):
