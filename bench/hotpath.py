@@ -6,8 +6,8 @@ SYN and a timestamp on every later segment; 6 segments in, 6 out per connection)
 
 * ``stack``: ``wire.parse`` -> ``tcp.Stack.on_segment`` (the hello app) -> ``wire.build_tcp``,
   the layers only, with a state-transition log that drops its lines;
-* ``responder``: ``io.Responder.handle_packet`` as the loop calls it -- early filter, parse,
-  stack, app, build, ``sendto`` on a socket stand-in that discards, and the per-transition log
+* ``responder``: ``io.Responder.handle_packet`` as the loop calls it -- parse (the early
+  filter is the kernel's socket filter now, as in the real process), stack, app, build, ``sendto`` on a socket stand-in that discards, and the per-transition log
   lines written to ``/dev/null`` through ``sys.stderr`` (as the real process writes them);
   one connection after the other, on a fresh responder each round, with a clock that hardly
   moves (no timer ever fires);
@@ -151,6 +151,7 @@ def responder_path(pkts, check: bool = False):
     r.rbuf = bytearray(65536)
     r.rview = memoryview(r.rbuf)
     r.rx = r.tx = _HashSink() if check else _Sink()
+    r.filtered = True           # as open() leaves it: the kernel's socket filter did is_ours's work
     rbuf, handle = r.rbuf, r.handle_packet
     devnull = open(os.devnull, "w")
     old, sys.stderr = sys.stderr, devnull
@@ -182,6 +183,7 @@ def loop_path(pkts, check: bool = False, warm: int = 0):
     r.rbuf = bytearray(65536)
     r.rview = memoryview(r.rbuf)
     r.rx = r.tx = _HashSink() if check else _Sink()
+    r.filtered = True
     rbuf, handle, clock = r.rbuf, r.handle_packet, r.clock
     dt = 1.0 / LOOP_RATE / len(pkts[0])             # clock step per packet
     devnull = open(os.devnull, "w")

@@ -130,10 +130,13 @@ class Sender:
             first = min(conn.timers.values()) if conn.timers else None
             if first == deadline:
                 return deadline, conn
-            heapq.heappop(heap)                 # restarted later, or cancelled: follow it
-            conn.timer_at = conn.timer_tick = None
-            if first is not None:
-                self._queue(conn, first)
+            if first is None:                   # cancelled: drop the entry
+                heapq.heappop(heap)
+                conn.timer_at = conn.timer_tick = None
+                continue
+            tick = next(self._tick)             # restarted later: move the entry there
+            conn.timer_at, conn.timer_tick = first, tick
+            heapq.heapreplace(heap, (first, tick, key))
         return None
 
     def _fire_timers(self, conn: Connection, now: float) -> None:

@@ -100,11 +100,11 @@ class Stack(Sender):
         """A segment arrived (already parsed and checksum-verified by the wire layer)."""
         self.now = now
         self.counters["segments_in"] += 1
-        conn = self.conns.get((bytes(seg.dst), seg.dport, bytes(seg.src), seg.sport))
+        conn = self.conns.get((seg.dst, seg.dport, seg.src, seg.sport))    # addresses: bytes
         if conn is not None:
             self._dispatch(conn, conn.state, seg)
         else:
-            lst = self.listeners.get((bytes(seg.dst), seg.dport))
+            lst = self.listeners.get((seg.dst, seg.dport))
             if lst is not None and not seg.flags & SYN:
                 stray = lst.app.on_stray(self, seg, now)
                 if stray is not None:
