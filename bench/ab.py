@@ -59,8 +59,11 @@ def parse_variant(text: str) -> tuple:
 
 
 def checkout(rev: str, into: Path) -> Path:
-    """The responder's sources at git revision ``rev``, unpacked under ``into`` (readable by
-    the unprivileged user the responder becomes: it imports lazily after dropping root)."""
+    """The responder's sources at git revision ``rev``, unpacked under ``into`` (made readable
+    by the unprivileged user the responder becomes: it imports lazily after dropping root;
+    the bench's own working directory, with its logs, stays private)."""
+    into.mkdir(parents=True, exist_ok=True)
+    into.chmod(0o755)
     where = into / f"rev-{len(list(into.glob('rev-*')))}"
     where.mkdir()
     try:
@@ -73,7 +76,6 @@ def checkout(rev: str, into: Path) -> Path:
         tar.extractall(where)
     for d in [where, *where.rglob("*")]:
         d.chmod(0o755 if d.is_dir() else 0o644)
-    into.chmod(0o755)
     return where
 
 
@@ -98,12 +100,13 @@ def main(argv=None) -> int:
         bring_up(backend)           # re-provisions if the responder's sources changed
         params = replace(FULL, hello_n=a.n, hello_c=a.c, warmup_n=a.warmup)
         load_before = _loadavg()
-        with tempfile.TemporaryDirectory(prefix="tcplab-ab-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="tcplab-ab-") as tmp, \
+                tempfile.TemporaryDirectory(prefix="tcplab-ab-src-") as sources:
             b = Bench(backend, params, Path(tmp))
             targets = {"kernel": lambda: b.kernel("hello", PORT_KERNEL_HELLO)}
             how = {"kernel": (PORT_KERNEL_HELLO, "hello", a.n, a.c)}
             for text, (rt, args, quiet, rev) in variants.items():
-                cwd = checkout(rev, Path(tmp)) if rev else None
+                cwd = checkout(rev, Path(sources)) if rev else None
                 targets[text] = lambda rt=rt, args=args, quiet=quiet, cwd=cwd: b.responder(
                     "hello", runtime=rt, args=args, quiet=quiet, cwd=cwd)
                 how[text] = (80, "hello", a.n, a.c)

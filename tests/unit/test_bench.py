@@ -275,3 +275,28 @@ def test_unknown_or_missing_runtime_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(runner.RUNTIMES, "pypy", "/nonexistent/pypy3")
     with pytest.raises(runner.LabError, match="apt-get install -y pypy3"):
         runner.check_runtimes(["cpython", "pypy"])
+
+
+# --- bench.ab's variants ---------------------------------------------------------------------
+
+def test_ab_variant_names_runtime_quiet_revision_and_args():
+    from bench import ab
+    from harness.util import LabError
+    assert ab.parse_variant("cpython:") == ("cpython", [], False, None)
+    assert ab.parse_variant("pypy+quiet@HEAD~2:--nodelay --isn 5") == (
+        "pypy", ["--nodelay", "--isn", "5"], True, "HEAD~2")
+    for bad in ("pypy@:", "pypy+loud:", "jython:"):
+        with pytest.raises(LabError):
+            ab.parse_variant(bad)
+
+
+def test_ab_checkout_unpacks_a_revision_of_the_responder_readable_by_anyone(tmp_path):
+    from bench import ab
+    from harness.util import LabError
+    where = ab.checkout("HEAD", tmp_path / "src")
+    init = where / "responder" / "tcp" / "table.py"
+    assert init.is_file() and init.stat().st_mode & 0o004
+    assert (where / "responder").stat().st_mode & 0o005 == 0o005
+    assert not (where / "harness").exists()              # the responder's sources only
+    with pytest.raises(LabError, match="git archive no-such-revision"):
+        ab.checkout("no-such-revision", tmp_path / "src")
