@@ -16,7 +16,8 @@ path that still sees them.  In every round each
 variant and the kernel + asyncio hello server run once (the lab is re-provisioned first if the
 responder's sources changed), in an order rotated per round, each
 warmed up first (``--warmup``) and then loaded (``-n``, ``-c``) as ``invoke bench``'s item 1
-does.  Prints per variant: conn/s, the server's CPU per connection (and its user-space part) and
+does.  Prints per variant: conn/s, the server's CPU per connection (and its user-space part: the
+kernel samples that split at its 10 ms ticks, only the sum is exact, so read it as a hint) and
 the load generator's, and the per-round ratio to the kernel's conn/s, each as median
 [min-max]; then each variant's server CPU per connection over that of the first variant
 with the same runtime, per round (the paired comparison that decides); ``--json FILE`` keeps every round.  The machine is
