@@ -199,6 +199,14 @@ def comparisons(items: dict) -> list[dict]:
                                [base["responder"]["us_per_segment"]], better="lower",
                                note="bench.hotpath (io.Responder.handle_packet, no sockets) on "
                                     f"each runtime; bytes unchanged on both: {same}"))
+        if "loop" in h and "loop" in base:
+            rows.append(comparison(
+                "6 profile", "Python per connection, the loop under load, in process", "us",
+                f"tcplab {RUNTIME_LABELS.get(rt, rt)}", "tcplab CPython",
+                [h["loop"]["us_per_conn"]], [base["loop"]["us_per_conn"]], better="lower",
+                note="bench.hotpath's loop path: 50 connections in flight, ~12,000 in "
+                     "TIME-WAIT, timers and the log as the real loop runs them; compare with "
+                     "the account's user space"))
     acc = pr.get("account", {})
     for key in [k for k in acc if k.startswith("tcplab")]:
         if "error" in acc[key] or "error" in acc.get("kernel", {"error": 1}):

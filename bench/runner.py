@@ -198,21 +198,23 @@ class Bench:
         return p
 
     def responder(self, app: str, profile_to: Path | None = None,
-                  runtime: str = "cpython", args=(), quiet: bool = False):
+                  runtime: str = "cpython", args=(), quiet: bool = False, cwd=None):
         """The responder under ``runtime``; ``quiet``: receiving with ``--rx packet`` while the
         VM kernel is kept from seeing the lab port's segments (contract.quiet_rule, added
-        here and removed when the server is stopped)."""
+        here and removed when the server is stopped); ``cwd``: run the ``responder`` package
+        found there instead of the lab's provisioned one (``bench.ab``'s ``@REV``)."""
+        cwd = cwd or self.b.responder_dir()
         pre = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
         argv = [RUNTIMES[runtime], *pre, "-m", "responder", "--listen",
                 f"{self.vm_ip}:{LAB_PORT}", "--app", app, *args]
         if not quiet:
-            return self.start_vm(f"responder-{app}-{runtime}", argv, self.b.responder_dir())
+            return self.start_vm(f"responder-{app}-{runtime}", argv, cwd)
         rule = Firewall(local(self.b.vm_exec_prefix())).applied(
             [firewall.quiet_rule(self.vm_ip, LAB_PORT)], first=True)
         rule.__enter__()
         try:
             p = self.start_vm(f"responder-{app}-{runtime}-quiet", argv + ["--rx", "packet"],
-                              self.b.responder_dir())
+                              cwd)
         except BaseException:
             rule.__exit__(None, None, None)
             raise
@@ -271,6 +273,7 @@ class Bench:
             res["loadgen_cpu_us_per_conn"] = res["machine_cpu"]["children_cpu_s"] / ok * 1e6
             if before["cpu_s"] is not None and after["cpu_s"] is not None:
                 res["server_cpu_us_per_conn"] = (after["cpu_s"] - before["cpu_s"]) / ok * 1e6
+                res["server_user_cpu_us_per_conn"] = (after["user_s"] - before["user_s"]) / ok * 1e6
         res["server_exit"] = rc
         res["server_counters"] = p.last_json()
         if rc != 0:

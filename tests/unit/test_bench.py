@@ -318,3 +318,28 @@ def test_labs_item_rows_carry_the_issues_targets_only_for_8_and_40_labs():
     small = {"one_up_s": 3.0, "up_small": {"n": 3, "wall_s": 7.0}}
     assert labs_rows(small, comparison)[0]["target"] is None
     assert labs_rows({"error": "x"}, comparison) == []
+
+
+# --- bench.ab's variants ---------------------------------------------------------------------
+
+def test_ab_variant_names_runtime_quiet_revision_and_args():
+    from bench import ab
+    from harness.util import LabError
+    assert ab.parse_variant("cpython:") == ("cpython", [], False, None)
+    assert ab.parse_variant("pypy+quiet@HEAD~2:--nodelay --isn 5") == (
+        "pypy", ["--nodelay", "--isn", "5"], True, "HEAD~2")
+    for bad in ("pypy@:", "pypy+loud:", "jython:"):
+        with pytest.raises(LabError):
+            ab.parse_variant(bad)
+
+
+def test_ab_checkout_unpacks_a_revision_of_the_responder_readable_by_anyone(tmp_path):
+    from bench import ab
+    from harness.util import LabError
+    where = ab.checkout("HEAD", tmp_path / "src")
+    init = where / "responder" / "tcp" / "table.py"
+    assert init.is_file() and init.stat().st_mode & 0o004
+    assert (where / "responder").stat().st_mode & 0o005 == 0o005
+    assert not (where / "harness").exists()              # the responder's sources only
+    with pytest.raises(LabError, match="git archive no-such-revision"):
+        ab.checkout("no-such-revision", tmp_path / "src")
