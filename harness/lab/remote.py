@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from harness.lab.base import ANSIBLE_DIRS, Backend, SshEndpoint, responder_tree_hash, tree_hash
+from harness.lab.firewall import Firewall, host_tag, on_host_side
 from harness.lab.keys import ensure_keypair, write_known_hosts
 from harness.lab.labhosts import HostOutcome, LabHost, host_problem, parse_play, read_inventory
 from harness.lab.net import Namespace
@@ -151,6 +152,17 @@ class RemoteBackend(Backend):
     @property
     def host_side_isolated(self) -> bool:
         return True
+
+    def _host_rules(self, namespaces_present) -> list[str] | None:
+        """The lab's tagged rules in its host namespace on the lab host, asked over the drive
+        connection (None: the lab host could not be asked; ``[]``: no lab there)."""
+        if self.labhost is None or not self.state.has_record():
+            return []
+        try:
+            found = Firewall(on_host_side(self)).tagged(host_tag(self.prefix))
+        except (LabError, subprocess.TimeoutExpired):
+            return None
+        return None if found is None else [str(r) for r in found]
 
     def ssh_endpoint(self) -> SshEndpoint:
         # nc tied to its session too: a client that goes without a word (paramiko closing,

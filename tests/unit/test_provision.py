@@ -26,7 +26,12 @@ def _render(variables: dict) -> list[str]:
     """The role's rule as Ansible templates it (``vars/main.yml`` with ``variables``), each
     argument as the command module passes it (a string)."""
     from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar, trust_as_template
+    from ansible.template import Templar
+    try:        # ansible-core >= 2.19 templates only strings marked as trusted (from a file)
+        from ansible.template import trust_as_template
+    except ImportError:         # 2.16-2.18 (Python 3.10's controller) template every string
+        def trust_as_template(a):
+            return a
     rule = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["tcplab_rst_block_rule"]
     templar = Templar(loader=DataLoader(), variables=variables)
     return [str(a) for a in templar.template([trust_as_template(a) for a in rule])]
