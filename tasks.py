@@ -1,10 +1,14 @@
 """tcplab tasks (invoke).  Thin: the logic lives in ``harness/``.
 
     invoke up [--backend netns] [--prefix tcplab]   make the lab and provision it (idempotent)
+    invoke up --hosts INVENTORY [--labs N]          labs on remote lab hosts (Ansible inventory)
+    invoke up --labs 8                              make tcplab1..tcplab8, one Ansible run
     invoke down [--prefix tcplab] [--all]           remove everything the lab (or every lab) made
+    invoke down --all --hosts INVENTORY             every lab on those lab hosts
     invoke status [--json] [--all]                  what exists, does SSH answer
     invoke demo [--scenario hello]                  run a scenario end to end and check it
     invoke lessons [--backend B] [--only a,b]       run every lesson for the backend: one table
+    invoke lessons --labs 4                         the same, sharded over 4 labs at once
     invoke scenarios                                the lessons: every scenario, one line each
     invoke doctor                                   check the lab piece by piece, explain failures
     invoke test [--quick]                           the test suite (pytest)
@@ -22,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task, task
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -37,6 +41,16 @@ PREFIX_HELP = f"lab name, 1-10 lowercase letters/digits (default {DEFAULT_PREFIX
               f"several labs can exist at once"
 PROVIDER_HELP = ("with --backend vagrant: virtualbox or libvirt (default: virtualbox when "
                  "VBoxManage exists, else libvirt)")
+HOSTS_HELP = ("an Ansible inventory (YAML or INI) of lab hosts: Linux machines reached over SSH "
+              "as root (or passwordless sudo) that hold the labs; each lab is the netns lab on "
+              "its lab host, named PREFIX1, PREFIX2, ... (docs/backends.md, 'Lab hosts')")
+
+
+class _NoShortH(Task):
+    """A task whose options never take ``-h`` (``--hosts`` would, and ``-h`` is --help)."""
+
+    def arg_opts(self, name, default, taken_names):
+        return super().arg_opts(name, default, set(taken_names) | {"h"})
 
 
 def _provider(backend: str, provider: str | None) -> dict:
@@ -74,29 +88,125 @@ def _lab(backend: str | None, prefix: str, **kw):
         raise _fail(e)
 
 
-@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
+@task(klass=_NoShortH,
+      help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
             "verbose": "show Ansible's whole output", "provider": PROVIDER_HELP,
-            "runtime": RUNTIME_HELP})
-def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, runtime=None):
-    """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent."""
+            "runtime": RUNTIME_HELP,
+            "labs": "make N labs at once, named PREFIX1..PREFIXN (e.g. --labs 8: tcplab1.."
+                    "tcplab8), provisioned by ONE Ansible run; refused early when the machine "
+                    "cannot hold them; with --hosts: N labs on each lab host",
+            "prefixes": "comma-separated lab names to make at once, one Ansible run (instead "
+                        "of --labs)",
+            "hosts": HOSTS_HELP + "; with --prefix, the labs' name before the number"})
+def up(c, backend=None, prefix=DEFAULT_PREFIX, verbose=False, provider=None, runtime=None,
+       labs=None, prefixes="", hosts=None):
+    """Make the lab (host side, VM, SSH) and provision it with Ansible; idempotent.
+
+    With --labs N or --prefixes a,b,c: many labs, one playbook run over all of them; each lab
+    is reported on its own line (a lab that fails is named with what failed; the others are
+    still made); exit 1 if any failed.
+
+    With --hosts INVENTORY: labs on the inventory's lab hosts (--labs N on each, default 1),
+    all made and provisioned by one Ansible run; a lab host that is unreachable or lacks root
+    is named with what to fix, and the others go on (exit 1 if any failed).
+
+    qemu: a new lab resumes the saved, provisioned guest (made first when there is none for
+    this image, responder, playbook and qemu) with its own SSH keys rotated in;
+    TCPLAB_QEMU_SNAPSHOT=off boots the image and runs the playbook instead.
+    TCPLAB_QEMU_HOST_SIDE=here puts its host side (tap, capture, clients) in this network
+    namespace, as VirtualBox's is (docs/backends.md)."""
     from harness.lab.provision import bring_up
     _runtime(runtime)
+    if hosts:
+        if prefixes:
+            raise Exit("tcplab: error: --prefixes goes with labs on this machine; with --hosts "
+                       "use --prefix and --labs", code=1)
+        from harness.lab.labs import lab_count
+        try:
+            n = 1 if labs is None else lab_count(labs)
+        except LabError as e:
+            raise _fail(e)
+        return _up_hosts(hosts, n, prefix, backend, provider, verbose)
+    if labs is not None or prefixes:
+        return _up_many(backend, prefix, labs, prefixes, verbose, provider)
     b = _lab(backend, prefix, **_provider(backend, provider))
     try:
         with b.locked():
             res = bring_up(b, verbose=verbose, force=True)
     except LabError as e:
         raise _fail(e)
+    changed = res["recap"].get("changed")
+    how = (f"provisioning changed {changed} thing(s)" if changed is not None else
+           "the VM came up provisioned (resumed from the snapshot of a provisioned guest)")
     print(f"lab '{prefix}' is up ({b.name}): host {b.host_ip} on {b.capture_interface}, "
-          f"VM {b.vm_ip}; provisioning changed {res['recap'].get('changed', '?')} thing(s)")
+          f"VM {b.vm_ip}; {how}")
 
 
-@task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
+def _up_hosts(hosts: str, labs: int, prefix: str, backend, provider, verbose: bool) -> None:
+    from harness.lab.remote import up_on_hosts
+    if backend not in (None, "remote") or provider:
+        raise Exit("tcplab: error: --hosts makes remote labs (--backend remote); leave out "
+                   "--backend and --provider", code=1)
+    try:
+        res = up_on_hosts(hosts, labs, prefix, verbose=verbose)
+    except LabError as e:
+        raise _fail(e)
+    _print_fleet(res, "up")
+    if not res.ok:
+        raise Exit(f"tcplab: error: {'; '.join(res.problems())}", code=1)
+
+
+def _print_fleet(res, what: str) -> None:
+    for host, problem in res.hosts.items():
+        mine = [p for p, v in res.labs.items() if v["host"] == host]
+        good = [p for p in mine if res.labs[p]["ok"]]
+        if problem:
+            print(f"lab host {host}: FAILED: {problem}")
+        elif what == "up":
+            bad = [p for p in mine if p not in good]
+            print(f"lab host {host}: lab(s) {', '.join(good) or '-'} up"
+                  f"{'; not: ' + ', '.join(bad) if bad else ''}")
+        else:
+            print(f"lab host {host}: clean (removed here: {', '.join(good) or '-'})")
+    if what == "up":
+        n = sum(v["ok"] for v in res.labs.values())
+        print(f"{n} remote lab(s) up; run one with `invoke demo --prefix NAME`")
+
+
+def _up_many(backend, prefix, labs, prefixes, verbose, provider) -> None:
+    from harness.lab.labs import lab_count, lab_prefixes, parse_prefixes, up_many
+    try:
+        if labs is not None and prefixes:
+            raise LabError("give --labs N or --prefixes a,b,c, not both")
+        names = parse_prefixes(prefixes) if prefixes else lab_prefixes(prefix, lab_count(labs))
+        res = up_many(names, backend, verbose=verbose, **_provider(backend, provider))
+    except LabError as e:
+        raise _fail(e)
+    for r in res.values():
+        if r.ok:
+            print(f"lab '{r.prefix}' is up; provisioning changed "
+                  f"{r.recap.get('changed', 0)} thing(s)")
+        else:
+            gone = " (removed again)" if r.removed else ""
+            print(f"lab '{r.prefix}' FAILED at {r.step}{gone}: {r.error}")
+    bad = [r.prefix for r in res.values() if not r.ok]
+    if bad:
+        raise Exit(f"tcplab: error: {len(bad)} of {len(res)} lab(s) failed: {', '.join(bad)}",
+                   code=1)
+    print(f"{len(res)} lab(s) up: {', '.join(res)}")
+
+
+@task(klass=_NoShortH,
+      help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP,
             "all": "remove every lab tcplab made on this machine (found in the state root "
                    "from their lab.json records, also after kill -9); namespaces without a "
-                   "record are someone else's and stay"})
-def down(c, backend=None, prefix=DEFAULT_PREFIX, all_=False):
+                   "record are someone else's and stay",
+            "hosts": "with --all: every lab on the lab hosts of this Ansible inventory (also "
+                     "those this machine has no record of), and tcplab's code there"})
+def down(c, backend=None, prefix=DEFAULT_PREFIX, all_=False, hosts=None):
     """Remove every namespace, process, file and rule of the lab (fine if nothing is there)."""
+    if hosts:
+        return _down_hosts(hosts, all_)
     if all_:
         return _down_all()
     b = _lab(backend, prefix)
@@ -106,6 +216,20 @@ def down(c, backend=None, prefix=DEFAULT_PREFIX, all_=False):
     except LabError as e:
         raise _fail(e)
     print(f"lab '{prefix}' is down: nothing of it is left")
+
+
+def _down_hosts(hosts: str, all_: bool) -> None:
+    from harness.lab.remote import down_on_hosts
+    if not all_:
+        raise Exit("tcplab: error: --hosts goes with --all (every lab on those lab hosts); "
+                   "remove one remote lab with `invoke down --prefix NAME`", code=1)
+    try:
+        res = down_on_hosts(hosts)
+    except LabError as e:
+        raise _fail(e)
+    _print_fleet(res, "down")
+    if not res.ok:
+        raise Exit(f"tcplab: error: {'; '.join(res.problems())}", code=1)
 
 
 def _down_all() -> None:
@@ -197,30 +321,61 @@ def demo(c, scenario="hello", backend=None, prefix=DEFAULT_PREFIX, provider=None
 @task(help={"backend": LAB_BACKEND_HELP, "prefix": PREFIX_HELP, "provider": PROVIDER_HELP,
             "only": "comma-separated lesson names (default: every shipped lesson), e.g. "
                     "hello,miniweb",
-            "verbose": "show Ansible's whole output"})
-def lessons(c, backend=None, prefix=DEFAULT_PREFIX, provider=None, only="", verbose=False):
+            "verbose": "show Ansible's whole output",
+            "labs": "run the lessons on N labs at once (PREFIX1..PREFIXN, made with one "
+                    "Ansible run unless they exist); lessons marked `cpu: alone` run "
+                    "afterwards, one at a time; same verdicts as one by one",
+            "keep": "with --labs: keep the labs this run made (default: removed at the end)"})
+def lessons(c, backend=None, prefix=DEFAULT_PREFIX, provider=None, only="", verbose=False,
+            labs=None, keep=False):
     """Run every shipped lesson that applies to the backend; print one table; exit 1 on a failure.
 
     Brings the lab up (idempotent) and holds it for the whole run.  Each lesson is a demo with
     its own run folder under runs/.  A lesson whose scenario leaves this backend out
-    (`backends:`), or whose client the backend cannot drive (the Scapy peer needs a lab host
-    namespace, which VirtualBox does not have), is skipped with the reason, never failed."""
-    from harness.lab.provision import bring_up
-    from harness.run.lessons import format_table, run_lessons, select
-    b = _lab(backend, prefix, **_provider(backend, provider))
+    (`backends:`), or whose client the backend cannot drive (on VirtualBox the Scapy peer's RST
+    rule goes into this machine's iptables: it needs root on Linux), is skipped with the
+    reason, never failed.  With --labs N the lessons are sharded over a pool of N labs: each
+    lesson leases a lab and gives it back clean (no process, iptables rule or qdisc of its run
+    left)."""
+    from harness.lab.labs import lab_count
+    from harness.run.lessons import format_table, select
     try:
         names = select(only)
-        with b.locked():
-            bring_up(b, verbose=verbose)
-            results = run_lessons(b, names)
+        if labs is not None:
+            if provider:
+                raise LabError("--provider goes with one lab; --labs makes netns or qemu labs")
+            results, name = _lessons_on_pool(backend, prefix, lab_count(labs), names, keep,
+                                             verbose)
+        else:
+            results, name = _lessons_on_one(backend, prefix, provider, names, verbose)
     except LabError as e:
         raise _fail(e)
-    print(format_table(results, backend=b.name))
+    print(format_table(results, backend=name))
     bad = [r.name for r in results if r.failed]
     if bad:
         raise Exit(f"tcplab: lessons: {len(bad)} of {len(results)} failed: {', '.join(bad)}",
                    code=1)
-    print(f"tcplab: lessons: every lesson for {b.name} passed")
+    print(f"tcplab: lessons: every lesson for {name} passed")
+
+
+def _lessons_on_one(backend, prefix, provider, names, verbose):
+    from harness.lab.provision import bring_up
+    from harness.run.lessons import run_lessons
+    b = _lab(backend, prefix, **_provider(backend, provider))
+    with b.locked():
+        bring_up(b, verbose=verbose)
+        return run_lessons(b, names), b.name
+
+
+def _lessons_on_pool(backend, prefix, n, names, keep, verbose):
+    from harness.lab.labs import lab_prefixes
+    from harness.lab.pool import LabPool
+    from harness.run.lessons import run_jobs
+    with LabPool(n, backend=backend or "netns", prefixes=lab_prefixes(prefix, n), keep=keep,
+                 verbose=verbose) as pool:
+        results = run_jobs(pool, names)
+        name = pool.labs()[0].name if pool.labs() else (backend or "netns")
+    return list(results.values()), name
 
 
 @task
@@ -266,9 +421,9 @@ def test(c, quick=False, k=None, x=False):
                        "the QEMU VM)",
             "prefix": "name of the bench's own lab (default bench + 4 random hex digits)",
             "rounds": "rounds per figure (default 5; quick 2)",
-            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile,grading "
-                    "(grading: invoke grade of one submission on a warm lab, and a class of 12 "
-                    "with --jobs 4 vs --jobs 1; ~20 min, labs of its own; --quick leaves it "
+            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile,labs,"
+                    "grading (grading: invoke grade of one submission on a warm lab, and a class "
+                    "of 12 with --jobs 4 vs --jobs 1; ~20 min, labs of its own; --quick leaves it "
                     "out unless named here)",
             "flood": "instead: the SYN flood of this many SYNs with legitimate clients during "
                      "it (same as invoke fuzz --flood; e.g. 100000)",

@@ -108,7 +108,8 @@ class NsProcess:
 
 
 def proc_status(pid: int) -> dict:
-    """RSS and peak RSS (kB) and CPU seconds (user+system) of a process, from /proc."""
+    """RSS and peak RSS (kB), CPU seconds (user+system) and user-space CPU seconds of a
+    process, from /proc."""
     out = {}
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -119,9 +120,11 @@ def proc_status(pid: int) -> dict:
             fields = f.read().rsplit(")", 1)[1].split()
         tick = os.sysconf("SC_CLK_TCK")
         out["cpu_s"] = (int(fields[11]) + int(fields[12])) / tick   # utime, stime
+        out["user_s"] = int(fields[11]) / tick
     except (OSError, IndexError, ValueError):
         pass
-    return {"rss_kb": out.get("VmRSS"), "hwm_kb": out.get("VmHWM"), "cpu_s": out.get("cpu_s")}
+    return {"rss_kb": out.get("VmRSS"), "hwm_kb": out.get("VmHWM"), "cpu_s": out.get("cpu_s"),
+            "user_s": out.get("user_s")}
 
 
 @atexit.register

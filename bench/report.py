@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-ITEMS = ("handshake", "http", "checksum", "tarpit", "lab", "profile", "grading")
+ITEMS = ("handshake", "http", "checksum", "tarpit", "lab", "profile", "labs", "grading")
 
 
 def fmt_num(x) -> str:

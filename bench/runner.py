@@ -23,7 +23,9 @@ Items (keys of ``result["items"]``):
    shares; the same-run references are bare ``ip netns`` commands and a bare ``nc`` exchange.
 6. ``profile``: the account of the server's CPU per connection on each runtime, bench.hotpath,
    and the responder and the asyncio server under cProfile (:mod:`bench.profiling`).
-7. ``grading``: ``invoke grade`` of one submission on a warm lab vs the same lessons as demos,
+7. ``labs``: many labs at once (:mod:`bench.labs`): ``invoke up --labs 8`` and ``--labs 40``,
+   40 demos at once on them, memory per idle lab; in a state root of its own.
+8. ``grading``: ``invoke grade`` of one submission on a warm lab vs the same lessons as demos,
    and a class with ``--jobs 4`` vs ``--jobs 1`` (:mod:`bench.grading`; its labs are its own;
    left out of ``--quick`` unless ``--only`` names it).
 
@@ -48,7 +50,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.lab import HOST_IP, LAB_PORT, NETMASK_BITS, VM_IP, get_backend, net
+from harness.lab import LAB_PORT, get_backend, net
 from harness.lab import firewall
 from harness.lab.firewall import Firewall, local, port_rst_rule
 from harness.lab.provision import bring_up
@@ -57,6 +59,7 @@ from harness.util import PROJECT_ROOT, LabError, progress, require_root, stream
 from responder.contract import RUNTIMES
 
 from . import grading, micro, profiling
+from .labs import LabsBench, bare_network
 from .procs import NsProcess, cpu_delta, cpu_times, proc_status
 from .profiling import subject
 from .report import ITEMS, format_errors, format_machine, format_missed, format_table, plot, \
@@ -100,13 +103,16 @@ class Params:
     account_n: int = 5000             # the account's load (item 6, per subject)
     hotpath_conns: int = 2000         # bench.hotpath on each runtime (item 6)
     hotpath_rounds: int = 3
+    labs_small: int = 8               # item labs: `invoke up --labs N` twice, then N demos
+    labs_big: int = 40
 
 
 FULL = Params()
 QUICK = Params(rounds=2, hello_n=400, hello_c=20, scapy_n=100, http_n=300, http_c=20,
                tarpit_n=1000, tarpit_c=100, tarpit_rounds=1, hold_s=0.5, micro_iters=5000, lab_rounds=1,
                demo_rounds=1, profile_n=300, stack_conns=200, budget_s=8.0, warmup_n=100,
-               account_n=400, hotpath_conns=300, hotpath_rounds=1)
+               account_n=400, hotpath_conns=300, hotpath_rounds=1, labs_small=3,
+               labs_big=6)
 
 
 def check_runtimes(runtimes) -> list:
@@ -195,21 +201,23 @@ class Bench:
         return p
 
     def responder(self, app: str, profile_to: Path | None = None,
-                  runtime: str = "cpython", args=(), quiet: bool = False):
+                  runtime: str = "cpython", args=(), quiet: bool = False, cwd=None):
         """The responder under ``runtime``; ``quiet``: receiving with ``--rx packet`` while the
         VM kernel is kept from seeing the lab port's segments (contract.quiet_rule, added
-        here and removed when the server is stopped)."""
+        here and removed when the server is stopped); ``cwd``: run the ``responder`` package
+        found there instead of the lab's provisioned one (``bench.ab``'s ``@REV``)."""
+        cwd = cwd or self.b.responder_dir()
         pre = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
         argv = [RUNTIMES[runtime], *pre, "-m", "responder", "--listen",
                 f"{self.vm_ip}:{LAB_PORT}", "--app", app, *args]
         if not quiet:
-            return self.start_vm(f"responder-{app}-{runtime}", argv, self.b.responder_dir())
+            return self.start_vm(f"responder-{app}-{runtime}", argv, cwd)
         rule = Firewall(local(self.b.vm_exec_prefix())).applied(
             [firewall.quiet_rule(self.vm_ip, LAB_PORT)], first=True)
         rule.__enter__()
         try:
             p = self.start_vm(f"responder-{app}-{runtime}-quiet", argv + ["--rx", "packet"],
-                              self.b.responder_dir())
+                              cwd)
         except BaseException:
             rule.__exit__(None, None, None)
             raise
@@ -268,6 +276,7 @@ class Bench:
             res["loadgen_cpu_us_per_conn"] = res["machine_cpu"]["children_cpu_s"] / ok * 1e6
             if before["cpu_s"] is not None and after["cpu_s"] is not None:
                 res["server_cpu_us_per_conn"] = (after["cpu_s"] - before["cpu_s"]) / ok * 1e6
+                res["server_user_cpu_us_per_conn"] = (after["user_s"] - before["user_s"]) / ok * 1e6
         res["server_exit"] = rc
         res["server_counters"] = p.last_json()
         if rc != 0:
@@ -416,7 +425,8 @@ class Bench:
         for be in backends:
             if be != "netns":
                 try:
-                    out["backends"][be] = self.lab_cycle(be, scratch_prefix, 1)
+                    out["backends"][be] = (self.qemu_cycles(scratch_prefix) if be == "qemu"
+                                           else self.lab_cycle(be, scratch_prefix, 1))
                 except Exception as e:          # noqa: BLE001 -- one backend failing is data
                     out["backends"][be] = {"error": f"{type(e).__name__}: {e}"}
         # A warm lab: if the responder's sources changed since the lab was provisioned (someone
@@ -435,19 +445,42 @@ class Bench:
             out["demo_errors"] = errors
         return out
 
-    def lab_cycle(self, backend: str, prefix: str, rounds: int) -> dict:
+    def lab_cycle(self, backend: str, prefix: str, rounds: int, env=None) -> dict:
         """``invoke up`` from nothing, then ``invoke down``, ``rounds`` times."""
         get_backend(backend, prefix)          # LabError if the backend does not exist here
         res = {"up": [], "down": []}
         try:
             for _ in range(rounds):
                 res["up"].append(timed_invoke(["up", "--backend", backend, "--prefix", prefix],
-                                              timeout=1800 if backend != "netns" else 300))
+                                              timeout=1800 if backend != "netns" else 300,
+                                              env=env))
                 res["down"].append(timed_invoke(["down", "--backend", backend, "--prefix",
-                                                 prefix], timeout=300))
+                                                 prefix], timeout=300, env=env))
         finally:
             get_backend(backend, prefix).down()
         return res
+
+    def qemu_cycles(self, prefix: str) -> dict:
+        """``invoke up``/``down --backend qemu`` (lab_rounds, at most 3, each): warm (the shared
+        snapshot of a provisioned guest exists; made first, untimed, when it does not) and
+        from nothing (a snapshot directory of the bench's own, empty each round: boot,
+        playbook, save, resume), under keys ``up``/``down`` and ``up_cold``/``down_cold``."""
+        from harness.lab import image
+        from harness.lab.snapshot import SNAPSHOTS_ENV
+        n = min(self.p.lab_rounds, 3)
+        self.lab_cycle("qemu", prefix, 1)                # the warm snapshot, untimed
+        res = self.lab_cycle("qemu", prefix, n)
+        cold = {"up_cold": [], "down_cold": []}
+        for _ in range(n):
+            snaps = image.cache_root().parent / f"bench-snapshots-{uuid.uuid4().hex[:8]}"
+            env = dict(os.environ, **{SNAPSHOTS_ENV: str(snaps)})
+            try:
+                one = self.lab_cycle("qemu", prefix, 1, env=env)
+            finally:
+                shutil.rmtree(snaps, ignore_errors=True)
+            cold["up_cold"] += one["up"]
+            cold["down_cold"] += one["down"]
+        return dict(res, **cold)
 
     def netns_floor(self, prefix: str) -> dict:
         """The bare cost of a lab's network: two namespaces and a veth pair made and removed
@@ -458,17 +491,10 @@ class Bench:
         if taken:
             raise LabError(f"namespace(s) {', '.join(sorted(taken))} exist already: the bench "
                            f"makes its own; remove them or choose another --prefix")
-        made = []
+        made: list = []
         t0 = time.monotonic()
         try:
-            for ns in (h, v):
-                net.ns_add(ns)
-                made.append(ns)
-            net.veth(h, "vboxnet0", "eth1", v)
-            net.addr_replace(h, "vboxnet0", f"{HOST_IP}/{NETMASK_BITS}")
-            net.addr_replace(v, "eth1", f"{VM_IP}/{NETMASK_BITS}")
-            net.link_up(h, "vboxnet0")
-            net.link_up(v, "eth1")
+            bare_network(h, v, made)
             t1 = time.monotonic()
         finally:
             t2 = time.monotonic()
@@ -553,16 +579,18 @@ def _read_event(proc: subprocess.Popen, event: str, timeout: float) -> dict:
     raise LabError(f"load generator: no '{event}' within {timeout:g} s")
 
 
-def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False) -> dict:
-    """Run ``invoke ARGS`` as a user would, timing each progress line it prints on stderr
-    ('tcplab: ...'), so the steps of ``up`` can be told apart."""
+def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False,
+                 env: dict | None = None) -> dict:
+    """Run ``invoke ARGS`` as a user would (in environment ``env``, default this one), timing
+    each progress line it prints on stderr ('tcplab: ...'), so the steps of ``up`` can be told
+    apart."""
     marks = []
     with tempfile.TemporaryFile("w+") as out:
         t0 = time.monotonic()
         r = stream(INVOKE + args, show=lambda line: marks.append((time.monotonic() - t0,
                                                                  line.rstrip())),
                    stdout=out if capture_stdout else subprocess.DEVNULL, timeout=timeout,
-                   cwd=PROJECT_ROOT, what=f"invoke {' '.join(args)}", check=False)
+                   cwd=PROJECT_ROOT, what=f"invoke {' '.join(args)}", check=False, env=env)
         wall = time.monotonic() - t0
         out.seek(0)
         stdout = out.read()
@@ -589,6 +617,10 @@ def up_steps(marks: list, wall: float, min_share: float = 0.05) -> dict:
             step = "network (namespaces, veth/tap)"
         elif text.startswith("guest image"):
             step = "guest image"
+        elif text.startswith("no snapshot"):
+            step = "snapshot: boot until sshd answers"   # then its playbook's tasks
+        elif text.startswith(("resuming", "guest resumed")):
+            step = "resume the snapshot, rotate the lab's keys"
         elif text.startswith(("accelerator", "booting")):
             step = "boot until sshd answers"        # qemu: the waiting lines stay in it
         elif text.startswith("sshd"):
@@ -663,8 +695,10 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
             steps = {"checksum": b.item_checksum, "handshake": b.item_handshake,
                      "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
                      "lab": lambda: b.item_lab(list(backends), scratch, first_up),
+                     "labs": lambda: LabsBench(timed_invoke, log, params.labs_small,
+                                               params.labs_big).run(),
                      "grading": lambda: grading.item(quick, log)}
-            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab",
+            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab", "labs",
                          "grading"):
                 if name not in items:
                     continue

@@ -8,6 +8,7 @@ and how to fix it; ``tasks.py`` turns it into a one-line exit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -24,9 +25,26 @@ class LabError(RuntimeError):
     """A failure the user can act on; the message is one line: what, and how to fix it."""
 
 
+_progress_tag = threading.local()
+
+
 def progress(msg: str) -> None:
-    """One progress line on stderr (long steps say what they are doing)."""
-    print(f"tcplab: {msg}", file=sys.stderr, flush=True)
+    """One progress line on stderr (long steps say what they are doing), written in one piece
+    (threads do not cut each other's lines), tagged ``[NAME]`` inside :func:`progress_tag`."""
+    tag = getattr(_progress_tag, "name", None)
+    sys.stderr.write(f"tcplab: {'[' + tag + '] ' if tag else ''}{msg}\n")
+    sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def progress_tag(name: str | None):
+    """Tag this thread's progress lines with ``[name]`` (a lab, when many run at once)."""
+    old = getattr(_progress_tag, "name", None)
+    _progress_tag.name = name
+    try:
+        yield
+    finally:
+        _progress_tag.name = old
 
 
 def require_root(what: str) -> None:

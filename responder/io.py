@@ -10,6 +10,9 @@ This is the only module that touches the outside world.  It
 * or, with ``--rx packet``, receives on an ``AF_PACKET`` socket with a BPF filter instead
   (:mod:`responder.packet`: before netfilter, so a lab can keep the kernel from seeing the
   port's segments at all) and only sends on the raw socket;
+* attaches a BPF filter to the receive socket (:func:`responder.packet.tcp_filter`): the
+  kernel then queues only segments to the listen address and port, instead of every TCP
+  segment to this host (the lab's SSH too) for a Python check to throw away;
 * marks everything it sends with ``SO_MARK`` (``--mark``, default 0x5e): the lab's iptables rule
   drops the *kernel's* RSTs (the kernel knows no socket on port 80 and would reset every SYN)
   and lets only marked packets through;
@@ -116,6 +119,9 @@ class Responder:
             self.app = make_app(opts.app, page, cfg.mss)
             self.stack.listen(self.addr, self.port, self.app)
         self.encode_hook = getattr(self.app, "encode", None)
+        #: Whether the kernel already keeps other addresses' and ports' segments from the
+        #: receive socket (a BPF filter, :meth:`open`): then :meth:`is_ours` is not needed.
+        self.filtered = False
 
     # --- sockets --------------------------------------------------------------------------
     def open(self) -> None:
@@ -131,10 +137,21 @@ class Responder:
         self.tx = self.rx
         self.rbuf = bytearray(65536)
         self.rview = memoryview(self.rbuf)
-        if getattr(self.opts, "rx", "socket") == "packet" and not self.classic:
-            from .packet import DROP_ALL, attach_filter, open_packet_rx
+        if self.classic:
+            return                              # the lecture's program filters by itself
+        from .packet import DROP_ALL, attach_filter, discard_queued, open_packet_rx, tcp_filter
+        if getattr(self.opts, "rx", "socket") == "packet":
             self.rx = open_packet_rx(self.addr, self.port, RCVBUF)
             attach_filter(self.tx, DROP_ALL)    # the raw socket only sends now
+            self.filtered = True
+            return
+        try:                                    # the kernel drops other ports' segments
+            attach_filter(self.rx, tcp_filter(self.addr, self.port))
+        except OSError as e:
+            log(f"warning: no socket filter ({e}); filtering in Python")
+            return
+        discard_queued(self.rx)                 # what arrived before the filter was in place
+        self.filtered = True
 
     def flush_log(self) -> None:
         """Write the transition lines collected since the last call, in order, at once."""
@@ -183,7 +200,8 @@ class Responder:
     # --- the loop -------------------------------------------------------------------------
     def is_ours(self, view, n: int) -> bool:
         """Early filter before a full parse: destination address and port (a SYN flood to
-        another port costs two slices and a compare)."""
+        another port costs two slices and a compare).  Only where the kernel does not filter
+        for us (:attr:`filtered`): the classic program, or a kernel without socket filters."""
         ihl = (view[0] & 0x0F) * 4 if n else 0
         if n < 20 or view[0] >> 4 != 4 or n < ihl + 4:
             return True         # too broken to tell: let the wire layer name the fault
@@ -191,7 +209,7 @@ class Responder:
 
     def handle_packet(self, n: int) -> None:
         view = self.rview[:n]
-        if not self.is_ours(view, n):
+        if not self.filtered and not self.is_ours(view, n):
             self.counters["packets_ignored"] += 1
             return
         if self.classic is not None:
@@ -251,13 +269,7 @@ class Responder:
                 self.send_segment(out)
         try:
             while not self.stop:
-                self.flush_log()
-                timeout = None
-                if self.stack is not None:
-                    deadline = self.stack.next_deadline()
-                    if deadline is not None:
-                        timeout = max(0.0, deadline - self.clock())
-                for key, _ in sel.select(timeout):
+                for key, _ in sel.select(self.before_wait()):
                     if key.data == "wake":
                         try:
                             wake_r.recv(512)
@@ -268,15 +280,28 @@ class Responder:
                 if self.dump:
                     self.dump = False
                     self.print_stats()
-                if self.stack is not None:
-                    self._guard(lambda: [self.send_segment(s)
-                                         for s in self.stack.on_timer(self.clock())])
+                self.run_timers()
         finally:
             self.flush_log()
             signal.set_wakeup_fd(old_fd)
             sel.close()
             self.print_stats()
         return 0
+
+    def before_wait(self) -> float | None:
+        """What the loop does before it waits: write the log lines collected, and say how
+        long it may wait (until the stack's next deadline; None: no timer running)."""
+        self.flush_log()
+        if self.stack is None:
+            return None
+        deadline = self.stack.next_deadline()
+        return None if deadline is None else max(0.0, deadline - self.clock())
+
+    def run_timers(self) -> None:
+        """What the loop does after each wait: fire the stack's due timers, send their output."""
+        if self.stack is not None:
+            self._guard(lambda: [self.send_segment(s)
+                                 for s in self.stack.on_timer(self.clock())])
 
     def _drain(self) -> None:
         for _ in range(256):

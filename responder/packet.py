@@ -1,5 +1,5 @@
 """Receiving the lab port's segments on a packet socket, before the kernel's IP stack (``--rx
-packet``).
+packet``); and the socket filter both receive paths use.
 
 The default receive path is the ``AF_INET`` raw socket: the kernel delivers it a copy of each
 TCP packet from ``ip_local_deliver``, i.e. *after* netfilter's PREROUTING and INPUT hooks, and
@@ -15,11 +15,15 @@ them, nor makes an RST to drop (see docs/bench.md for what that saves).  This mo
 that socket:
 
 * ``AF_PACKET, SOCK_DGRAM, ETH_P_IP``: the data starts at the IP header, as on the raw socket;
-* a classic BPF filter (``SO_ATTACH_FILTER``, set through :mod:`ctypes`: the kernel takes a
-  pointer) lets only IPv4 TCP to the listen address and port through, so the rest of the
+* a classic BPF filter (``SO_ATTACH_FILTER``; the kernel takes a pointer to the program: an
+  ``array``'s address) lets only IPv4 TCP to the listen address and port through, so the rest of the
   interface's traffic (SSH, the capture canary) costs the responder nothing; packets queued
   before the filter was attached are read and thrown away;
 * ``PACKET_IGNORE_OUTGOING``: not our own packets (Linux >= 4.20).
+
+The same filter (:func:`tcp_filter`) is attached to the default receive path, the raw socket,
+too: a raw socket's data also starts at the IP header, and without it the kernel would queue
+every TCP segment to this host for the responder to look at and throw away.
 
 What ``--rx packet`` changes for lessons: INPUT-chain drops of the lab's ``drop c>s``
 conditions act after a packet socket has its copy, so the responder would see packets those
@@ -29,13 +33,9 @@ drops its privileges (it needs CAP_NET_RAW, like the raw socket).
 
 from __future__ import annotations
 
+import array
 import socket
 import struct
-
-try:
-    import ctypes
-except ImportError:
-    ctypes = None
 
 ETH_P_IP = 0x0800
 SOL_PACKET = getattr(socket, "SOL_PACKET", 263)
@@ -73,13 +73,23 @@ DROP_ALL = [(BPF_RET_K, 0, 0, 0)]
 
 
 def attach_filter(sock: socket.socket, prog: list) -> None:
-    """``SO_ATTACH_FILTER`` with a classic BPF program (needs ctypes for the pointer)."""
-    if ctypes is None:
-        raise OSError("ctypes is not available: cannot attach a socket filter")
-    code = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
-    buf = ctypes.create_string_buffer(code, len(code))
-    fprog = struct.pack("@HP", len(prog), ctypes.addressof(buf))
+    """``SO_ATTACH_FILTER`` with a classic BPF program.  The kernel takes a ``struct
+    sock_fprog``: the program's length and a *pointer* to its instructions; an ``array``'s
+    ``buffer_info()`` gives that address (no ctypes, which costs ~30 ms to import on PyPy),
+    and the array stays alive until the call has copied the program."""
+    code = array.array("B", b"".join(struct.pack("=HBBI", *ins) for ins in prog))
+    fprog = struct.pack("@HP", len(prog), code.buffer_info()[0])
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def discard_queued(sock: socket.socket) -> None:
+    """Read and throw away what a non-blocking socket queued before its filter was attached
+    (the filter applies only to packets that arrive after it)."""
+    while True:
+        try:
+            sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
 
 
 def open_packet_rx(addr: bytes, port: int, rcvbuf: int) -> socket.socket:
@@ -98,11 +108,7 @@ def open_packet_rx(addr: bytes, port: int, rcvbuf: int) -> socket.socket:
         except OSError:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         s.setblocking(False)
-        while True:             # whatever arrived before the filter was in place
-            try:
-                s.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                break
+        discard_queued(s)
     except BaseException:
         s.close()
         raise

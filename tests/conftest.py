@@ -30,6 +30,18 @@ def require_lab_machine():
         pytest.skip("end-to-end lab tests need root")
 
 
+def require_vm_machine(what: str = "the qemu backend needs root (namespaces, tap)"):
+    """Skip unless root and the qemu backend's tools are here (packages/apt-vm.txt)."""
+    import shutil
+    if os.geteuid() != 0:
+        pytest.skip(what)
+    missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap")
+               if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (packages/apt-vm.txt; "
+                    f"`sudo ./bootstrap test` installs them, unless TCPLAB_NO_VM=1)")
+
+
 @contextlib.contextmanager
 def provisioned_lab(tag: str = "e2e", backend: str = "netns"):
     """A provisioned lab for a block (e.g. a module-scoped fixture), removed even on failure."""

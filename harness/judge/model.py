@@ -45,7 +45,7 @@ FLAG_CHARS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "U": URG, "E": ECE, "W": C
 OPTIONAL_FLAG_CHARS = "FPUEW"
 HEADER_KEYS = ("lesson", "responder", "client", "clients", "stdin", "script", "conditions",
                "timeout", "hold", "linger", "trailing", "counters", "states", "measure",
-               "backends")
+               "backends", "cpu")
 COUNTER_OPS = ("==", "!=", ">=", "<=", ">", "<")
 FIELDS = ("seq", "rawseq", "ack", "win", "options", "length", "payload", "analysis", "after")
 
@@ -289,6 +289,7 @@ class Scenario:
     backends: tuple = KNOWN_BACKENDS  # where the lesson holds (e.g. netns only: timing)
     clients: int = 1         # copies of the client run at once, each its own connection
     isn: int | None = None   # the responder's fixed ISN (--isn, or --classic's), if any
+    cpu_alone: bool = False  # `cpu: alone`: its timing needs the CPU to itself (lessons --labs)
 
     def runs_on(self, backend: str) -> bool:
         return backend in self.backends

@@ -130,6 +130,12 @@ def _backends(text: str, head: dict) -> None:
     head["backends"] = names
 
 
+def _cpu(text: str, head: dict) -> None:
+    if text not in ("alone", "shared"):
+        raise ValueError(f"expected alone or shared, got {text!r}")
+    head["cpu_alone"] = text == "alone"
+
+
 def _counter(text: str) -> CounterCheck:
     m = re.fullmatch(r"\s*([a-z_]{1,40})\s*(==|!=|>=|<=|>|<)\s*(\d{1,10})\s*", text)
     if not m:
@@ -265,7 +271,7 @@ _HEADER_READERS = {
     "conditions": _conditions, "timeout": _store("timeout", duration),
     "hold": _store("hold", duration), "linger": _store("linger", duration),
     "trailing": _trailing, "counters": _counters, "states": _store("states", parse_states),
-    "measure": _store("measure"), "backends": _backends,
+    "measure": _store("measure"), "backends": _backends, "cpu": _cpu,
 }
 assert set(_HEADER_READERS) == set(HEADER_KEYS)
 
@@ -528,7 +534,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         states=head.get("states", ()), measures=measures,
         condition_list=head.get("condition_list", ()),
         backends=head.get("backends", KNOWN_BACKENDS), clients=head.get("clients", 1),
-        isn=head.get("isn"))
+        isn=head.get("isn"), cpu_alone=head.get("cpu_alone", False))
 
 
 def _check_header(path: str, head: dict, seen: dict) -> None:

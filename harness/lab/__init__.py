@@ -18,6 +18,7 @@ REGISTRY = {
     "netns": "harness.lab.netns:NetnsBackend",
     "qemu": "harness.lab.qemu:QemuBackend",
     "vagrant": "harness.lab.vagrant:VagrantBackend",
+    "remote": "harness.lab.remote:RemoteBackend",
 }
 BACKENDS = tuple(REGISTRY)
 

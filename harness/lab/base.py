@@ -24,10 +24,11 @@ import hashlib
 import signal
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.lab import net
+from harness.lab import firewall, net
 from harness.lab.net import Namespace
 from harness.lab.state import (DEFAULT_PREFIX, PREFIX_RE, STATE_ROOT_ENV, LabState,  # noqa: F401
                                state_root, validate_prefix)
@@ -38,20 +39,26 @@ from responder.contract import HOST_IP, LAB_PORT, VM_IP  # noqa: F401
 
 __all__ = ["ANSIBLE_DIRS", "DEFAULT_PREFIX", "HOST_IP", "LAB_PORT", "NETMASK_BITS", "PREFIX_RE",
            "RST_MARK", "STATE_ROOT_ENV", "VM_IP", "Backend", "LabState", "SshEndpoint",
-           "responder_tree_hash", "state_root", "validate_prefix"]
+           "responder_tree_hash", "state_root", "tree_hash", "validate_prefix"]
 
 NETMASK_BITS = 24
 #: Ansible's home, temp files and SSH control sockets, inside the lab's state directory.
 ANSIBLE_DIRS = ("ansible/cp", "ansible/tmp", "ansible/home")
 
 
+def tree_hash(*trees: str) -> str:
+    """Hash of the Python sources under each of the project's ``trees`` (directories)."""
+    h = hashlib.sha256()
+    for tree in trees:
+        src = PROJECT_ROOT / tree
+        for p in sorted(src.rglob("*.py")):
+            h.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def responder_tree_hash() -> str:
     """Hash of the responder sources: provisioning reruns when a student changes them."""
-    h = hashlib.sha256()
-    src = PROJECT_ROOT / "responder"
-    for p in sorted(src.rglob("*.py")):
-        h.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
+    return tree_hash("responder")
 
 
 @dataclass
@@ -65,12 +72,16 @@ class SshEndpoint:
     known_hosts: Path
     proxy_command: str | None = None   # run on this machine; %h and %p are substituted
 
-    def ansible_ssh_args(self, control_dir: Path) -> str:
+    def ansible_ssh_args(self, control_dir: Path | None) -> str:
+        """ssh's options for Ansible; with ``control_dir``, a ControlPersist master whose
+        socket is there (Ansible's own strategy: one SSH command per task), without (Mitogen:
+        one connection for the play) none, so nothing outlives the playbook."""
         # The paths come from the state root, whose characters are checked (no spaces).
         args = [f"-o UserKnownHostsFile={self.known_hosts}", "-o StrictHostKeyChecking=yes",
-                "-o IdentitiesOnly=yes", "-o BatchMode=yes",
-                "-o ControlMaster=auto", "-o ControlPersist=60s",
-                f"-o ControlPath={control_dir}/%C"]
+                "-o IdentitiesOnly=yes", "-o BatchMode=yes"]
+        if control_dir is not None:
+            args += ["-o ControlMaster=auto", "-o ControlPersist=60s",
+                     f"-o ControlPath={control_dir}/%C"]
         if self.proxy_command:
             args.append(f"-o ProxyCommand='{self.proxy_command}'")
         return " ".join(args)
@@ -122,13 +133,31 @@ class Backend:
         return [self.host_namespace] if self.host_namespace else []
 
     def host_exec_prefix(self) -> list[str]:
-        """argv prefix that runs a command on the lab's host side (where vboxnet0 lives)."""
+        """argv prefix that runs a command on the lab's host side (where vboxnet0 lives), for
+        a host side on this machine.  Prefer :meth:`host_argv`, which every backend has."""
         return self.host_namespace.exec_prefix() if self.host_namespace else []
+
+    def host_argv(self, argv: list[str]) -> list[str]:
+        """The command line that runs ``argv`` on the lab's host side: here, under the host
+        namespace's exec prefix; a lab on a lab host, over SSH (:mod:`harness.lab.remote`).
+        The capture, the canary and the clients of a run all go through this."""
+        return self.host_exec_prefix() + list(argv)
+
+    def host_python_argv(self, module: str, args) -> list[str]:
+        """``python -m MODULE ARGS`` of the harness on the lab's host side (here: this
+        interpreter, run from the project root; a lab host runs its own copy)."""
+        return self.host_argv([sys.executable, "-m", module, *args])
+
+    @property
+    def host_side_isolated(self) -> bool:
+        """Is the host side a place of the lab's own (a namespace, here or on a lab host), not
+        the user's machine itself?  The Scapy client adds an iptables rule there."""
+        return self.host_namespace is not None
 
     def ssh_answers(self, timeout: float = 1.0) -> bool:
         """Does an sshd answer on the VM's port 22, seen from the host side?  Reads the
         banner's first bytes and closes at once."""
-        if self.host_namespace is None:
+        if not self.host_side_isolated:
             try:
                 with socket.create_connection((self.vm_ip, 22), timeout=timeout) as s:
                     s.settimeout(timeout)
@@ -137,8 +166,8 @@ class Backend:
                 return False
         script = f"exec 3<>/dev/tcp/{self.vm_ip}/22 && head -c 4 <&3"
         try:
-            res = subprocess.run(self.host_exec_prefix() + ["timeout", str(timeout), "bash",
-                                 "-c", script], capture_output=True, timeout=timeout + 2)
+            res = subprocess.run(self.host_argv(["timeout", str(timeout), "bash", "-c", script]),
+                                 capture_output=True, timeout=timeout + 10)
         except subprocess.TimeoutExpired:
             return False
         return res.stdout.startswith(b"SSH-")
@@ -188,6 +217,11 @@ class Backend:
             # A namespace's links go with it (a veth's peer with the pair); so do the iptables
             # rules of a VM namespace.
             ns.delete()
+        if self.host_namespace is None:
+            # The host side is this machine: the rules a killed run left here (the Scapy
+            # peer's), found by the lab's tag.
+            for rule in firewall.remove_host_rules(self.prefix):
+                progress(f"removed the host rule `{rule}`")
         self.state.remove()
 
     def _status_base(self) -> dict:
@@ -199,7 +233,14 @@ class Backend:
                 "record": self.state.has_record(),
                 "namespaces": {ns.name: ns.name in have for ns in self.namespaces()},
                 "interface": None, "ssh": False,
-                "provisioned": meta.get("provisioned_hash") is not None}
+                "provisioned": meta.get("provisioned_hash") is not None,
+                # iptables rules tagged with the lab's name on its host side (None: unreadable)
+                "host_rules": self._host_rules(have)}
+
+    def _host_rules(self, namespaces_present) -> list[str] | None:
+        if self.host_namespace is not None and self.host_ns not in namespaces_present:
+            return []
+        return firewall.host_rules(self.prefix, self.host_exec_prefix())
 
     # --- the interface ----------------------------------------------------------------------
     def up(self) -> None:

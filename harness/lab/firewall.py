@@ -8,7 +8,10 @@ Rules (as :class:`Rule` values, built here and nowhere else):
 * :func:`drop_rules` -- a scenario's ``drop`` condition in the VM (the first K matching
   packets, in INPUT for c>s, OUTPUT for s>c; by relative number, or the client's pure ACKs);
 * :func:`peer_rst_rule` -- the Scapy peer's RST block on the lab's host side (the host kernel
-  knows nothing of the peer's connection and would reset it);
+  knows nothing of the peer's connection and would reset it), scoped to the lab's interface,
+  addresses and the peer's port, and tagged with the lab's name (:func:`host_tag`): on a
+  backend whose host side is this machine itself (VirtualBox) a rule left by a killed run is
+  found by its tag (:func:`tagged`) and removed by ``down`` (:func:`remove_tagged`);
 * :func:`port_rst_rule` -- the bench's Scapy responder: every RST from its port;
 * :func:`quiet_rule` -- the bench's "quiet kernel" (table ``raw``): the lab port's segments
   dropped before the VM kernel's IP stack, beside the RST block, never instead of it.
@@ -37,12 +40,16 @@ from responder.contract import rst_rule as _contract_rst_rule
 
 #: ``-m comment`` on a scenario's drop rules, so that a rule left by a killed run is recognisable.
 COMMENT = "tcplab-condition"
+#: ``-m comment`` on a lab's rules on its host side: ``tcplab-host:<prefix>`` (see host_tag).
+HOST_TAG = "tcplab-host:{prefix}"
 #: SO_MARK of the Scapy peer's own packets (the responder's are DEFAULT_MARK, 0x5e).
 PEER_MARK = 0x5F
 #: Wait this long for the xtables lock (legacy iptables; iptables-nft ignores it).
 LOCK_WAIT_S = "10"
 
-Runner = Callable[[list], "tuple[int, str]"]
+#: ``runner(argv)`` -> (exit status, stderr); ``runner(argv, stdout=True)`` -> (exit status,
+#: stdout) for the commands that list.
+Runner = Callable[..., "tuple[int, str]"]
 
 
 @dataclass(frozen=True)
@@ -95,12 +102,23 @@ def drop_rules(cond, isn: int | None, client_ip: str, port: int = LAB_PORT) -> l
     return [Rule(chain, tuple(spec))] * cond.count
 
 
-def peer_rst_rule(src: str, sport: int, dst: str, dport: int, mark: int = PEER_MARK) -> Rule:
+def host_tag(prefix: str) -> str:
+    """The comment on lab ``prefix``'s rules on its host side."""
+    return HOST_TAG.format(prefix=prefix)
+
+
+def peer_rst_rule(src: str, sport: int, dst: str, dport: int, mark: int = PEER_MARK, *,
+                  interface: str | None = None, lab: str | None = None) -> Rule:
     """The Scapy peer's RST block: the host kernel's RSTs on the peer's own 4-tuple, unless
-    the peer marked them."""
-    return Rule("OUTPUT", ("-p", "tcp", "-s", src, "--sport", str(sport), "-d", dst, "--dport",
-                           str(dport), "--tcp-flags", "RST", "RST", "-m", "mark", "!", "--mark",
-                           hex(mark), "-j", "DROP"))
+    the peer marked them; only out of ``interface`` (the lab's capture interface) when given,
+    tagged with lab ``lab``'s :func:`host_tag` when given."""
+    spec = ["-p", "tcp", "-s", src, "--sport", str(sport), "-d", dst, "--dport", str(dport)]
+    if interface:
+        spec[:0] = ["-o", interface]
+    spec += ["--tcp-flags", "RST", "RST", "-m", "mark", "!", "--mark", hex(mark)]
+    if lab:
+        spec += ["-m", "comment", "--comment", host_tag(lab)]
+    return Rule("OUTPUT", tuple(spec + ["-j", "DROP"]))
 
 
 def port_rst_rule(port: int) -> Rule:
@@ -117,20 +135,31 @@ def quiet_rule(vm_ip: str, port: int = LAB_PORT) -> Rule:
 
 # ------------------------------------------------------------------------- where they go
 
-def local(prefix=()) -> Runner:
-    """Run iptables on this machine under ``prefix`` (e.g. ``ip netns exec NS``)."""
-    prefix = list(prefix)
-
+def _subprocess_runner(make_argv, where: str) -> Runner:
+    """A runner that runs ``make_argv(argv)`` here with subprocess."""
     def run(argv: list, stdout: bool = False) -> tuple[int, str]:
+        full = make_argv(list(argv))
         try:
-            res = subprocess.run(prefix + argv, capture_output=True, text=True, timeout=30)
+            res = subprocess.run(full, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
             return 124, f"{argv[0]} did not finish within 30 s"
         except FileNotFoundError:
-            return 127, f"{(prefix + argv)[0]} is not installed"
+            return 127, f"{full[0]} is not installed"
         return res.returncode, res.stdout if stdout else res.stderr.strip()
-    run.where = " ".join(prefix) or "this machine"
+    run.where = where
     return run
+
+
+def local(prefix=()) -> Runner:
+    """Run iptables on this machine under ``prefix`` (e.g. ``ip netns exec NS``)."""
+    prefix = list(prefix)
+    return _subprocess_runner(lambda argv: prefix + argv, " ".join(prefix) or "this machine")
+
+
+def on_host_side(backend) -> Runner:
+    """Run iptables on ``backend``'s host side, wherever that is (``backend.host_argv``: its
+    host namespace here, this machine itself, or a lab host over SSH)."""
+    return _subprocess_runner(backend.host_argv, f"the host side of lab '{backend.prefix}'")
 
 
 def over_ssh(ssh) -> Runner:
@@ -182,6 +211,34 @@ class Firewall:
             n += 1
         return n
 
+    def rules(self, chain: str) -> list[Rule] | None:
+        """The rules in ``chain`` as ``iptables -S`` prints them (None: iptables could not be
+        asked, e.g. not root)."""
+        status, out = self.runner(["iptables", "-w", LOCK_WAIT_S, "-S", chain], stdout=True)
+        if status != 0:
+            return None
+        found = []
+        for line in out.splitlines():
+            words = shlex.split(line)
+            if len(words) > 2 and words[0] == "-A" and words[1] == chain:
+                found.append(Rule(chain, tuple(words[2:])))
+        return found
+
+    def tagged(self, tag: str, chain: str = "OUTPUT") -> list[Rule] | None:
+        """The rules in ``chain`` whose ``-m comment`` is exactly ``tag``."""
+        rules = self.rules(chain)
+        if rules is None:
+            return None
+        return [r for r in rules if _comment(r) == tag]
+
+    def remove_tagged(self, tag: str, chain: str = "OUTPUT") -> list[Rule]:
+        """Delete every rule tagged ``tag`` (those a killed run left); the ones deleted."""
+        gone = []
+        for rule in self.tagged(tag, chain) or []:
+            if self.delete(rule):
+                gone.append(rule)
+        return gone
+
     @contextlib.contextmanager
     def applied(self, rules, *, first: bool = False):
         """``rules`` in force for the ``with`` body; each one added is deleted afterwards, in
@@ -195,3 +252,23 @@ class Firewall:
         finally:
             for rule in reversed(added):
                 self.delete(rule)
+
+
+def _comment(rule: Rule) -> str | None:
+    spec = list(rule.spec)
+    for i, word in enumerate(spec[:-1]):
+        if word == "--comment":
+            return spec[i + 1]
+    return None
+
+
+def host_rules(prefix: str, exec_prefix=()) -> list[str] | None:
+    """Lab ``prefix``'s rules on its host side (under ``exec_prefix``; ``[]``: here), as text
+    (None: iptables could not be asked)."""
+    found = Firewall(local(exec_prefix)).tagged(host_tag(prefix))
+    return None if found is None else [str(r) for r in found]
+
+
+def remove_host_rules(prefix: str, exec_prefix=()) -> list[str]:
+    """Remove lab ``prefix``'s rules from its host side; the ones removed, as text."""
+    return [str(r) for r in Firewall(local(exec_prefix)).remove_tagged(host_tag(prefix))]

@@ -8,13 +8,21 @@
     initrd.img   its initramfs
     recipe.json  what the image was built from (the hash of this is the directory's name)
 
-It is rebuilt only when the recipe (suite, packages, files written into the image, the chroot script,
-``BUILD_VERSION``) changes.  The build is ``debootstrap --variant=minbase`` into a directory, a few
-files written into it, then ``mkfs.ext4 -d`` (this kind of machine has no partitioned loop
-devices, and no loop device is needed at all this way).  Nothing per-lab is in the image: a lab
-injects its SSH keys and network at boot through qemu's fw_cfg (``opt/tcplab/<name>``), read by
-``tcplab-fwcfg.service`` before sshd and systemd-networkd start.  Without fw_cfg (a Vagrant box
-made from the image) the guest takes DHCP on every ``eth*`` and makes its own host keys.
+It is rebuilt only when the recipe (suite, packages, files written into the image, the chroot
+script, ``BUILD_VERSION``) changes.  The build is ``debootstrap --variant=minbase`` into a
+directory, a few files written into it, then ``mkfs.ext4 -d`` (this kind of machine has no
+partitioned loop devices, and no loop device is needed at all this way).  Nothing per-lab is in
+the image: a lab injects its SSH keys and network at boot through qemu's fw_cfg
+(``opt/tcplab/<name>``), read by ``tcplab-fwcfg.service`` before sshd and systemd-networkd
+start.  Without fw_cfg (a Vagrant box made from the image) the guest takes DHCP on every
+``eth*`` and makes its own host keys.
+
+Two variants share the recipe (:data:`VARIANTS`): ``lab`` (the default: the lab VM of the qemu
+and vagrant-libvirt backends) and ``labhost``, a machine that *holds* labs for ``--hosts``
+(:mod:`harness.lab.remote`): the lab VM's packages plus what this machine's netns backend needs
+(dumpcap/tshark, tcpdump, nc; Scapy for the Scapy lessons), baked in because a guest has no
+package mirror.  ``ensure_image("labhost")`` builds it into its own cache directory; the default
+image's recipe, and so its hash and cache directory, do not change with it.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ BUILD_VERSION = 1             # bump when the build steps in _build() change wha
 SUITE = "bookworm"
 PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev", "dbus", "kmod", "openssh-server",
             "python3", "iptables", "iproute2", "sudo", "procps", "ethtool")
+#: The lab host's extra packages: what ``harness.lab.netns`` needs on the machine that runs the
+#: labs (packages/apt.txt's lab part) and python3-scapy for the Scapy client.
+LABHOST_PACKAGES = ("tshark", "tcpdump", "netcat-openbsd", "openssh-client", "python3-scapy")
+DEFAULT_VARIANT = "lab"
 IMAGE_EXTRA_MB = 768          # free space in the root filesystem beyond what the build uses
 FWCFG_ROOT = "/sys/firmware/qemu_fw_cfg/by_name/opt/tcplab"
 
@@ -135,6 +147,27 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log
 """
 
 
+#: variant -> (extra packages, files that replace or add to GUEST_FILES, shell lines run in the
+#: chroot after CHROOT_SCRIPT).  "lab" adds nothing.  The lab host's root gets password "*" (no
+#: password matches it) instead of the locked "!": a netns lab's sshd runs without PAM, and
+#: OpenSSH without PAM refuses a locked account even with a key.
+VARIANTS: dict[str, tuple[tuple, dict, str]] = {
+    "lab": ((), {}, ""),
+    "labhost": (LABHOST_PACKAGES, {
+        "/etc/hostname": (0o644, "tcplab-labhost\n"),
+        "/etc/hosts": (0o644, "127.0.0.1 localhost\n127.0.1.1 tcplab-labhost\n"),
+    }, "usermod -p '*' root\n"),
+}
+
+
+def _variant(variant: str) -> tuple[tuple, dict, str]:
+    try:
+        return VARIANTS[variant]
+    except KeyError:
+        raise LabError(f"unknown image variant {variant!r}: choose one of "
+                       f"{', '.join(VARIANTS)}") from None
+
+
 def cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tcplab" / "images"
@@ -164,13 +197,30 @@ def debian_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-def recipe() -> dict:
+def guest_files(variant: str = DEFAULT_VARIANT) -> dict[str, tuple[int, str]]:
+    """The files written into ``variant``'s root filesystem."""
+    return {**GUEST_FILES, **_variant(variant)[1]}
+
+
+def guest_packages(variant: str = DEFAULT_VARIANT) -> tuple:
+    return tuple(PACKAGES) + _variant(variant)[0]
+
+
+def chroot_script(variant: str = DEFAULT_VARIANT) -> str:
+    return CHROOT_SCRIPT + _variant(variant)[2]
+
+
+def recipe(variant: str = DEFAULT_VARIANT) -> dict:
     """Everything the image depends on; its hash names the cache directory.  The mirror is not
-    part of it (any mirror gives the same suite)."""
-    return {"version": BUILD_VERSION, "suite": SUITE, "variant": "minbase",
-            "packages": list(PACKAGES), "extra_mb": IMAGE_EXTRA_MB,
-            "files": {p: [oct(m), c] for p, (m, c) in sorted(GUEST_FILES.items())},
-            "chroot": CHROOT_SCRIPT}
+    part of it (any mirror gives the same suite).  The default variant's recipe has no
+    variant key, so its hash is what it was before variants existed."""
+    r = {"version": BUILD_VERSION, "suite": SUITE, "variant": "minbase",
+         "packages": list(guest_packages(variant)), "extra_mb": IMAGE_EXTRA_MB,
+         "files": {p: [oct(m), c] for p, (m, c) in sorted(guest_files(variant).items())},
+         "chroot": chroot_script(variant)}
+    if variant != DEFAULT_VARIANT:
+        r["image_variant"] = variant
+    return r
 
 
 def recipe_hash(r: dict | None = None) -> str:
@@ -178,19 +228,21 @@ def recipe_hash(r: dict | None = None) -> str:
     return hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def image_dir() -> Path:
-    return cache_root() / recipe_hash()
+def image_dir(variant: str = DEFAULT_VARIANT) -> Path:
+    return cache_root() / recipe_hash(recipe(variant))
 
 
 def image_ready(d: Path) -> bool:
     return all((d / f).is_file() for f in ("rootfs.raw", "vmlinuz", "initrd.img", "recipe.json"))
 
 
-def ensure_image() -> Path:
-    """The cached image for the current recipe, built first when missing (~2 min)."""
-    d = image_dir()
+def ensure_image(variant: str = DEFAULT_VARIANT) -> Path:
+    """The cached image of ``variant`` for the current recipe, built first when missing
+    (~2 min; the lab host's ~3 min)."""
+    d = image_dir(variant)
     if image_ready(d):
-        progress(f"guest image: cached in {d}")
+        progress(f"guest image{'' if variant == DEFAULT_VARIANT else ' ' + variant}: "
+                 f"cached in {d}")
         return d
     require_root("building the guest image (debootstrap, mkfs.ext4 -d with file ownership)")
     require_tools("debootstrap", "mkfs.ext4", "chroot")
@@ -199,7 +251,7 @@ def ensure_image() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)      # a second `up` waits for the first build
         if image_ready(d):
             return d
-        _build(d)
+        _build(d, variant)
     return d
 
 
@@ -226,7 +278,7 @@ class _DebootstrapProgress:
         progress(f"  debootstrap: {line[3:]}")
 
 
-def _build(d: Path) -> None:
+def _build(d: Path, variant: str = DEFAULT_VARIANT) -> None:
     t0 = time.monotonic()
     mirror = debian_mirror()
     work = d.with_name(d.name + ".build")
@@ -239,15 +291,15 @@ def _build(d: Path) -> None:
     try:
         with open(logpath, "w") as log:
             stream(["debootstrap", "--variant=minbase", "--components=main",
-                    "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror],
+                    "--include=" + ",".join(guest_packages(variant)), SUITE, str(root), mirror],
                    log=log, what="debootstrap", show=_DebootstrapProgress(), timeout=1200)
             progress("  configuring the guest (sshd, networkd, fw_cfg unit)")
-            for path, (mode, content) in GUEST_FILES.items():
+            for path, (mode, content) in guest_files(variant).items():
                 p = root / path.lstrip("/")
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_text(content)
                 os.chmod(p, mode)
-            stream(["chroot", str(root), "/bin/sh", "-c", CHROOT_SCRIPT], log=log,
+            stream(["chroot", str(root), "/bin/sh", "-c", chroot_script(variant)], log=log,
                    what="configuring the guest in chroot", timeout=300)
             kernels = sorted((root / "boot").glob("vmlinuz-*"))
             initrds = sorted((root / "boot").glob("initrd.img-*"))
@@ -262,7 +314,7 @@ def _build(d: Path) -> None:
                     str(work / "rootfs.raw"), f"{size_mb}M"], log=log, what="mkfs.ext4 -d",
                    timeout=600)
             shutil.rmtree(root)
-        meta = dict(recipe(), mirror=mirror, kernel=kernels[-1].name,
+        meta = dict(recipe(variant), mirror=mirror, kernel=kernels[-1].name,
                     built=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     build_seconds=round(time.monotonic() - t0, 1))
         (work / "recipe.json").write_text(json.dumps(meta, indent=2) + "\n")

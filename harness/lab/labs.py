@@ -7,8 +7,13 @@ names are global and anyone may pick them, so a namespace named like a lab witho
 someone else's and stays (``invoke down`` already leaves it alone, and so does ``--all``).
 
 Also found: what a lab leaves in the root once its directory is gone (its lock file, the
-playbook log a failed ``up`` kept), and a lab directory without a record (an ``up`` killed
-before it wrote one: no namespace of it can exist yet, since the record comes first).
+playbook log a failed ``up`` kept, the private directory of a playbook run over several labs
+that was killed), and a lab directory without a record (an ``up`` killed before it wrote one:
+no namespace of it can exist yet, since the record comes first).
+
+Many labs at once (``invoke up --labs N`` / ``--prefixes a,b,c``): :func:`up_many` takes each
+lab's lock, checks that the machine can hold them (:mod:`harness.lab.capacity`), makes them and
+provisions them with one playbook run (:func:`harness.lab.provision.bring_up_many`).
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 from dataclasses import dataclass, field
 
 from harness.lab import BACKENDS, get_backend, net
 from harness.lab.base import Backend
-from harness.lab.state import FAILED_UP_LOG, PREFIX_RE, LabBusy, LabState, trusted_root
+from harness.lab.provision import RUN_DIR_PREFIX
+from harness.lab.state import (FAILED_UP_LOG, PREFIX_RE, LabBusy, LabState, trusted_root,
+                               validate_prefix)
 from harness.util import LabError, progress, require_root
 
 DEFAULT_BACKEND = "netns"
@@ -62,14 +70,17 @@ def find_labs() -> list[Found]:
 
 
 def leftovers() -> list[str]:
-    """Paths tcplab leaves in the state root once a lab's directory is gone: lock files and
-    the logs failed ``up`` runs kept."""
+    """Paths tcplab leaves in the state root once a lab's directory is gone: lock files, the
+    logs failed ``up`` runs kept, and the run directories of playbook runs over several labs
+    (one in use is locked, and kept by :func:`_remove_leftover`)."""
     root = trusted_root(create=False)
     if root is None:
         return []
     labs = {f.prefix for f in find_labs()}
     out = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name.startswith(RUN_DIR_PREFIX) and entry.is_dir(follow_symlinks=False):
+            out.append(entry.path)
         if not entry.is_file(follow_symlinks=False):
             continue
         stem = entry.name.removesuffix(".lock")
@@ -82,12 +93,15 @@ def leftovers() -> list[str]:
 
 
 def _remove_leftover(path: str) -> bool:
-    """Remove a leftover; a lock file only while nobody holds it (removed while held here)."""
-    if not path.endswith(".lock"):
+    """Remove a leftover; a lock file or a run directory only while nobody holds its lock
+    (removed while held here)."""
+    run_dir = os.path.basename(path).startswith(RUN_DIR_PREFIX)
+    if not path.endswith(".lock") and not run_dir:
         os.unlink(path)
         return True
     try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, (os.O_RDONLY | os.O_DIRECTORY if run_dir else os.O_RDWR)
+                     | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return True
     try:
@@ -95,8 +109,11 @@ def _remove_leftover(path: str) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        if run_dir:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         return True
     finally:
         os.close(fd)
@@ -144,6 +161,8 @@ def status_all() -> list[dict]:
 
 
 def _daemon(st: dict) -> str:
+    if "labhost" in st:                      # a remote lab: its daemons are on its lab host
+        return f"on {st['labhost'] or '?'}"
     for key, label in (("sshd_pid", "sshd"), ("qemu_pid", "qemu"), ("libvirtd_pid", "libvirtd")):
         if key in st:
             extra = f", VM {st['vm']}" if st.get("vm") else ""
@@ -170,3 +189,68 @@ def format_status_all(rows: list[dict]) -> str:
         if st.get("error"):
             lines.append(f"{'':<11} error: {st['error']}")
     return "\n".join(lines)
+
+
+# --- many labs at once ------------------------------------------------------------------------
+
+def lab_count(text) -> int:
+    """``--labs N`` as typed: a whole number, 1 or more."""
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 1:
+        return text
+    if isinstance(text, str) and text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    raise LabError(f"--labs {text!r}: give a number of labs, 1 or more (e.g. --labs 8)")
+
+
+def lab_prefixes(base: str, n: int) -> list[str]:
+    """``base1`` .. ``baseN`` (``invoke up --labs N``), each a valid prefix."""
+    if not isinstance(n, int) or n < 1:
+        raise LabError(f"--labs {n}: give a number of labs, 1 or more")
+    names = [f"{base}{i}" for i in range(1, n + 1)]
+    for name in (names[0], names[-1]):
+        if not PREFIX_RE.fullmatch(name):
+            raise LabError(f"--labs {n} with --prefix {base!r} makes names like {name!r}, "
+                           f"which are not valid lab prefixes (1-10 lowercase letters and "
+                           f"digits, starting with a letter): use a shorter --prefix")
+    return names
+
+
+def parse_prefixes(text: str) -> list[str]:
+    """``--prefixes a,b,c``: each one checked, none twice."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise LabError("--prefixes: give comma-separated lab names, e.g. --prefixes lab1,lab2")
+    for name in names:
+        validate_prefix(name)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LabError(f"--prefixes names {', '.join(twice)} more than once")
+    return names
+
+
+def up_many(prefixes: list[str], backend: str | None = None, *, verbose: bool = False,
+            force: bool = True, log=progress, **kw) -> dict:
+    """``invoke up --labs N``: every lab of ``prefixes`` made and provisioned by one playbook
+    run, each under its lock.  Refused before anything is made when the machine cannot hold
+    them (:func:`harness.lab.capacity.check`).  Returns {prefix: LabUp}; a busy lab (another
+    command holds it) is one of them, failed at step ``lock``."""
+    from harness.lab.capacity import check_count
+    from harness.lab.provision import LabUp, bring_up_many
+    require_root("invoke up --labs")
+    made = {f.prefix for f in find_labs()}
+    new = [p for p in prefixes if p not in made]
+    kind = backend or DEFAULT_BACKEND
+    check_count(len(new) if kind == "netns" else 0, len(new) if kind != "netns" else 0)
+    labs = [backend_for(p, backend, **kw) for p in prefixes]
+    out = {p: LabUp(p) for p in prefixes}
+    with contextlib.ExitStack() as stack:
+        held = []
+        for b in labs:
+            try:
+                stack.enter_context(b.locked())
+                held.append(b)
+            except LabBusy as e:
+                out[b.prefix].step, out[b.prefix].error = "lock", str(e)
+        log(f"making {len(held)} lab(s): {', '.join(b.prefix for b in held) or '-'}")
+        out.update(bring_up_many(held, verbose=verbose, force=force, log=log))
+    return out

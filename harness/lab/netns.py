@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from harness.lab import net
 from harness.lab.base import ANSIBLE_DIRS, NETMASK_BITS, Backend, SshEndpoint
@@ -25,7 +26,49 @@ from harness.lab.net import Namespace
 from harness.util import LabError, progress, run, wait_until
 
 SSHD = "/usr/sbin/sshd"
+SSHD_PAM_ENV = "TCPLAB_SSHD_PAM"
 TOOLS = ("ip", "ethtool", "iptables", "nc", "ssh", "ssh-keygen", "tshark", "tcpdump")
+
+
+def responder_dir_in(state_dir) -> str:
+    """Where provisioning puts the responder of the netns lab whose state directory is
+    ``state_dir``: the "VM" shares the machine's files, so inside the lab's state.  A function
+    of the directory alone, so that :mod:`harness.lab.remote` can name it for a lab on a lab
+    host before that host has made it."""
+    return str(PurePosixPath(state_dir) / "vm" / "opt" / "tcplab")
+
+
+def inventory_vars_in(state_dir) -> dict:
+    """The Ansible variables of the netns lab whose state directory is ``state_dir``."""
+    vm = PurePosixPath(state_dir) / "vm"
+    return {"ansible_remote_tmp": str(vm / "tmp"), "ansible_async_dir": str(vm / "tmp" / "async"),
+            "tcplab_vm_manage_packages": False}
+
+
+def root_locked(shadow: Path = Path("/etc/shadow")) -> bool:
+    """Is root's password field locked (``!...``, e.g. Ubuntu's default)?  With ``UsePAM no``
+    sshd then refuses root even with a key ("User root not allowed because account is
+    locked"); with PAM it lets a key in (the lock is on the password)."""
+    try:
+        for line in shadow.read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name == "root":
+                return rest.startswith("!")
+    except OSError:
+        pass
+    return False
+
+
+def sshd_use_pam() -> bool:
+    """``UsePAM`` for a lab's sshd: no (nothing of the host's login stack runs for the lab's
+    SSH sessions) unless root's account is locked, where sshd without PAM would refuse root's
+    key; ``$TCPLAB_SSHD_PAM`` = yes/no overrides (auto: that rule)."""
+    choice = os.environ.get(SSHD_PAM_ENV, "auto")
+    if choice not in ("auto", "yes", "no"):
+        raise LabError(f"{SSHD_PAM_ENV}={choice!r}: use auto (default), yes or no")
+    if choice != "auto":
+        return choice == "yes"
+    return root_locked()
 
 
 @dataclass
@@ -51,13 +94,10 @@ class NetnsBackend(Backend):
         return self.vm_namespace.exec_prefix()
 
     def responder_dir(self) -> str:
-        # The "VM" shares this machine's files: keep the deployment inside the lab's state.
-        return str(self.state_dir / "vm" / "opt" / "tcplab")
+        return responder_dir_in(self.state_dir)
 
     def inventory_vars(self) -> dict:
-        return {"ansible_remote_tmp": str(self.state_dir / "vm" / "tmp"),
-                "ansible_async_dir": str(self.state_dir / "vm" / "tmp" / "async"),
-                "tcplab_vm_manage_packages": False}
+        return inventory_vars_in(self.state_dir)
 
     def ssh_endpoint(self) -> SshEndpoint:
         return self._endpoint()
@@ -68,7 +108,7 @@ class NetnsBackend(Backend):
         Idempotent: every step checks before it acts.  Provisioning, and removing a fresh lab
         whose making failed, is done by :func:`harness.lab.provision.bring_up`, the same for
         every backend."""
-        self._begin_up(*ANSIBLE_DIRS, "vm/opt/tcplab", "vm/tmp", tools=TOOLS)
+        self._begin_up(*ANSIBLE_DIRS, "vm/opt/tcplab", "vm/tmp", "vm/root", tools=TOOLS)
         progress(f"namespaces {self.host_ns} and {self.vm_ns}")
         for ns in self.namespaces():
             ns.make()
@@ -84,6 +124,7 @@ class NetnsBackend(Backend):
 
     def _start_sshd(self) -> None:
         sd = self.state_dir
+        pam = sshd_use_pam()
         client_pub = ensure_keypair(sd / "id_ed25519", f"tcplab-{self.prefix}")
         host_pub = ensure_keypair(sd / "ssh_host_ed25519_key", f"tcplab-{self.prefix}-host")
         self.state.write("authorized_keys", client_pub + "\n")
@@ -100,9 +141,10 @@ PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-UsePAM no
+UsePAM {"yes" if pam else "no"}
 PrintMotd no
 Subsystem sftp internal-sftp
+SetEnv HOME={sd}/vm/root
 """)
         if self.state.live_pid("sshd.pid") is None:
             progress(f"sshd on {self.vm_ip}:22 inside {self.vm_ns}")

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.lab import image, net
+from harness.lab import hostside, image, net
 from harness.lab.base import ANSIBLE_DIRS, Backend, SshEndpoint, responder_tree_hash
 from harness.lab.keys import ensure_keypair, write_known_hosts
 from harness.lab.net import Namespace
@@ -255,17 +255,9 @@ class VagrantBackend(Backend):
 
     def _find_capture_interface(self) -> str:
         """The host-side interface that reaches the VM (vboxnet0 on Linux VirtualBox; another
-        name with VirtualBox 7 host-only networks on macOS, or libvirt's bridge)."""
-        if platform.system() == "Darwin":
-            out = run(["route", "-n", "get", self.vm_ip], what="route get").stdout.decode()
-            m = re.search(r"interface:\s*(\S+)", out)
-            dev = m.group(1) if m else None
-        else:
-            out, dev = "", net.route_dev(self.host_ns, self.vm_ip)
-        if not dev:
-            raise LabError(f"no host interface reaches {self.vm_ip}: is the VM's host-only "
-                           f"network up? {out.strip()}")
-        return dev
+        name with VirtualBox 7 host-only networks on macOS, or libvirt's bridge), checked to
+        carry the host's address (:func:`harness.lab.hostside.capture_interface`)."""
+        return hostside.capture_interface(self.vm_ip, self.host_ip, self.host_ns)
 
     # --- up ---------------------------------------------------------------------------------
     def up(self) -> None:

@@ -106,19 +106,23 @@ class Capture:
             run_the_client()
         # cap.out_path now holds the finished pcapng
 
-    ``exec_prefix`` runs a command in the host-side namespace (empty: this namespace).  The
+    ``exec_prefix`` runs a command in the host-side namespace (empty: this namespace), or is a
+    function ``argv -> argv`` that wraps dumpcap's command line (a backend's ``host_argv``: on a
+    lab host, over SSH, where stopping the local ``ssh`` ends the remote dumpcap).  The
     canary is called until one of its packets is captured; it must send something the filter
     passes, to UDP port ``canary_port``.  Without a canary, :meth:`start` returns once dumpcap
     says "Capturing on" plus ``settle_s`` (not proven live; avoid).  ``dumpcap`` is the
     program run (anything that streams pcapng to stdout with dumpcap's options).
     """
 
-    def __init__(self, exec_prefix: list[str], interface: str, out_path: Path, bpf_filter: str,
+    def __init__(self, exec_prefix: list[str] | Callable[[list], list], interface: str,
+                 out_path: Path, bpf_filter: str,
                  canary: Callable[[], None] | None, watchdog_s: float = 120, *,
                  canary_port: int = 9, start_timeout_s: float = START_TIMEOUT_S,
                  settle_s: float = 0.5, stop_grace_s: float = STOP_GRACE_S,
                  dumpcap: str = "dumpcap"):
-        self.exec_prefix = list(exec_prefix)
+        self.wrap = exec_prefix if callable(exec_prefix) else None
+        self.exec_prefix = [] if callable(exec_prefix) else list(exec_prefix)
         self.interface = interface
         self.out_path = Path(out_path)
         self.bpf_filter = bpf_filter
@@ -146,8 +150,8 @@ class Capture:
 
     def command(self) -> list[str]:
         """The full command line (prefix + dumpcap ...): pcapng on stdout."""
-        return self.exec_prefix + [self.dumpcap, "-i", self.interface, "-f", self.bpf_filter,
-                                   "-w", "-", "-n", "-q"]
+        argv = [self.dumpcap, "-i", self.interface, "-f", self.bpf_filter, "-w", "-", "-n", "-q"]
+        return self.wrap(argv) if self.wrap else self.exec_prefix + argv
 
     @property
     def packets_seen(self) -> int:

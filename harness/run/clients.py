@@ -12,20 +12,29 @@
   N``, ``wait-fin``, ``fin``, ``ack``, ``rst N`` (RST at our SND.NXT + N: N > 0 is in the
   window but not exact), ``syn N``, ``syn-badsum`` (the SYN ``connect`` will send, with a
   wrong TCP checksum), ``sleep``.  The host kernel knows nothing of its connection
-  and would reset it, so while it runs an iptables rule *in the lab's host namespace* drops
-  RSTs from its port (removed afterwards).
+  and would reset it, so while it runs the harness keeps an iptables rule on the lab's host
+  side that drops the host kernel's RSTs on exactly the peer's connection
+  (:func:`harness.lab.firewall.peer_rst_rule`: out of the capture interface, from 192.168.56.1
+  and the peer's port to the VM's lab port, unless marked by the peer; tagged with the lab's
+  name).  On the netns and qemu backends that side is the lab's host namespace; on a backend
+  whose host side is this machine (VirtualBox) it is this machine's OUTPUT chain, so the peer
+  runs there only where the harness is root on Linux (:func:`scapy_unavailable` says why not
+  otherwise), and ``down`` removes a rule a killed run left (found by its tag).
 
-The Python and Scapy clients run as ``python -m harness.run.clients KIND ...`` under the backend's
-host-side exec prefix (inside the lab's host namespace), and print one JSON line: what they
-received, a log of their steps and any error.  :func:`run_client` hides all three behind one
-call, and :func:`run_clients` runs a scenario's ``clients: N`` copies of it at once.
+The Python and Scapy clients run as ``python -m harness.run.clients KIND ...`` on the lab's host
+side (the backend's ``host_python_argv``: inside the lab's host namespace, here or on a lab
+host), and print one JSON line: what they received, a log of their steps and any error.
+:func:`run_client` hides all three behind one call, and :func:`run_clients` runs a scenario's ``clients: N`` copies of it at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,7 +43,7 @@ import time
 from dataclasses import dataclass
 
 from harness.judge.scenario import NC_PATH, Step
-from harness.lab.firewall import PEER_MARK, Firewall, local, peer_rst_rule
+from harness.lab.firewall import PEER_MARK, Firewall, on_host_side, peer_rst_rule
 from harness.util import PROJECT_ROOT, LabError
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -79,17 +88,54 @@ def steps_from_json(text: str) -> list:
     return [Step(k, bytes.fromhex(a) if k == "send" else a) for k, a in json.loads(text)]
 
 
-def client_argv(backend, scn, port: int) -> list:
-    """The command line that runs the scenario's client on the host side."""
-    pre = backend.host_exec_prefix()
+def scapy_unavailable(backend) -> str | None:
+    """Why the Scapy peer cannot run on ``backend`` (None: it can).  With a lab host namespace
+    it always can (here or on a lab host); where the host side is this machine, its RST rule
+    goes into this machine's iptables, which needs root on Linux."""
+    if backend.host_side_isolated:
+        return None
+    if platform.system() != "Linux":
+        return (f"the Scapy peer needs an iptables rule on this host (the host side of a "
+                f"{backend.name} lab), and this is {platform.system()}, not Linux")
+    if os.geteuid() != 0:
+        return ("the Scapy peer needs an iptables rule on this host (the host side of a "
+                f"{backend.name} lab) and raw sockets: run as root (sudo)")
+    if shutil.which("iptables") is None:
+        return "the Scapy peer needs iptables on this host (Debian/Ubuntu: apt install iptables)"
+    return None
+
+
+def new_peer_port() -> int:
+    """A source port for one Scapy peer (each copy of a ``clients: N`` run its own)."""
+    return random.randint(40000, 60000)
+
+
+def peer_rule(backend, sport: int, port: int):
+    """The host side's RST block for a Scapy peer on ``sport``: scoped to the lab's capture
+    interface and addresses, tagged with the lab's name."""
+    return peer_rst_rule(backend.host_ip, sport, backend.vm_ip, port,
+                         interface=backend.capture_interface, lab=backend.prefix)
+
+
+def client_argv(backend, scn, port: int, sport: int | None = None, *,
+                wrapped: bool = True) -> list:
+    """The command line that runs the scenario's client on the host side, through the
+    backend's :meth:`host_argv` (``sport``: the Scapy peer's source port, chosen here when not
+    given; ``wrapped=False``: the client's own command, to show)."""
     if scn.client == "nc":
-        return pre + [NC_PATH, *scn.client_args, backend.vm_ip, str(port)]
-    if scn.client == "scapy" and not pre:
-        raise LabError("the scapy client needs a lab host namespace (netns or qemu backend): "
-                       "it adds an iptables rule there, and never on your own host")
-    return pre + [sys.executable, "-m", "harness.run.clients", scn.client, "--host", backend.vm_ip,
-                  "--port", str(port), "--script", steps_to_json(scn.script),
-                  *scn.client_args]
+        argv = [NC_PATH, *scn.client_args, backend.vm_ip, str(port)]
+        return backend.host_argv(argv) if wrapped else argv
+    extra = []
+    if scn.client == "scapy":
+        why = scapy_unavailable(backend)
+        if why:
+            raise LabError(why)
+        extra = ["--src", backend.host_ip, "--sport", str(sport or new_peer_port())]
+    args = [scn.client, "--host", backend.vm_ip, "--port", str(port),
+            "--script", steps_to_json(scn.script), *extra, *scn.client_args]
+    if wrapped:
+        return backend.host_python_argv("harness.run.clients", args)
+    return ["python3", "-m", "harness.run.clients", *args]
 
 
 def run_clients(backend, scn, port: int, timeout: float) -> list[ClientRun]:
@@ -114,8 +160,17 @@ def run_clients(backend, scn, port: int, timeout: float) -> list[ClientRun]:
 
 
 def run_client(backend, scn, port: int, timeout: float) -> ClientRun:
-    """Run the scenario's client to its end (or until ``hold``/``timeout``)."""
-    argv = client_argv(backend, scn, port)
+    """Run the scenario's client to its end (or until ``hold``/``timeout``); a Scapy peer with
+    its RST rule on the host side, removed when it ends (also when it had to be killed)."""
+    if scn.client != "scapy":
+        return _run_client(backend, scn, client_argv(backend, scn, port), timeout)
+    sport = new_peer_port()
+    argv = client_argv(backend, scn, port, sport)
+    with Firewall(on_host_side(backend)).applied([peer_rule(backend, sport, port)], first=True):
+        return _run_client(backend, scn, argv, timeout)
+
+
+def _run_client(backend, scn, argv: list, timeout: float) -> ClientRun:
     run = ClientRun(argv)
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -241,11 +296,14 @@ def python_client(host: str, port: int, steps, nodelay: bool, no_quickack: bool,
 class ScapyPeer:
     """A hand-made TCP peer: every packet built by Scapy, sent on a raw socket."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0, delayed_ack: float = 0.0):
-        from scapy.all import IP  # noqa: F401  (import early: it is slow)
+    def __init__(self, host: str, port: int, timeout: float = 10.0, delayed_ack: float = 0.0,
+                 src: str | None = None, sport: int | None = None):
+        # Import early (it is slow), and only the layers the peer uses: scapy.all loads every
+        # layer, ~4x the time (1.6 vs 0.4 s here, 6-12 vs 4-5 s on an emulated lab host).
+        from scapy.layers.inet import IP  # noqa: F401
         self.dst, self.dport = host, port
-        self.sport = random.randint(40000, 60000)
-        self.src = _source_address(host)
+        self.sport = sport or new_peer_port()
+        self.src = src or _source_address(host)
         self.timeout = timeout
         self.iss = random.getrandbits(32)
         self.snd_nxt = self.iss
@@ -261,13 +319,11 @@ class ScapyPeer:
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
         self.rx.settimeout(0.1)
         self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        # The host kernel's RSTs on our connection are dropped by the harness's rule
+        # (peer_rule); ours pass, marked.
         self.tx.setsockopt(socket.SOL_SOCKET, SO_MARK, PEER_MARK)
-        # the kernel's RSTs from our port are dropped; ours (marked) pass
-        self.rule = peer_rst_rule(self.src, self.sport, host, port)
-        self.firewall = Firewall(local())
 
     def __enter__(self):
-        self.firewall.add(self.rule, first=True)
         self.thread = threading.Thread(target=self._receive, daemon=True)
         self.thread.start()
         return self
@@ -277,13 +333,13 @@ class ScapyPeer:
         self.thread.join(timeout=2)
         if self.ack_timer is not None:
             self.ack_timer.cancel()
-        self.firewall.delete(self.rule)
         self.rx.close()
         self.tx.close()
 
     def send(self, flags: str, seq: int | None = None, ack: int | None = None,
              payload: bytes = b"", options=(), bad_checksum: bool = False) -> None:
-        from scapy.all import IP, TCP, Raw
+        from scapy.layers.inet import IP, TCP
+        from scapy.packet import Raw
         if ack is None:
             # with delayed ACKs our data carries only what we ACKed before: a delayed-ACK
             # peer must not ACK sooner by piggybacking (the lesson is the wait)
@@ -303,7 +359,7 @@ class ScapyPeer:
         self.tx.sendto(bytes(wire), (self.dst, 0))
 
     def _receive(self) -> None:
-        from scapy.all import IP, TCP
+        from scapy.layers.inet import IP, TCP
         while not self.stop:
             try:
                 data = self.rx.recv(65535)
@@ -387,10 +443,11 @@ class ScapyPeer:
 
 
 def scapy_client(host: str, port: int, steps, timeout: float = 10.0,
-                 delayed_ack: float = 0.0) -> dict:
+                 delayed_ack: float = 0.0, src: str | None = None,
+                 sport: int | None = None) -> dict:
     log = []
     t0 = time.monotonic()
-    with ScapyPeer(host, port, timeout, delayed_ack) as peer:
+    with ScapyPeer(host, port, timeout, delayed_ack, src, sport) as peer:
         for step in steps:
             log.append([round(time.monotonic() - t0, 6), str(step)])
             peer.run(step)
@@ -419,6 +476,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-quickack", action="store_true")
     p.add_argument("--delayed-ack", action="store_true")
     p.add_argument("--mss", type=int)
+    p.add_argument("--src", help="scapy: our address (default: the route's)")
+    p.add_argument("--sport", type=int, help="scapy: our port (the harness's RST rule names it)")
     opts = p.parse_args(argv)
     steps = steps_from_json(opts.script)
     try:
@@ -427,7 +486,8 @@ def main(argv=None) -> int:
                                 mss=opts.mss)
         else:
             res = scapy_client(opts.host, opts.port, steps,
-                               delayed_ack=SCAPY_DELAYED_ACK if opts.delayed_ack else 0.0)
+                               delayed_ack=SCAPY_DELAYED_ACK if opts.delayed_ack else 0.0,
+                               src=opts.src, sport=opts.sport)
     except (OSError, TimeoutError, LabError) as e:
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
         return 1

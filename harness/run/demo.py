@@ -38,7 +38,7 @@ from harness.lab.provision import bring_up
 from harness.report.ladder import write_ladder
 from harness.report.runfiles import format_summary, write_run
 from harness.run.capture import Capture
-from harness.run.clients import client_argv, run_clients
+from harness.run.clients import client_argv, run_clients, scapy_unavailable
 from harness.run.conditions import Conditions
 from harness.run.responder import CANARY_PORT, TcplabResponder, canary, responder_counters
 from harness.run.ssh import LabSSH
@@ -127,12 +127,12 @@ def check_fault(fault: str | None) -> None:
 
 def skip_reason(scn: Scenario, backend: Backend) -> str | None:
     """Why ``scn`` does not apply to ``backend`` (None: it does).  A skipped lesson is not a
-    failure: the scenario says it holds elsewhere, or the backend cannot drive its client."""
+    failure: the scenario says it holds elsewhere, or the backend cannot drive its client (the
+    Scapy peer on a host side that is this machine, where the harness is not root on Linux)."""
     if not scn.runs_on(backend.name):
         return f"for {', '.join(scn.backends)} only (backends: in {scn.filename})"
-    if scn.client == "scapy" and not backend.host_exec_prefix():
-        return ("the Scapy client needs a lab host namespace for its RST rule, and this backend "
-                "has none (it would be your own host)")
+    if scn.client == "scapy":
+        return scapy_unavailable(backend)
     return None
 
 
@@ -195,7 +195,7 @@ def exchange(run: Run) -> None:
         proc = launcher.start(ssh, b)
         run.timings["responder_start_s"] = time.monotonic() - t0
         t1 = time.monotonic()
-        capture = Capture(b.host_exec_prefix(), b.capture_interface, run.pcap,
+        capture = Capture(b.host_argv, b.capture_interface, run.pcap,
                           f"tcp port {LAB_PORT} or udp port {CANARY_PORT}", canary=canary(b),
                           watchdog_s=run.deadline.left())
         capture.start()
@@ -215,7 +215,7 @@ def exchange(run: Run) -> None:
 
 def _run_clients(run: Run, ssh: LabSSH) -> None:
     b, scn = run.backend, run.scn
-    shown = client_argv(b, scn, LAB_PORT)[len(b.host_exec_prefix()):]
+    shown = client_argv(b, scn, LAB_PORT, wrapped=False)
     copies = f"{scn.clients} copies of " if scn.clients > 1 else ""
     progress(f"running {copies}the client on the host side: {' '.join(shown[:8])}"
              f"{' ...' if len(shown) > 8 else ''}")

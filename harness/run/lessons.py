@@ -4,21 +4,27 @@
 with :func:`harness.run.demo.run_demo` (one run folder each), and returns one
 :class:`LessonResult` per name: passed, failed, skipped (the scenario's ``backends:`` leaves this
 backend out, or the backend cannot drive its client -- never a failure) or error (the lab
-failed during the run).  :func:`format_table` prints them.  The runner is a plain function of a
-backend and a list, so a pool of labs can later shard the list over several backends.
+failed during the run).  :func:`format_table` prints them.
+
+:func:`run_jobs` runs many demos on a :class:`harness.lab.pool.LabPool` (``invoke lessons
+--labs N``, the scenario tests, grading): each job leases a lab, runs, gives the lab back
+clean; as many at once as the pool has labs.  A scenario marked ``cpu: alone`` (its timing
+bounds do not survive sharing this machine's CPU with other demos: measured, see
+docs/scenarios.md) runs afterwards, one at a time, with nothing else running.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from harness.judge.scenario import display_path, list_scenarios
 from harness.lab import Backend
 from harness.run.demo import RUNS_DIR, load, run_demo, skip_reason
-from harness.util import LabError, progress
+from harness.util import LabError, progress, progress_tag
 
 MARKS = {"pass": "✓", "fail": "✗", "error": "✗", "skipped": "skipped"}
 
@@ -30,6 +36,8 @@ class LessonResult:
     reason: str = ""
     seconds: float | None = None
     run_dir: Path | None = None
+    lab: str = ""               # the lab it ran on
+    result: object = None       # the run's DemoResult (None when skipped or on an error)
 
     @property
     def failed(self) -> bool:
@@ -64,20 +72,98 @@ def run_lessons(backend: Backend, names: list[str], *, runs_dir: Path = RUNS_DIR
     return results
 
 
-def _one(backend: Backend, name: str, runs_dir: Path, run: Callable) -> LessonResult:
+def _one(backend: Backend, name: str, runs_dir: Path, run: Callable, scenario: str = "",
+         **kw) -> LessonResult:
+    """Job ``name`` (scenario ``scenario``, default the same) with ``run``'s keywords ``kw``."""
+    scenario = scenario or name
     try:
-        why = skip_reason(load(name), backend)
+        why = skip_reason(load(scenario), backend)
     except LabError as e:
-        return LessonResult(name, "error", str(e))
+        return LessonResult(name, "error", str(e), lab=backend.prefix)
     if why:
-        return LessonResult(name, "skipped", why)
+        return LessonResult(name, "skipped", why, lab=backend.prefix)
     t0 = time.monotonic()
     try:
-        res = run(backend, name, runs_dir=runs_dir)
+        res = run(backend, scenario, runs_dir=runs_dir, **kw)
     except LabError as e:
-        return LessonResult(name, "error", str(e), time.monotonic() - t0)
+        return LessonResult(name, "error", str(e), time.monotonic() - t0, lab=backend.prefix)
     return LessonResult(name, "pass" if res.ok else "fail", "" if res.ok else res.reason,
-                        time.monotonic() - t0, res.run_dir)
+                        time.monotonic() - t0, res.run_dir, backend.prefix, res)
+
+
+@dataclass
+class Job:
+    """One demo to run on a pool's lab: ``name`` (its key in the results, e.g. the lesson, or
+    ``hello[wrong-seq]``), the scenario, and ``run_demo``'s keywords (``fault=``,
+    ``responder=``, ``launcher=`` ...)."""
+
+    name: str
+    scenario: str = ""
+    kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.scenario = self.scenario or self.name
+
+
+def cpu_alone(scenario: str) -> bool:
+    """Must ``scenario`` have the CPU to itself (its header says ``cpu: alone``)?  A scenario
+    that does not load is not alone (its error is reported when it runs)."""
+    try:
+        return bool(getattr(load(scenario), "cpu_alone", False))
+    except LabError:
+        return False
+
+
+def run_jobs(pool, jobs: list, *, runs_dir: Path = RUNS_DIR, run: Callable = run_demo,
+             log=progress) -> dict[str, LessonResult]:
+    """Run ``jobs`` (:class:`Job` or scenario names) on ``pool``'s labs, as many at once as it
+    has labs; the ``cpu: alone`` ones afterwards, one at a time, nothing else running.  Each
+    job leases a lab and releases it (cleaned) when done.  Returns {name: LessonResult} in the
+    order of ``jobs``; one job's error never stops the others."""
+    jobs = [j if isinstance(j, Job) else Job(j) for j in jobs]
+    if len({j.name for j in jobs}) != len(jobs):
+        raise LabError("run_jobs: two jobs with the same name")
+    alone = {j.name for j in jobs if cpu_alone(j.scenario)}
+    results: dict = {}
+    done = [0]
+    lock = threading.Lock()
+
+    def work(job: Job) -> None:
+        try:
+            with pool.leased() as lab, progress_tag(lab.prefix):
+                res = _one(lab, job.name, runs_dir, run, job.scenario, **job.kwargs)
+        except LabError as e:                   # no lab could be leased
+            res = LessonResult(job.name, "error", str(e))
+        except Exception as e:                  # noqa: BLE001 -- one job's bug is its error
+            res = LessonResult(job.name, "error", f"{type(e).__name__}: {e}")
+        with lock:
+            results[job.name] = res
+            done[0] += 1
+            shown = f" ({res.seconds:.1f} s)" if res.seconds is not None else ""
+            log(f"{job.name} [{res.lab or '-'}] {done[0]}/{len(jobs)}: {MARKS[res.status]}"
+                f"{shown}{': ' + res.reason if res.status != 'pass' else ''}")
+    shared = [j for j in jobs if j.name not in alone]
+    queue = list(shared)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                job = queue.pop(0)
+            work(job)
+    threads = [threading.Thread(target=worker, name=f"jobs-{i}", daemon=True)
+               for i in range(min(pool.size, len(shared)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if alone:
+        log(f"now alone, one at a time (cpu: alone): {', '.join(sorted(alone))}")
+    for job in jobs:
+        if job.name in alone:
+            work(job)
+    return {j.name: results[j.name] for j in jobs}
 
 
 def format_table(results: list[LessonResult], backend: str = "") -> str:

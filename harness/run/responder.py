@@ -106,7 +106,7 @@ def responder_counters(stderr: str) -> dict:
 def canary(backend: Backend):
     """A function that sends one UDP datagram from the host side to the VM's CANARY_PORT: the
     proof that a capture is live (and, at its end, that it has caught up)."""
-    cmd = backend.host_exec_prefix() + ["nc", "-u", "-w0", backend.vm_ip, str(CANARY_PORT)]
+    cmd = backend.host_argv(["nc", "-u", "-w0", backend.vm_ip, str(CANARY_PORT)])
 
     def send():
         subprocess.run(cmd, input=b"tcplab capture canary\n", capture_output=True, timeout=5)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -102,7 +101,23 @@ class Listener(NamedTuple):
 
 
 class Connection:
-    """A TCB (RFC 9293 section 3.3.1): the variables keep the RFC's names."""
+    """A TCB (RFC 9293 section 3.3.1): the variables keep the RFC's names.
+
+    ``__slots__`` lists them (the same groups as ``__init__``): thousands of TCBs sit in
+    TIME-WAIT under load, and a TCB without a per-instance dict is ~40 % smaller on CPython
+    (less for the GC to track and free) and a little faster to read."""
+
+    __slots__ = ("stack", "local", "remote", "key", "_name", "app", "app_state", "passive",
+                 "state", "nodelay",
+                 "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_wl1", "snd_wl2", "max_snd_wnd",
+                 "irs", "rcv_nxt", "rcv_buf", "rcv_adv", "last_ack_sent",
+                 "snd_wscale", "rcv_wscale", "snd_mss", "sack_ok", "ws_ok", "ts_ok",
+                 "ts_recent", "ts_recent_age", "ts_offset", "synack_tsval",
+                 "chunks", "buffered", "buf_seq", "fin_queued",
+                 "rto", "srtt", "rttvar", "rtt_seq", "rtt_time", "retries", "recover",
+                 "persist_backoff", "probes_out",
+                 "ack_owed", "unacked_segs", "chal_start", "chal_count",
+                 "timers", "timer_at", "timer_tick", "events")
 
     def __init__(self, stack: "Stack", local: tuple, remote: tuple, app: App, iss: int,
                  passive: bool, rcv_buf: int):
@@ -141,8 +156,9 @@ class Connection:
         self.ts_recent_age = 0.0
         self.ts_offset = 0
         self.synack_tsval = None            # a SYN cookie's TSval with options in its low bits
-        # send buffer: chunks as the app wrote them, first byte at sequence buf_seq
-        self.chunks: collections.deque = collections.deque()
+        # send buffer: chunks as the app wrote them, first byte at sequence buf_seq (a list,
+        # not a deque: a deque allocates a 64-slot block even empty, ~0.7 kB per TCB)
+        self.chunks: list = []
         self.buffered = 0
         self.buf_seq = seq_add(iss, 1)
         self.fin_queued = False
@@ -162,7 +178,9 @@ class Connection:
         # challenge ACK throttle (RFC 5961 7), per connection
         self.chal_start = -1.0
         self.chal_count = 0
-        self.timers: dict = {}
+        self.timers: dict = {}              # kind -> deadline (the stack runs them)
+        self.timer_at = None                # where the stack's heap holds this TCB's entry
+        self.timer_tick = None              # ... and that entry's tiebreak, which names it
         self.events: list = []
 
     # --- helpers used by classify ------------------------------------------------------

@@ -87,20 +87,75 @@ class Sender:
             self._set_timer(conn, "delack", self.config.delayed_ack)
 
     # --- timers -------------------------------------------------------------------------
+    # A connection's timers are ``conn.timers`` ({kind: deadline}): setting, restarting and
+    # cancelling one is a dict operation.  The stack's heap holds one entry per connection,
+    # (deadline, tick, 4-tuple), at or before the connection's earliest timer, and is touched
+    # only when a timer is set *earlier* than that entry.  When an entry comes to the top of
+    # the heap (:meth:`_next_entry`) and the connection's earliest timer is later (it was
+    # restarted, or cancelled), the entry moves there; an entry whose TCB is gone, or that a
+    # newer entry of its connection replaced (``conn.timer_tick``), is dropped.  So a hello
+    # connection costs two heap entries (its first RTO, then TIME-WAIT) however often its
+    # RTO is restarted, and thousands of connections in TIME-WAIT cost nothing per segment.
+    # Entries name the 4-tuple, not the TCB, so a deleted TCB is freed at once.
+
     def _set_timer(self, conn: Connection, kind: str, delay: float) -> None:
-        """Timers live in one heap of (deadline, tiebreak, 4-tuple, kind).  Cancelling is lazy:
-        ``conn.timers[kind]`` holds the one valid deadline, and entries that no longer match
-        are skipped when they surface.  Entries name the 4-tuple, not the TCB, so a deleted
-        TCB is freed at once; when stale entries outnumber the live ones (a SYN flood deletes
-        TCBs faster than their timers expire) the heap is rebuilt, so it stays O(live)."""
         deadline = self.now + delay
         conn.timers[kind] = deadline
+        if conn.timer_at is None or deadline < conn.timer_at:
+            self._queue(conn, deadline)
+
+    def _queue(self, conn: Connection, deadline: float) -> None:
+        """Put the connection's entry in the heap at ``deadline`` (any older one is stale).
+        When stale entries outnumber the live ones (a SYN flood deletes TCBs faster than
+        their timers expire) the heap is rebuilt, so it stays O(live)."""
+        tick = next(self._tick)
+        conn.timer_at, conn.timer_tick = deadline, tick
         heap = self._heap
-        heapq.heappush(heap, (deadline, next(self._tick), conn.key, kind))
-        if len(heap) > 64 + 8 * len(self.conns):
+        heapq.heappush(heap, (deadline, tick, conn.key))
+        if len(heap) > 64 + 2 * len(self.conns):
             self._heap = [e for e in heap if (c := self.conns.get(e[2])) is not None
-                          and c.timers.get(e[3]) == e[0]]
+                          and c.timer_tick == e[1]]
             heapq.heapify(self._heap)
+
+    def _next_entry(self) -> tuple | None:
+        """``(deadline, conn)`` of the heap's first entry once it is current and at the
+        connection's earliest timer (stale entries dropped, early ones moved), or None."""
+        heap = self._heap
+        while heap:
+            deadline, tick, key = heap[0]
+            conn = self.conns.get(key)
+            if conn is None or conn.timer_tick != tick:
+                heapq.heappop(heap)             # the TCB is gone, or a newer entry replaced it
+                continue
+            first = min(conn.timers.values()) if conn.timers else None
+            if first == deadline:
+                return deadline, conn
+            if first is None:                   # cancelled: drop the entry
+                heapq.heappop(heap)
+                conn.timer_at = conn.timer_tick = None
+                continue
+            tick = next(self._tick)             # restarted later: move the entry there
+            conn.timer_at, conn.timer_tick = first, tick
+            heapq.heapreplace(heap, (first, tick, key))
+        return None
+
+    def _fire_timers(self, conn: Connection, now: float) -> None:
+        """Run the connection's timers that are due at ``now``, earliest first, then queue
+        its entry at the next one.  While they run the entry is out of the heap, and
+        ``timer_at`` = ``now`` keeps a timer set meanwhile (never before ``now``) from
+        queueing another."""
+        conn.timer_at, conn.timer_tick = now, None
+        timers = conn.timers
+        while timers and self.conns.get(conn.key) is conn:
+            kind = min(timers, key=timers.__getitem__)
+            if timers[kind] > now:
+                break
+            del timers[kind]
+            self.timer_handlers[kind](conn)
+            self._deliver(conn)
+        conn.timer_at = None
+        if timers and self.conns.get(conn.key) is conn:
+            self._queue(conn, min(timers.values()))
 
     def _arm_rto(self, conn: Connection) -> None:
         if "rto" not in conn.timers:

@@ -100,11 +100,11 @@ class Stack(Sender):
         """A segment arrived (already parsed and checksum-verified by the wire layer)."""
         self.now = now
         self.counters["segments_in"] += 1
-        conn = self.conns.get((bytes(seg.dst), seg.dport, bytes(seg.src), seg.sport))
+        conn = self.conns.get((seg.dst, seg.dport, seg.src, seg.sport))    # addresses: bytes
         if conn is not None:
             self._dispatch(conn, conn.state, seg)
         else:
-            lst = self.listeners.get((bytes(seg.dst), seg.dport))
+            lst = self.listeners.get((seg.dst, seg.dport))
             if lst is not None and not seg.flags & SYN:
                 stray = lst.app.on_stray(self, seg, now)
                 if stray is not None:
@@ -117,26 +117,18 @@ class Stack(Sender):
     def on_timer(self, now: float) -> list:
         """Fire every timer due at ``now``."""
         self.now = now
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, _, key, kind = heapq.heappop(heap)
-            conn = self.conns.get(key)
-            if conn is not None and conn.timers.get(kind) == deadline:
-                del conn.timers[kind]
-                self.timer_handlers[kind](conn)
-                self._deliver(conn)
+        while True:
+            entry = self._next_entry()
+            if entry is None or entry[0] > now:
+                break
+            heapq.heappop(self._heap)
+            self._fire_timers(entry[1], now)
         return self.take_output()
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` must next be called (None: no timer running)."""
-        heap = self._heap
-        while heap:
-            deadline, _, key, kind = heap[0]
-            conn = self.conns.get(key)
-            if conn is not None and conn.timers.get(kind) == deadline:
-                return deadline
-            heapq.heappop(heap)
-        return None
+        entry = self._next_entry()
+        return None if entry is None else entry[0]
 
     def take_output(self) -> list:
         """Segments produced since the last call (by events, or by the app calling in)."""
@@ -409,15 +401,13 @@ class Stack(Sender):
         never retransmitted, RFC 6298 3), restart or stop the retransmission timer (5.2-5.3)."""
         acked_data = max(0, min(seq_diff(ack, conn.buf_seq), conn.buffered))
         conn.snd_una = ack
-        n = acked_data
-        while n:
-            head = conn.chunks[0]
-            if len(head) <= n:
-                conn.chunks.popleft()
-                n -= len(head)
-            else:
-                conn.chunks[0] = head[n:]
-                n = 0
+        chunks, n, whole = conn.chunks, acked_data, 0
+        while n and len(chunks[whole]) <= n:    # chunks acknowledged entirely ...
+            n -= len(chunks[whole])
+            whole += 1
+        del chunks[:whole]
+        if n:                                   # ... and the front of the next one
+            chunks[0] = chunks[0][n:]
         conn.buffered -= acked_data
         conn.buf_seq = seq_add(conn.buf_seq, acked_data)
         if conn.rtt_seq is not None and seq_gt(ack, conn.rtt_seq):

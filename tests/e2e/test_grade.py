@@ -382,7 +382,7 @@ def test_grading_on_qemu_builds_static_and_runs_as_root_in_the_guest(tmp_path):
 
 
 def test_the_grading_bench_item_runs_and_makes_its_rows():
-    """invoke bench's item 7 in its quick form (the one-lesson rubric, a class of 2): figures
+    """invoke bench's item 8 in its quick form (the one-lesson rubric, a class of 2): figures
     for the table, the same grades both ways, no lab left; no assertion on any time."""
     from bench import grading
     from bench.rows import comparisons
@@ -392,7 +392,7 @@ def test_the_grading_bench_item_runs_and_makes_its_rows():
     (rnd,) = res["warm"]["rounds"]
     assert rnd["score"] == 20 and rnd["grade_s"] > 0 and rnd["demos_s"] > 0
     assert res["class"]["same_scores"] and res["class"]["jobs2_s"] > 0
-    rows = [r for r in comparisons({"grading": res}) if r["item"] == "7 grading"]
+    rows = [r for r in comparisons({"grading": res}) if r["item"] == "8 grading"]
     assert [r["reference"] for r in rows] == ["the lessons as tcplab demos", "--jobs 1"]
     assert not any(r["target"] for r in rows)
     assert lab_namespaces() <= before and not sandbox_processes()

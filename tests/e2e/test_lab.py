@@ -329,3 +329,15 @@ def test_a_backend_written_by_the_recipe_works_with_one_registry_line(monkeypatc
     finally:
         b.down()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_locked_root_account_gets_pam_and_still_logs_in(lab_factory, monkeypatch):
+    """Ubuntu locks root's password (`!` in /etc/shadow); sshd without PAM then refuses root's
+    key. The lab's sshd uses PAM in that case (forced here with TCPLAB_SSHD_PAM=yes, since this
+    machine's root is not locked) and the harness logs in as before."""
+    from harness.run.ssh import LabSSH
+    monkeypatch.setenv("TCPLAB_SSHD_PAM", "yes")
+    b = lab_factory(provision=False)
+    assert "UsePAM yes" in (b.state_dir / "sshd_config").read_text()
+    with LabSSH(b.ssh_endpoint()) as ssh:
+        assert ssh.run("id -u").stdout.strip() == "0"

@@ -1,22 +1,28 @@
 """End-to-end: the qemu backend — a real Debian 12 guest (its own kernel) built from Debian's
-packages, booted under KVM or TCG with its tap in the lab's host namespace, provisioned by the
-same playbook, running the demo; and a teardown that leaves nothing, also after kill -9.
+packages, with its tap in the lab's host namespace, provisioned by the same playbook, running
+every lesson; and a teardown that leaves nothing, also after kill -9.
 
-One guest is booted for the whole module (a boot under TCG costs ~30 s); the module's fixture
-removes it in its finalizer whatever happens.  A cold image cache adds ~1.5 min (debootstrap).
+The module's lab takes the default path: it *resumes* the snapshot of a provisioned guest
+(harness/lab/snapshot.py; made first, ~1 min under TCG, when the cache has none for this
+image, responder, playbook and qemu), with the lab's own keys rotated in.  Two more tests keep
+the slow paths honest: the cold path (the image booted, the playbook run; no snapshot), and a
+snapshot made from nothing in a directory of the test's own, then resumed.  Every fixture
+removes its lab in its finalizer whatever happens.  A cold image cache adds ~1.5 min
+(debootstrap).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import shutil
 import subprocess
 import time
+import uuid
 
 import pytest
 
-from tests.conftest import ROOT, new_prefix, root_ns_state
+from tests.conftest import ROOT, new_prefix, require_vm_machine, root_ns_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.qemu]
 
@@ -31,13 +37,7 @@ def namespaces() -> set[str]:
 
 @pytest.fixture(scope="module")
 def qemu_lab():
-    if os.geteuid() != 0:
-        pytest.skip("the qemu backend needs root (namespaces, tap)")
-    missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap")
-               if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (packages/apt-vm.txt; "
-                    f"`sudo ./bootstrap test` installs them)")
+    require_vm_machine()
     from harness.lab import get_backend
     from harness.lab.provision import bring_up
     before = root_ns_state()
@@ -76,12 +76,34 @@ def test_guest_is_a_real_debian_vm_reached_over_ssh(qemu_lab):
         assert "tx-checksumming: off" in ssh.run("ethtool -k eth0").stdout
 
 
+def test_resumed_from_the_snapshot_with_the_labs_own_secrets(qemu_lab):
+    """The lab resumed the saved guest, and what identifies it is the lab's, not the saved
+    guest's: the host key it presents (strict known_hosts proved it; checked again here), the
+    one key root accepts, the clock (the saved guest's stood still), the kernel's RNG (told by
+    vmgenid that the machine was resumed)."""
+    from harness.lab.snapshot import Snapshot, snapshots_root
+    from harness.run.ssh import LabSSH
+    meta = qemu_lab.read_meta()
+    assert meta["snapshot"] and Snapshot(snapshots_root() / meta["snapshot"]).ready(), meta
+    assert qemu_lab.extra["first_recap"] == {}, "the playbook ran again after the resume"
+    sd = qemu_lab.state_dir
+    with LabSSH(qemu_lab.ssh_endpoint()) as ssh:
+        assert ssh.run("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2] == \
+            (sd / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        keys = [l for l in ssh.run("cat /root/.ssh/authorized_keys").stdout.splitlines() if l]
+        assert [k.split()[:2] for k in keys] == \
+            [(sd / "id_ed25519.pub").read_text().split()[:2]], keys
+        assert abs(float(ssh.run("date +%s.%N").stdout) - time.time()) < 5
+        assert "reseeded due to virtual machine fork" in ssh.run("dmesg").stdout
+        # The saved guest's sshd sessions and the template's keys are gone.
+        assert "template" not in ssh.run("cat /root/.ssh/authorized_keys").stdout
+        assert not (sd / "template").exists()
+
+
 def test_provisioned_by_the_same_playbook(qemu_lab):
     # Idempotence of the playbook is tested on the netns lab; under TCG a second run costs
-    # ~1.5 min, so here one run and its effects.
+    # ~1.5 min, so here its effects (the playbook ran on the saved guest).
     from harness.run.ssh import LabSSH
-    first = qemu_lab.extra["first_recap"]
-    assert first.get("failed") == 0 and first.get("changed", 0) >= 1, first
     with LabSSH(qemu_lab.ssh_endpoint()) as ssh:
         rules = ssh.run("iptables -S OUTPUT").stdout
         assert RST_RULE in rules and rules.count("--tcp-flags RST RST") == 1, rules
@@ -117,6 +139,58 @@ def test_every_scenario_on_qemu(qemu_lab, scenario, tmp_path):
 
 def test_root_namespace_untouched(qemu_lab):
     assert root_ns_state() == qemu_lab.extra["root_ns_before"]
+
+
+def _up_hello_down(lab, tmp_path) -> float:
+    """bring_up, the hello lesson, down (also on failure); the seconds bring_up took."""
+    from harness.lab.provision import bring_up
+    from harness.run.demo import run_demo
+    try:
+        t0 = time.monotonic()
+        with lab.locked():
+            res = bring_up(lab)
+        up_s = time.monotonic() - t0
+        lab.extra["recap"] = res["recap"]
+        lab.extra["meta"] = lab.read_meta()
+        demo = run_demo(lab, "hello", runs_dir=tmp_path)
+        assert demo.ok, demo.reason
+    finally:
+        lab.down()
+    assert lab.host_ns not in namespaces() and not lab.state_dir.exists()
+    return up_s
+
+
+def test_cold_path_boots_the_image_and_runs_the_playbook(tmp_path):
+    """TCPLAB_QEMU_SNAPSHOT=off: no snapshot at all; the guest boots and the playbook provisions
+    it (the path every lab took before the snapshot)."""
+    require_vm_machine()
+    from harness.lab import get_backend
+    lab = get_backend("qemu", new_prefix("qc"), snapshot=False)
+    up_s = _up_hello_down(lab, tmp_path)
+    assert lab.extra["recap"].get("changed", 0) >= 1 and lab.extra["recap"]["failed"] == 0
+    print(f"cold path: up + playbook {up_s:.0f} s")
+
+
+def test_a_snapshot_made_from_nothing_then_resumed(tmp_path, monkeypatch):
+    """The first lab of a snapshot: booted with template keys, provisioned, saved, then
+    resumed with its own -- in a snapshot directory of the test's own (the shared one may
+    already have it)."""
+    require_vm_machine()
+    from harness.lab import get_backend, image
+    from harness.lab.snapshot import SNAPSHOTS_ENV, Snapshot
+    snaps = image.cache_root().parent / f"test-snapshots-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(SNAPSHOTS_ENV, str(snaps))
+    try:
+        lab = get_backend("qemu", new_prefix("qs"))
+        up_s = _up_hello_down(lab, tmp_path)
+        made = [d for d in snaps.iterdir() if d.is_dir()]
+        assert len(made) == 1 and Snapshot(made[0]).ready(), made
+        # The playbook ran on the template (inside up), not after the resume.
+        assert lab.extra["recap"] == {} and lab.extra["meta"]["snapshot"] == made[0].name
+        assert lab.extra["meta"]["provision_recap"]["failed"] == 0
+        print(f"snapshot from nothing: up {up_s:.0f} s")
+    finally:
+        shutil.rmtree(snaps, ignore_errors=True)
 
 
 def test_down_after_kill9_leaves_nothing(qemu_lab):

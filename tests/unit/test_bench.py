@@ -156,6 +156,13 @@ def test_up_steps_group_progress_lines():
                            30.0)
     assert qemu["boot until sshd answers"] == pytest.approx(19.8)
     assert qemu["Ansible: start"] == pytest.approx(9.9)
+    resumed = runner.up_steps([(0.2, "tcplab: guest image: cached in /x"),
+                               (0.3, "tcplab: accelerator: TCG"),
+                               (0.3, "tcplab: resuming the provisioned guest (snapshot k)"),
+                               (2.7, "tcplab: guest resumed with the lab's own keys (2.4 s)"),
+                               (3.2, "tcplab: guest sshd answers on 192.168.56.100:22")], 3.3)
+    # (the wait for sshd, 0.5 s, stays in the step: "guest sshd answers" ends it)
+    assert resumed["resume the snapshot, rotate the lab's keys"] == pytest.approx(3.0)
 
 
 def fake_loop(n):
@@ -202,6 +209,7 @@ def test_comparisons_cover_every_item():
                 "nc_alone": [{"wall_s": 0.01}]},
         "profile": {"tcplab": {"busy_us_per_conn": 100.0}, "kernel": {"busy_us_per_conn": 50.0},
                     "in_process": [{"ours_us_per_segment": 15.0, "scapy_us_per_segment": 300.0}]},
+        "labs": {"one_up_s": 2.0, "up_small": {"n": 8, "wall_s": 7.0}},
         "grading": {"warm": {"submission": "naive.c", "rubric": "lab4",
                              "rounds": [{"grade_s": 28.0, "demos_s": 14.0}]},
                     "class": {"n": 12, "jobs": 4, "rubric": "lab4", "jobs4_s": 300.0,
@@ -209,15 +217,30 @@ def test_comparisons_cover_every_item():
     }
     rows = runner.comparisons(items)
     numbers = {r["item"].split()[0] for r in rows}
-    assert numbers == {"1", "2", "3", "4", "5", "6", "7"}
+    assert numbers == {"1", "2", "3", "4", "5", "6", "7", "8"}
     targets = {(r["item"], r["figure"], r["reference"]) for r in rows if r["target"]}
-    assert len(targets) == 12      # the issues' targets (9, issue 11's 2) and the per-packet budget
-    grading = [r for r in rows if r["item"] == "7 grading"]
+    assert len(targets) == 13      # the issues' targets (9, 8 labs, issue 11's 2), per-packet budget
+    grading = [r for r in rows if r["item"] == "8 grading"]
     assert [(r["subject_value"]["median"], r["ratio"]["median"], r["met"]) for r in grading] \
         == [(28.0, 2.0, True), (300.0, 300.0 / 700.0, True)]
     items["grading"]["targets"] = False                 # --quick: other settings, no targets
-    assert not any(r["target"] for r in runner.comparisons(items) if r["item"] == "7 grading")
+    assert not any(r["target"] for r in runner.comparisons(items) if r["item"] == "8 grading")
     assert all(r["ratio"]["median"] is not None for r in rows)
+
+
+def test_the_qemu_rows_warm_with_its_target_and_from_nothing():
+    lab = {"backends": {"netns": {"up": [{"wall_s": 2.0}], "down": [{"wall_s": 0.3}]},
+                        "qemu": {"up": [{"wall_s": w} for w in (3.3, 4.1, 3.6)],
+                                 "down": [{"wall_s": 1.0}] * 3,
+                                 "up_cold": [{"wall_s": w} for w in (61.0, 70.0, 58.0)],
+                                 "down_cold": [{"wall_s": 1.0}] * 3}}}
+    rows = {r["figure"]: r for r in runner.comparisons({"lab": lab})}
+    warm = rows["invoke up (qemu, warm snapshot)"]
+    assert warm["subject_value"]["median"] == 3.6 and warm["met"] is True
+    assert warm["target"] == {"op": "<=", "value": 15.0, "on": "value"}
+    cold = rows["invoke up (qemu, snapshot from nothing)"]
+    assert cold["subject_value"]["median"] == 61.0 and cold["target"] is None
+    assert "invoke down (qemu)" in rows
 
 
 # --- load generator checks and the micro-benchmarks (smoke) ------------------------------------
@@ -284,3 +307,49 @@ def test_unknown_or_missing_runtime_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(runner.RUNTIMES, "pypy", "/nonexistent/pypy3")
     with pytest.raises(runner.LabError, match="apt-get install -y pypy3"):
         runner.check_runtimes(["cpython", "pypy"])
+
+
+def test_labs_item_rows_carry_the_issues_targets_only_for_8_and_40_labs():
+    from bench.labs import comparisons as labs_rows
+    from bench.stats import comparison
+    item = {"one_up_s": 3.0, "up_small": {"n": 8, "wall_s": 7.0},
+            "up_big": {"n": 40, "wall_s": 70.0},
+            "demos": {"n": 40, "wall_s": 60.0, "matched": 39, "alone_s": 2.0, "labs_used": 40},
+            "memory": {"labs": {"kernel_mb": 0.6, "available_drop_mb": 3.0},
+                       "bare_network": {"kernel_mb": 0.3}, "sshd_pss_mb": 1.3,
+                       "state_dir_mb": 0.5}}
+    rows = {r["figure"]: r for r in labs_rows(item, comparison)}
+    assert rows["invoke up --labs 8 (netns, from nothing)"]["met"] is True       # 7 <= 10
+    assert rows["invoke up --labs 40 (netns, from nothing)"]["met"] is False     # 70 > 60
+    assert rows["invoke up --labs 8 (netns, from nothing)"]["reference_value"]["median"] == 24
+    assert rows["40 demos at once that MATCH"]["met"] is False                   # 39 of 40
+    mem = rows["memory per idle lab: kernel + sshd PSS + state dir"]
+    assert abs(mem["subject_value"]["median"] - 2.4) < 1e-9
+    small = {"one_up_s": 3.0, "up_small": {"n": 3, "wall_s": 7.0}}
+    assert labs_rows(small, comparison)[0]["target"] is None
+    assert labs_rows({"error": "x"}, comparison) == []
+
+
+# --- bench.ab's variants ---------------------------------------------------------------------
+
+def test_ab_variant_names_runtime_quiet_revision_and_args():
+    from bench import ab
+    from harness.util import LabError
+    assert ab.parse_variant("cpython:") == ("cpython", [], False, None)
+    assert ab.parse_variant("pypy+quiet@HEAD~2:--nodelay --isn 5") == (
+        "pypy", ["--nodelay", "--isn", "5"], True, "HEAD~2")
+    for bad in ("pypy@:", "pypy+loud:", "jython:"):
+        with pytest.raises(LabError):
+            ab.parse_variant(bad)
+
+
+def test_ab_checkout_unpacks_a_revision_of_the_responder_readable_by_anyone(tmp_path):
+    from bench import ab
+    from harness.util import LabError
+    where = ab.checkout("HEAD", tmp_path / "src")
+    init = where / "responder" / "tcp" / "table.py"
+    assert init.is_file() and init.stat().st_mode & 0o004
+    assert (where / "responder").stat().st_mode & 0o005 == 0o005
+    assert not (where / "harness").exists()              # the responder's sources only
+    with pytest.raises(LabError, match="git archive no-such-revision"):
+        ab.checkout("no-such-revision", tmp_path / "src")

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from harness.lab.firewall import (COMMENT, Firewall, drop_rules, local, peer_rst_rule,
-                                  port_rst_rule, rst_rule)
+from harness.lab.firewall import (COMMENT, Firewall, drop_rules, host_rules, host_tag, local,
+                                  peer_rst_rule, port_rst_rule, remove_host_rules, rst_rule)
 from harness.util import LabError
 from responder.contract import rst_rule as contract_rst_rule
 
@@ -41,6 +41,15 @@ def test_peer_and_port_rules():
     assert r.chain == "OUTPUT" and "0x5f" in r.spec and "40001" in r.spec
     assert port_rst_rule(8081).args() == ["OUTPUT", "-p", "tcp", "--sport", "8081",
                                           "--tcp-flags", "RST", "RST", "-j", "DROP"]
+
+
+def test_the_peer_rule_on_a_host_side_is_scoped_and_tagged():
+    r = peer_rst_rule("192.168.56.1", 40001, "192.168.56.100", 80, interface="vboxnet0",
+                      lab="lab7")
+    assert str(r) == ("OUTPUT -o vboxnet0 -p tcp -s 192.168.56.1 --sport 40001 "
+                      "-d 192.168.56.100 --dport 80 --tcp-flags RST RST -m mark '!' --mark 0x5f "
+                      "-m comment --comment tcplab-host:lab7 -j DROP")
+    assert host_tag("lab7") == "tcplab-host:lab7"
 
 
 def test_drop_rules_need_a_fixed_isn_for_a_sequence_number():
@@ -95,3 +104,35 @@ def test_the_real_iptables_in_a_namespace_of_its_own():
         assert fw.delete_all(port_rst_rule(8081)) == 2 and not fw.delete(port_rst_rule(8081))
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=True)
+
+
+def test_a_labs_host_rules_are_found_by_their_tag_and_removed_alone():
+    """What `down` does on a host side that is this machine (after a killed run left a Scapy
+    peer's rule): list the lab's tagged rules and delete them, and no one else's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a network namespace)")
+    ns = f"fw{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    pre = ["ip", "netns", "exec", ns]
+    try:
+        fw = Firewall(local(pre))
+        mine = [peer_rst_rule("192.168.56.1", p, "192.168.56.100", 80, interface="vboxnet0",
+                              lab="laba") for p in (40001, 40002)]
+        other = peer_rst_rule("192.168.56.1", 40003, "192.168.56.100", 80,
+                              interface="vboxnet0", lab="labb")
+        untagged = peer_rst_rule("192.168.56.1", 40004, "192.168.56.100", 80)
+        for r in (*mine, other, untagged):
+            fw.add(r)
+        # iptables -S prints them its own way (-s 192.168.56.1/32, -m tcp ...)
+        listed = host_rules("laba", pre)
+        assert [("--sport 40001" in r, "--sport 40002" in r) for r in listed] == \
+            [(True, False), (False, True)], listed
+        assert all("-o vboxnet0" in r and "tcplab-host:laba" in r for r in listed)
+        assert [r.spec[-3] for r in fw.tagged(host_tag("labb"))] == ["tcplab-host:labb"]
+        assert remove_host_rules("laba", pre) == listed
+        assert host_rules("laba", pre) == []
+        assert fw.check(other) and fw.check(untagged)
+        assert remove_host_rules("laba", pre) == []
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+    assert host_rules("laba", pre) is None          # the namespace is gone: cannot be asked

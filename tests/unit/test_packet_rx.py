@@ -57,3 +57,26 @@ def test_bpf_program_takes_only_tcp_to_the_listen_address_and_port():
     with_opts = bytes([0x46]) + bytes(opts[1:20]) + b"\x01\x01\x01\x00" + bytes(opts[20:])
     assert run_bpf(prog, with_opts) > 0
     assert run_bpf(packet.DROP_ALL, _tcp()) == 0
+
+
+def test_attach_filter_hands_the_kernel_a_working_program():
+    """attach_filter passes the program by address (an array's buffer, no ctypes): on a plain
+    UDP socket (no privilege needed) a drop-all program keeps a datagram out and an accept-all
+    one lets the next in, so the kernel read the instructions we wrote."""
+    import socket
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        packet.attach_filter(rx, packet.DROP_ALL)
+        tx.sendto(b"dropped", rx.getsockname())
+        packet.attach_filter(rx, [(packet.BPF_RET_K, 0, 0, 0x40000)])
+        tx.sendto(b"kept", rx.getsockname())
+        rx.settimeout(5)
+        assert rx.recv(100) == b"kept"
+        rx.setblocking(False)
+        packet.discard_queued(rx)                   # nothing else was queued
+    finally:
+        rx.close()
+        tx.close()

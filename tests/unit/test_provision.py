@@ -4,6 +4,7 @@ contract's, and every path Ansible uses is inside the lab's state directory."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -25,7 +26,12 @@ def _render(variables: dict) -> list[str]:
     """The role's rule as Ansible templates it (``vars/main.yml`` with ``variables``), each
     argument as the command module passes it (a string)."""
     from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar, trust_as_template
+    from ansible.template import Templar
+    try:        # ansible-core >= 2.19 templates only strings marked as trusted (from a file)
+        from ansible.template import trust_as_template
+    except ImportError:         # 2.16-2.18 (Python 3.10's controller) template every string
+        def trust_as_template(a):
+            return a
     rule = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["tcplab_rst_block_rule"]
     templar = Templar(loader=DataLoader(), variables=variables)
     return [str(a) for a in templar.template([trust_as_template(a) for a in rule])]
@@ -74,7 +80,9 @@ def test_every_ansible_path_is_inside_the_state_dir(monkeypatch):
     env = ansible_env(b)
     paths = {k: v for k, v in env.items()
              if k.startswith("ANSIBLE_") and k not in ("ANSIBLE_CONFIG", "ANSIBLE_NOCOLOR",
-                                                       "ANSIBLE_FORCE_COLOR")}
+                                                       "ANSIBLE_FORCE_COLOR", "ANSIBLE_FORKS",
+                                                       "ANSIBLE_STRATEGY",
+                                                       "ANSIBLE_STRATEGY_PLUGINS")}
     assert {"ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "ANSIBLE_SSH_CONTROL_PATH_DIR"} <= set(paths)
     for k, v in paths.items():
         assert v.startswith(str(b.state_dir) + "/"), (k, v)
@@ -82,4 +90,78 @@ def test_every_ansible_path_is_inside_the_state_dir(monkeypatch):
     for k in ("ansible_remote_tmp", "ansible_async_dir", "ansible_ssh_private_key_file",
               "tcplab_responder_archive"):
         assert hv[k].startswith(str(b.state_dir) + "/"), (k, hv[k])
-    assert f"ControlPath={b.state_dir}/ansible/cp/" in hv["ansible_ssh_common_args"]
+    monkeypatch.setenv("TCPLAB_ANSIBLE_STRATEGY", "linear")       # a control master per lab
+    assert f"ControlPath={b.state_dir}/ansible/cp/" in inventory_hostvars(b)[
+        "ansible_ssh_common_args"]
+    monkeypatch.setenv("TCPLAB_ANSIBLE_STRATEGY", "mitogen")      # none: nothing outlives it
+    assert "Control" not in inventory_hostvars(b)["ansible_ssh_common_args"]
+
+
+# A real run over three labs (pmm1 fine, pmm2's sshd killed, pmm3's responder directory a
+# file), trimmed: what ansible-playbook 2.19 with Mitogen printed.
+THREE_LABS = """\
+TASK [tcplab_vm : Check that the commands the responder and the RST block use exist] ***
+fatal: [pmm2]: UNREACHABLE! => {"changed": false, "msg": "Task failed: EOF on stream; last 100 \
+lines received:\\nkex_exchange_identification: Connection closed by remote host", "unreachable": true}
+ok: [pmm1]
+ok: [pmm3]
+
+TASK [tcplab_responder : Pack the responder's sources on the controller (a build step, changes \
+no host)] ***
+ok: [pmm1 -> localhost]
+
+TASK [tcplab_responder : Create the responder's package directory] *************
+[ERROR]: Task failed: Module failed: There was an issue creating /x/responder as requested
+fatal: [pmm3]: FAILED! => {"changed": false, "msg": "There was an issue creating /x/responder \
+as requested: [Errno 20] Not a directory: b'/x/responder'", "path": "/x/responder"}
+changed: [pmm1]
+
+PLAY RECAP *********************************************************************
+pmm1                       : ok=10   changed=3    unreachable=0    failed=0    skipped=1    rescued=0    ignored=0
+pmm2                       : ok=1    changed=0    unreachable=1    failed=0    skipped=1    rescued=0    ignored=0
+pmm3                       : ok=6    changed=1    unreachable=0    failed=1    skipped=1    rescued=0    ignored=0
+"""
+
+
+def test_parse_output_gives_each_lab_its_recap_and_its_first_failure():
+    from harness.lab.provision import parse_output
+    recaps, failures = parse_output(THREE_LABS)
+    assert recaps["pmm1"]["changed"] == 3 and recaps["pmm2"]["unreachable"] == 1
+    assert recaps["pmm3"]["failed"] == 1 and set(recaps) == {"pmm1", "pmm2", "pmm3"}
+    assert set(failures) == {"pmm2", "pmm3"}
+    assert failures["pmm2"] == ("TASK [tcplab_vm : Check that the commands the responder and the "
+                                "RST block use exist] unreachable: Task failed: EOF on stream; "
+                                "last 100 lines received: / kex_exchange_identification: "
+                                "Connection closed by remote host")
+    assert failures["pmm3"].startswith("TASK [tcplab_responder : Create the responder's package "
+                                       "directory] failed: There was an issue creating")
+    assert "\n" not in failures["pmm2"]
+
+
+def test_inventory_of_several_labs_names_each_host_by_its_prefix_and_shares_the_archive(tmp_path):
+    from harness.lab.provision import inventory
+    labs = [get_backend("netns", p) for p in ("inva", "invb")]
+    hosts = inventory(labs, tmp_path / "responder.tar")["all"]["children"]["tcplab_vm"]["hosts"]
+    assert list(hosts) == ["inva", "invb"]
+    assert {h["tcplab_responder_archive"] for h in hosts.values()} == {
+        str(tmp_path / "responder.tar")}
+    for lab in labs:                # each lab keeps its own key and known_hosts
+        assert hosts[lab.prefix]["ansible_ssh_private_key_file"].startswith(str(lab.state_dir))
+        assert f"UserKnownHostsFile={lab.state_dir}/known_hosts" in \
+            hosts[lab.prefix]["ansible_ssh_common_args"]
+
+
+def test_the_strategy_is_mitogen_from_the_venv_unless_linear_is_asked(monkeypatch):
+    import sys
+    from harness.lab.provision import STRATEGY_ENV, strategy_env
+    from harness.util import LabError
+    monkeypatch.delenv(STRATEGY_ENV, raising=False)
+    env = strategy_env()
+    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert env["ANSIBLE_STRATEGY_PLUGINS"].startswith(sys.prefix + "/")
+    assert (Path(env["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file()
+    monkeypatch.setenv(STRATEGY_ENV, "linear")
+    assert strategy_env() == {}
+    monkeypatch.setenv(STRATEGY_ENV, "fast")
+    with pytest.raises(LabError, match="use mitogen"):
+        strategy_env()

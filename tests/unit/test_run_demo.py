@@ -83,6 +83,10 @@ class _Backend:
     def host_exec_prefix(self):
         return self._pre
 
+    @property
+    def host_side_isolated(self):
+        return bool(self._pre)
+
 
 def test_skip_reasons():
     ns = _Backend("netns", ["ip", "netns", "exec", "x-host"])
@@ -91,9 +95,29 @@ def test_skip_reasons():
     assert demo.skip_reason(load_scenario("hello"), vbox) is None
     assert "for netns only" in demo.skip_reason(load_scenario("nagle-linux"), vbox)
     assert demo.skip_reason(load_scenario("nagle-linux"), ns) is None
-    assert "Scapy client needs a lab host namespace" in \
-        demo.skip_reason(load_scenario("challenge-ack"), vbox)
     assert demo.skip_reason(load_scenario("challenge-ack"), ns) is None
+
+
+def test_the_scapy_lessons_on_a_host_side_that_is_this_machine(monkeypatch):
+    """VirtualBox's host side is this machine: the Scapy peer runs where the harness is root on
+    Linux (its RST rule goes into this machine's iptables), and is skipped with the reason,
+    never failed, elsewhere."""
+    from harness.run import clients
+    vbox = _Backend("vagrant", [])
+    scn = load_scenario("challenge-ack")
+    monkeypatch.setattr(clients.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(clients.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(clients.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    assert demo.skip_reason(scn, vbox) is None
+    monkeypatch.setattr(clients.os, "geteuid", lambda: 1000)
+    assert "run as root" in demo.skip_reason(scn, vbox)
+    monkeypatch.setattr(clients.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(clients.shutil, "which", lambda name: None)
+    assert "needs iptables" in demo.skip_reason(scn, vbox)
+    monkeypatch.setattr(clients.platform, "system", lambda: "Darwin")
+    assert "Darwin, not Linux" in demo.skip_reason(scn, vbox)
+    # With a lab host namespace nothing of this machine is asked.
+    assert demo.skip_reason(scn, _Backend("netns", ["ip", "netns", "exec", "x-host"])) is None
 
 
 def test_every_run_has_one_bounded_deadline(tmp_path, monkeypatch):

@@ -118,7 +118,8 @@ def test_bad_expect_lines(body, message):
 @pytest.mark.parametrize("head,message", [
     ("responder: --app hello\ncolour: red\nexpect:\n",
      "t.scn:2: unknown key 'colour' (known: lesson, responder, client, clients, stdin, script, "
-     "conditions, timeout, hold, linger, trailing, counters, states, measure, backends, expect)"),
+     "conditions, timeout, hold, linger, trailing, counters, states, measure, backends, cpu, "
+     "expect)"),
     ("responder: --app hello\nresponder: --app echo\nexpect:\n",
      "t.scn:2: key 'responder' already given on line 1"),
     ("responder: --app gopher\nexpect:\n",
@@ -197,6 +198,19 @@ def test_backends_key_marks_where_a_scenario_runs(tmp_path):
     bad.write_text("lesson: x\nresponder: --app hello\nbackends: netns, virtualbox\nexpect:\n"
                    "c>s [S] seq 0\n")
     with pytest.raises(ScenarioError, match="backends"):
+        load_scenario(bad)
+
+
+def test_cpu_key_marks_a_lesson_that_needs_the_cpu_to_itself(tmp_path):
+    from harness.judge.scenario import ScenarioError, load_scenario
+    assert load_scenario("hello").cpu_alone is False
+    for value, alone in (("alone", True), ("shared", False)):
+        p = tmp_path / f"{value}.scn"
+        p.write_text(f"responder: --app hello\ncpu: {value}\nexpect:\nc>s [S] seq 0\n")
+        assert load_scenario(p).cpu_alone is alone
+    bad = tmp_path / "bad.scn"
+    bad.write_text("responder: --app hello\ncpu: lonely\nexpect:\nc>s [S] seq 0\n")
+    with pytest.raises(ScenarioError, match="key 'cpu': expected alone or shared, got 'lonely'"):
         load_scenario(bad)
 
 

@@ -5,6 +5,8 @@ harness.run.clients' command lines."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from harness.run.clients import client_argv, steps_from_json, steps_to_json
@@ -162,12 +164,21 @@ def test_iptables_rules_for_drops():
 
 class _Backend:
     vm_ip = "192.168.56.100"
+    host_ip = "192.168.56.1"
+    name = "vagrant"
 
     def __init__(self, prefix):
         self.prefix = prefix
 
-    def host_exec_prefix(self):
-        return self.prefix
+    @property
+    def host_side_isolated(self):
+        return bool(self.prefix)
+
+    def host_argv(self, argv):
+        return self.prefix + list(argv)
+
+    def host_python_argv(self, module, args):
+        return self.host_argv([sys.executable, "-m", module, *args])
 
 
 def test_client_command_lines():
@@ -181,8 +192,17 @@ def test_client_command_lines():
     assert steps_from_json(script) == list(py.script)
     assert steps_from_json(steps_to_json(py.script))[0].arg == b"a\0"
     scapy = parse("responder: --app hello\nclient: scapy\nscript: connect\n")
+    argv = client_argv(_Backend(["ip", "netns", "exec", "x-host"]), scapy, 80, sport=41234)
+    assert argv[argv.index("--src"):argv.index("--src") + 4] == [
+        "--src", "192.168.56.1", "--sport", "41234"]
+
+
+def test_the_scapy_client_where_it_cannot_have_its_rst_rule(monkeypatch):
+    from harness.run import clients
     from harness.util import LabError
-    with pytest.raises(LabError, match="host namespace"):
+    scapy = parse("responder: --app hello\nclient: scapy\nscript: connect\n")
+    monkeypatch.setattr(clients.os, "geteuid", lambda: 1000)
+    with pytest.raises(LabError, match="run as root"):
         client_argv(_Backend([]), scapy, 80)
 
 

@@ -131,3 +131,21 @@ def test_a_state_root_that_would_split_command_lines_is_refused(monkeypatch, raw
 def test_prefix_is_matched_whole(prefix):
     with pytest.raises(LabError, match="invalid lab prefix"):
         get_backend("netns", prefix)
+
+
+def test_sshd_uses_pam_only_where_root_is_locked(tmp_path, monkeypatch):
+    from harness.lab import netns
+    shadow = tmp_path / "shadow"
+    for line, locked in (("root:!:20228:0:99999:7:::", True), ("root:!*:1::::::", True),
+                         ("root:*:20228:0:99999:7:::", False), ("root:$y$j9T$abc:1::::::", False),
+                         ("daemon:!:1::::::\nroot:*:1::::::", False)):
+        shadow.write_text(line + "\n")
+        assert netns.root_locked(shadow) is locked, line
+    assert netns.root_locked(tmp_path / "missing") is False
+    monkeypatch.setenv(netns.SSHD_PAM_ENV, "yes")
+    assert netns.sshd_use_pam() is True
+    monkeypatch.setenv(netns.SSHD_PAM_ENV, "no")
+    assert netns.sshd_use_pam() is False
+    monkeypatch.setenv(netns.SSHD_PAM_ENV, "maybe")
+    with pytest.raises(LabError, match="TCPLAB_SSHD_PAM='maybe'"):
+        netns.sshd_use_pam()
