@@ -13,6 +13,7 @@
     invoke doctor                                   check the lab piece by piece, explain failures
     invoke test [--quick]                           the test suite (pytest)
     invoke bench [--quick]                          the responder and the lab vs references
+    invoke grade SUBMISSION [--rubric lab4]         grade anyone's responder: a report card
 
 Run as root (``sudo .venv/bin/invoke ...``); ``./bootstrap TASK`` installs first, then runs it.
 """
@@ -420,7 +421,10 @@ def test(c, quick=False, k=None, x=False):
                        "the QEMU VM)",
             "prefix": "name of the bench's own lab (default bench + 4 random hex digits)",
             "rounds": "rounds per figure (default 5; quick 2)",
-            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile,labs",
+            "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile,labs,"
+                    "grading (grading: invoke grade of one submission on a warm lab, and a class "
+                    "of 12 with --jobs 4 vs --jobs 1; ~20 min, labs of its own; --quick leaves it "
+                    "out unless named here)",
             "flood": "instead: the SYN flood of this many SYNs with legitimate clients during "
                      "it (same as invoke fuzz --flood; e.g. 100000)",
             "runtime": "the responder's interpreters, side by side: cpython,pypy (default "
@@ -491,4 +495,58 @@ def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix=
         raise Exit("tcplab: fuzz/flood/soak found a problem (see above)", code=1)
 
 
-ns = Collection(up, down, status_, demo, lessons, scenarios, doctor, test, bench, box, fuzz)
+@task(help={"submission": "a .c file, a .py file, a directory with a Makefile or an "
+                          "executable 'run' -- or a class: a directory of those",
+            "rubric": "rubric name (rubrics/NAME.yml) or path (default lab4)",
+            "backend": f"lab backend: {', '.join(BACKENDS)} (default netns); grading makes "
+                       "its own labs",
+            "min_score": "exit 3 when a score is below this many points",
+            "jobs": "a class: grade this many submissions at once, each on its own lab",
+            "out": "where the grade folders go (default grades/)",
+            "prefix": "one submission: the name of the lab grading makes (default g + random)",
+            "budget": "seconds of lessons per submission; the lessons left after it are "
+                      "errors (default 300)"})
+def grade(c, submission, rubric="lab4", backend="netns", min_score=None, jobs=1, out=None,
+          prefix=None, budget=300):
+    """Grade a responder (anyone's) on the wire against a rubric: report card in grades/.
+
+    SUBMISSION is a .c file (gcc -O2 -Wall), a .py file (the VM's python3), or a directory
+    (make if it has a Makefile, then ./responder; or an executable ./run).  The program is
+    told nothing; it must answer TCP on 192.168.56.100:80 (docs/grading.md: the contract).
+    Each lesson restarts it; on netns it runs in a sandbox (its own uid, only CAP_NET_RAW, a
+    read-only filesystem, limits).  A directory holding none of Makefile/run/responder is a
+    class: every file and subdirectory in it is graded, --jobs at a time, into one folder with
+    index.html and grades.csv.  Exit 0 when grading completed (whatever the score), 3 below
+    --min-score, 1 when the grader itself failed.  Leftover labs: invoke down --all.
+    """
+    from harness.grade.grader import GRADES_DIR, terminate_as_interrupt
+    from harness.grade.grader import grade as grade_one
+    from harness.grade.klass import grade_class, is_class_dir
+    from harness.report.card import format_table
+    kw = {"rubric": rubric, "backend": backend, "out_dir": Path(out) if out else GRADES_DIR,
+          "budget": float(budget)}
+    try:
+        with terminate_as_interrupt():
+            if is_class_dir(Path(submission)):
+                grades, root = grade_class(submission, jobs=int(jobs), **kw)
+                for g in grades:
+                    print(f"{g['submission']:<30} {g['score']:>4}/{g['max_score']:<4} "
+                          f"{g.get('error', '')}")
+                print(f"class: {os.path.relpath(root / 'index.html')}")
+            else:
+                g, gdir = grade_one(submission, prefix=prefix, **kw)
+                grades = [g]
+                print(format_table(g))
+                print(f"card: {os.path.relpath(gdir / 'report.html')}")
+    except LabError as e:
+        raise _fail(e)
+    except KeyboardInterrupt:
+        raise Exit("tcplab: grading interrupted; the labs it made are removed", code=130)
+    if any(g.get("grader_failed") for g in grades):
+        raise Exit("tcplab: the grader failed for some submissions (see above)", code=1)
+    if min_score is not None and any(g["score"] < float(min_score) for g in grades):
+        raise Exit(f"tcplab: score below --min-score {min_score}", code=3)
+
+
+ns = Collection(up, down, status_, demo, lessons, scenarios, doctor, test, bench, box, fuzz,
+                grade)

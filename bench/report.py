@@ -7,7 +7,7 @@ The JSON's shape (``version`` 1)::
      "machine": {"cpu_model", "cores", "kernel", "python", "loadavg_before", ...},
      "git": {"commit", "dirty"},
      "items": {"handshake": {...raw figures per round...}, "http": ..., "checksum": ...,
-               "tarpit": ..., "lab": ..., "profile": ...},   # each may hold "error"
+               "tarpit": ..., "lab": ..., "profile": ..., "grading": ...},  # may hold "error"
      "comparisons": [row, ...]}   # rows from bench.stats.comparison
 
 The table has one line per comparison: the subject and its reference as median [min-max] over
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-ITEMS = ("handshake", "http", "checksum", "tarpit", "lab", "profile", "labs")
+ITEMS = ("handshake", "http", "checksum", "tarpit", "lab", "profile", "labs", "grading")
 
 
 def fmt_num(x) -> str:

@@ -223,6 +223,30 @@ def comparisons(items: dict) -> list[dict]:
                                [pr["tcplab"].get("busy_us_per_conn")],
                                [pr["kernel"].get("busy_us_per_conn")], better="lower"))
     rows += labs_comparisons(items.get("labs", {}), comparison)
+    return rows + _grading_rows(items.get("grading", {}))
+
+
+def _grading_rows(g: dict) -> list:
+    """Item 8 (bench.grading): one submission on a warm lab, and a class's --jobs ratio; the
+    issue's targets only on the full item's settings."""
+    rows = []
+    w, c, judged = g.get("warm", {}), g.get("class", {}), g.get("targets", False)
+    if w.get("rounds"):
+        rows.append(comparison(
+            "8 grading", f"one submission, {w['rubric']} rubric, warm netns lab", "s",
+            f"invoke grade {w['submission']}", "the lessons as tcplab demos",
+            _fig(w["rounds"], "grade_s"), _fig(w["rounds"], "demos_s"),
+            target_op="<=" if judged else None, target=30.0 if judged else None,
+            target_on="value", better="lower",
+            note="build, sandbox, probe agent and card over the same lessons' exchanges"))
+    if c.get("jobs1_s"):
+        j = c["jobs"]
+        rows.append(comparison(
+            "8 grading", f"a class of {c['n']}, {c['rubric']} rubric", "s", f"--jobs {j}",
+            "--jobs 1", [c[f"jobs{j}_s"]], [c["jobs1_s"]],
+            target_op="<=" if judged else None, target=0.5 if judged else None,
+            better="lower", note=f"same scores both ways: {c.get('same_scores')}; each job "
+                                 f"makes its own lab"))
     return rows
 
 

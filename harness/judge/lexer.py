@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from harness.judge.model import (ANY, FLAG_CHARS, MAX_NUMBER, MAX_PAYLOAD, MAX_SECONDS, OptSpec,
-                                 OptionsSpec, Val)
+from harness.judge.model import (ANY, FLAG_CHARS, MAX_NUMBER, MAX_PAYLOAD, MAX_SECONDS,
+                                 OPTIONAL_FLAG_CHARS, OptSpec, OptionsSpec, Val)
 
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "'": "'", "a": "\a",
             "b": "\b", "f": "\f", "v": "\v", "e": "\x1b"}
@@ -174,17 +174,37 @@ def strip_comment(line: str) -> str:
 
 def parse_flags(text: str) -> int:
     """tcpdump flag notation (``S``, ``S.``, ``P.``, ``F.``, ``R.``, ``.``) to bits."""
+    bits, maybe = parse_flag_spec(text)
+    if maybe:
+        raise ValueError(f"optional flags ('?') are not allowed here: [{_short(text.strip())}]")
+    return bits
+
+
+def parse_flag_spec(text: str) -> tuple[int, int]:
+    """An expect line's flags, with optional ones: ``P?.`` -> (ACK, PSH): the bits that must be
+    set, and the bits that may be set or not (a letter of OPTIONAL_FLAG_CHARS followed by
+    ``?``); every other bit must be clear."""
     t = text.strip()
     if not t:
         raise ValueError("empty flags []")
-    bits = 0
-    for ch in t:
+    bits = maybe = 0
+    for i, ch in enumerate(t):
+        if ch == "?":
+            prev = t[i - 1] if i else ""
+            if not prev or prev not in OPTIONAL_FLAG_CHARS:
+                raise ValueError(f"'?' must follow one of {' '.join(OPTIONAL_FLAG_CHARS)} in "
+                                 f"[{_short(t)}] (e.g. [P?.]: PSH may or may not be set)")
+            bits &= ~FLAG_CHARS[prev]
+            maybe |= FLAG_CHARS[prev]
+            continue
         if ch not in FLAG_CHARS:
             raise ValueError(f"unknown flag {ch!r} in [{_short(t)}] (use F S R P U E W and .)")
-        if bits & FLAG_CHARS[ch]:
+        if (bits | maybe) & FLAG_CHARS[ch]:
             raise ValueError(f"flag {ch!r} twice in [{t}]")
         bits |= FLAG_CHARS[ch]
-    return bits
+    if not bits:
+        raise ValueError(f"[{t}] has no flag that is always set (e.g. [P?.], not [P?])")
+    return bits, maybe
 
 
 _TS = re.compile(r"TS\s+val\s+(\S+)\s+ecr\s+(\S+)")
@@ -222,17 +242,18 @@ def parse_option(text: str) -> OptSpec:
 
 
 def parse_options_spec(text: str) -> OptionsSpec | None:
-    """``[...]`` exact, ``{...}`` contains, ``echo``, ``*`` (= not checked, returns None)."""
+    """``[...]`` exact, ``{...}`` contains, ``echo``, ``valid``, ``*`` (= not checked, returns
+    None)."""
     t = text.strip()
     if t == "*":
         return None
-    if t == "echo":
-        return OptionsSpec("echo")
+    if t in ("echo", "valid"):
+        return OptionsSpec(t)
     if len(t) >= 2 and (t[0], t[-1]) in (("[", "]"), ("{", "}")):
         inner = t[1:-1].strip()
         items = tuple(parse_option(p) for p in split_top(inner)) if inner else ()
         return OptionsSpec("exact" if t[0] == "[" else "contains", items)
-    raise ValueError(f"expected [list], {{set}}, echo or *, got {_short(t)!r}")
+    raise ValueError(f"expected [list], {{set}}, echo, valid or *, got {_short(t)!r}")
 
 
 def _short(text: str, n: int = 60) -> str:

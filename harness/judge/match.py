@@ -13,6 +13,8 @@ Rules (docs/scenarios.md explains them for teachers):
   extra client pure ACKs are fine; a client RST is never fine unless a line states it; a client
   ack on any line means "at least".
 * Timing is checked only where a line states ``after REF within LO-HI``.
+* A ``maybe s>c`` line may have no packet: when the responder's next packet does not fit its
+  flags, seq, length and ack, the line is "absent" (ok) and that packet goes to the next line.
 
 The verdict is a value plus a reason (style card item 8): :class:`Verdict`.
 """
@@ -128,6 +130,13 @@ class _Judge:
         self.used.add(p.number)
         self.note(p, f"{self.where(e)}{extra}")
 
+    def absent(self, e: Expect, p: Pkt | None = None):
+        """A ``maybe`` line whose packet did not come (``p``, if given, is the next line's)."""
+        r = self.results[e.index - 1]
+        r.ok = True
+        r.message = (f"{self.where(e)}: maybe: absent (packet {p.number} is not "
+                     f"{e.describe()})" if p else f"{self.where(e)}: maybe: absent")
+
     def ended(self) -> str:
         last = self.conv.last_number
         return f"capture ended after packet {last}" if last else "capture has no packets"
@@ -146,6 +155,9 @@ class _Judge:
             if not diffs:
                 self.matched(e, p)
                 i, j = i + 1, j + 1
+            elif e.optional and not ok(e, p):
+                self.absent(e, p)           # 'maybe': not this packet; it is the next line's
+                i += 1
             elif j + 1 < len(pkts) and ok(e, pkts[j + 1]):
                 self.fail(e, f"unexpected packet [{p.flags_str}] {_pkt_fields(p)}"
                              f"{_analysis_note(p)} before the one this line expects", p)
@@ -160,7 +172,10 @@ class _Judge:
                 self.results[e.index - 1].packet = p.number
                 i, j = i + 1, j + 1
         for e in lines[i:]:
-            self.fail(e, f"no server→client packet {e.describe()} ({self.ended()})")
+            if e.optional:
+                self.absent(e)
+            else:
+                self.fail(e, f"no server→client packet {e.describe()} ({self.ended()})")
         for p in pkts[j:]:
             self.leftover(lines, p)
 

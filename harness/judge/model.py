@@ -15,7 +15,7 @@ from harness.judge.dissect import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 from harness.lab import BACKENDS as KNOWN_BACKENDS  # a scenario's `backends:` (default: all)
 
 __all__ = ["CLIENTS", "CLIENT_OPTIONS", "CLIENT_OPTION_VALUES", "NC_PATH", "STEPS", "DIRECTIONS",
-           "FLAG_CHARS", "HEADER_KEYS", "COUNTER_OPS", "FIELDS", "KNOWN_BACKENDS",
+           "FLAG_CHARS", "OPTIONAL_FLAG_CHARS", "HEADER_KEYS", "COUNTER_OPS", "FIELDS", "KNOWN_BACKENDS",
            "MAX_FILE_BYTES", "MAX_LINE_CHARS", "MAX_SECONDS", "MAX_COUNT", "MAX_PAYLOAD",
            "MAX_NUMBER", "MAX_CLIENTS", "MAX_FIELD_CHARS", "ScenarioError", "c_escape", "Val",
            "ANY", "OptSpec", "OptionsSpec", "Timing", "Step", "CounterCheck", "Measure",
@@ -36,9 +36,13 @@ CLIENT_OPTION_VALUES = {"--mss": 65535, "-q": 600, "-w": 600}
 NC_PATH = "/bin/nc.openbsd"
 STEPS = {"nc": ("send", "sleep"),
          "python": ("send", "sleep", "recv", "recv-all", "shutdown", "close"),
-         "scapy": ("connect", "send", "sleep", "recv", "wait-fin", "fin", "ack", "rst", "syn")}
+         "scapy": ("connect", "send", "sleep", "recv", "wait-fin", "fin", "ack", "rst", "syn",
+                   "syn-badsum")}
 DIRECTIONS = {"c>s": "client→server", "s>c": "server→client"}
 FLAG_CHARS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "U": URG, "E": ECE, "W": CWR, ".": ACK}
+#: Flags that an expect line may mark optional with ``?`` (``[P?.]``: PSH may or may not be
+#: set).  Not S, R or ``.``: they decide what kind of segment a line is about.
+OPTIONAL_FLAG_CHARS = "FPUEW"
 HEADER_KEYS = ("lesson", "responder", "client", "clients", "stdin", "script", "conditions",
                "timeout", "hold", "linger", "trailing", "counters", "states", "measure",
                "backends", "cpu")
@@ -125,14 +129,15 @@ class OptSpec:
 class OptionsSpec:
     """``exact``: ``[...]``, the list in wire order; ``contains``: ``{...}``, these options in
     any order among others (nop/eol ignored); ``echo``: the same option bytes as some packet the
-    peer sent earlier."""
+    peer sent earlier; ``valid``: whatever options, as long as TCP allows them (well formed,
+    sane values, and on a SYN,ACK only the ones the peer's SYN offered)."""
 
     mode: str
     items: tuple = ()
 
     def __str__(self):
-        if self.mode == "echo":
-            return "echo"
+        if self.mode in ("echo", "valid"):
+            return self.mode
         inner = ",".join(str(i) for i in self.items)
         return f"[{inner}]" if self.mode == "exact" else f"{{{inner}}}"
 
@@ -205,11 +210,12 @@ class Condition:
 
     ``drop DIR [ack N|seq N] first K``: iptables drops the first K matching packets (c>s in the
     VM's INPUT chain: the capture on the host side still shows them; s>c in its OUTPUT chain:
-    they never reach the wire).  ``delay``/``loss`` need ``tc netem``."""
+    they never reach the wire).  ``drop c>s ack-only first K``: the client's first K pure ACKs,
+    whatever their numbers.  ``delay``/``loss`` need ``tc netem``."""
 
     kind: str                # "drop", "delay", "loss"
     direction: str = ""      # "c>s" or "s>c"
-    field: str = ""          # "", "ack" or "seq" (relative; needs a fixed --isn)
+    field: str = ""          # "", "ack" or "seq" (relative; needs a fixed --isn), "ack-only"
     value: int = 0
     count: int = 0
     amount: str = ""         # for netem kinds: "100ms", "10%"
@@ -237,6 +243,8 @@ class Expect:
     payload: bytes | None = None
     analysis: frozenset | None = None   # must be present; empty set = "none"
     timing: Timing | None = None
+    flags_maybe: int = 0                # flags written with '?': may be set or not
+    optional: bool = False              # 'maybe s>c ...': the responder may send it here, or not
 
     @property
     def from_server(self) -> bool:

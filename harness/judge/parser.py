@@ -17,7 +17,7 @@ import shlex
 from pathlib import Path
 
 from harness.judge.dissect import ACK, ANALYSIS_FLAGS, SYN
-from harness.judge.lexer import (duration, factor, integer, parse_flags, parse_options_spec,
+from harness.judge.lexer import (duration, factor, integer, parse_flag_spec, parse_options_spec,
                                  quoted, split_top, strip_comment, value)
 from harness.judge.model import (CLIENT_OPTION_VALUES, CLIENT_OPTIONS, CLIENTS, COUNTER_OPS,
                                  DIRECTIONS, FIELDS, HEADER_KEYS, KNOWN_BACKENDS, MAX_CLIENTS,
@@ -200,7 +200,8 @@ def _step(part: str) -> Step:
         except ValueError as exc:
             raise ValueError(f"{kind} takes a number 0..{limit}, got {arg[:40]!r}"
                              + (f" ({exc})" if str(exc) else "")) from None
-    if kind in ("recv-all", "shutdown", "close", "connect", "wait-fin", "fin", "ack"):
+    if kind in ("recv-all", "shutdown", "close", "connect", "wait-fin", "fin", "ack",
+                "syn-badsum"):
         if arg:
             raise ValueError(f"{kind} takes no argument, got {arg[:40]!r}")
         return Step(kind)
@@ -209,6 +210,8 @@ def _step(part: str) -> Step:
 
 
 _DROP = re.compile(r"drop\s+(c>s|s>c)(?:\s+(ack|seq)\s+(\d{1,10}))?\s+first\s+(\d{1,6})")
+#: The client's pure ACKs, whatever their numbers (no fixed ISN needed: a submission's own).
+_DROP_ACK_ONLY = re.compile(r"drop\s+c>s\s+ack-only\s+first\s+(\d{1,6})")
 _NETEM = re.compile(r"(delay|loss)\s+(\d{1,6}(?:\.\d{1,3})?(?:ms|s|%))")
 
 
@@ -229,6 +232,9 @@ def parse_conditions(text: str) -> tuple:
 
 
 def _condition(t: str) -> Condition:
+    m = _DROP_ACK_ONLY.fullmatch(t)
+    if m:
+        return Condition("drop", "c>s", "ack-only", 0, int(m.group(1)), text=t)
     m = _DROP.fullmatch(t)
     if m:
         if m.group(2) == "ack" and m.group(1) == "s>c" or \
@@ -243,7 +249,8 @@ def _condition(t: str) -> Condition:
     if m:
         return Condition(m.group(1), amount=m.group(2), text=t)
     raise ValueError(f"unknown condition {t!r} (known: 'drop c>s [ack N] first K', "
-                     "'drop s>c [seq N] first K', 'delay 100ms', 'loss 10%')")
+                     "'drop c>s ack-only first K', 'drop s>c [seq N] first K', "
+                     "'delay 100ms', 'loss 10%')")
 
 
 def _conditions(text: str, head: dict) -> None:
@@ -271,8 +278,8 @@ assert set(_HEADER_READERS) == set(HEADER_KEYS)
 
 # ---------------------------------------------------------------- expect lines
 
-_HEAD = re.compile(r"(?:@(?P<label>[A-Za-z_][\w-]*)\s+)?(?P<dir>\S+)\s+\[(?P<flags>[^\]]*)\]"
-                   r"\s*(?P<rest>.*)$")
+_HEAD = re.compile(r"(?:@(?P<label>[A-Za-z_][\w-]*)\s+)?(?:(?P<maybe>maybe)\s+)?"
+                   r"(?P<dir>\S+)\s+\[(?P<flags>[^\]]*)\]\s*(?P<rest>.*)$")
 
 
 class _LineParser:
@@ -294,15 +301,19 @@ class _LineParser:
         if m["dir"] not in DIRECTIONS:
             self.fail("direction", f"expected c>s or s>c, got {m['dir'][:40]!r}")
         try:
-            flags = parse_flags(m["flags"])
+            flags, maybe_flags = parse_flag_spec(m["flags"])
         except ValueError as exc:
             self.fail("flags", str(exc))
         label = m["label"]
+        if m["maybe"] and m["dir"] != "s>c":
+            self.fail("maybe", "only a responder line (s>c) can be 'maybe': client lines "
+                               "already state only what TCP guarantees")
         if label and label in self.labels:
             self.fail("label", f"@{label} already names line {self.labels[label][0]}")
         e = self._fields(self._pieces(m["rest"].strip()))
         e.update(lineno=self.lineno, index=self.index, text=text.strip(), label=label,
-                 direction=m["dir"], flags=flags, flags_text=m["flags"].strip())
+                 direction=m["dir"], flags=flags, flags_text=m["flags"].strip(),
+                 flags_maybe=maybe_flags, optional=bool(m["maybe"]))
         self._consistency(e)
         return Expect(**e)
 
@@ -473,7 +484,7 @@ class _Reader:
         fail = lambda msg: ScenarioError(self.path, lineno, msg)  # noqa: E731
         key, colon, val = line.partition(":")
         key = key.strip()
-        if re.match(r"\s*(@\S+\s+)?(c>s|s>c)\s", line):
+        if re.match(r"\s*(@\S+\s+)?(maybe\s+)?(c>s|s>c)\s", line):
             raise fail("expect line before the 'expect:' line")
         if not colon or not re.fullmatch(r"[A-Za-z_-]{1,40}", key):
             raise fail(f"expected 'key: value' or 'expect:', got {line.strip()[:80]!r}")
@@ -541,7 +552,7 @@ def _check_header(path: str, head: dict, seen: dict) -> None:
         raise ScenarioError(path, seen["stdin"], f"key 'stdin': only nc reads stdin; the "
                             f"{client} client takes a script")
     for c in head.get("condition_list", ()):
-        if c.field and head.get("isn") is None:
+        if c.field in ("ack", "seq") and head.get("isn") is None:
             raise ScenarioError(path, seen["conditions"], f"key 'conditions': {c.text!r} names "
                                 "a sequence number, which needs a fixed ISN "
                                 "(responder: ... --isn N)")

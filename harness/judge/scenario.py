@@ -33,13 +33,14 @@ from harness.judge import model
 from harness.judge.catalogue import (LESSON_ORDER, SCENARIO_DIR, SUFFIX, TASK_LESSONS,
                                      display_path, format_lessons, lessons, list_scenarios,
                                      load_scenario, read_scenario_text, scenario_path)
-from harness.judge.lexer import c_unescape, parse_flags, parse_option, parse_options_spec
+from harness.judge.lexer import (c_unescape, parse_flag_spec, parse_flags, parse_option,
+                                 parse_options_spec)
 from harness.judge.model import *  # noqa: F403  (the model and the format's vocabulary)
 from harness.judge.parser import (NOT_FROM_A_SCENARIO, parse_conditions, parse_scenario,
                                   parse_script, parse_states, responder_args)
 
 __all__ = [*model.__all__, "LESSON_ORDER", "SCENARIO_DIR", "SUFFIX", "TASK_LESSONS",
            "display_path", "format_lessons", "lessons", "list_scenarios", "load_scenario",
-           "read_scenario_text", "scenario_path", "c_unescape", "parse_flags", "parse_option",
+           "read_scenario_text", "scenario_path", "c_unescape", "parse_flag_spec", "parse_flags", "parse_option",
            "parse_options_spec", "NOT_FROM_A_SCENARIO", "parse_conditions", "parse_scenario",
            "parse_script", "parse_states", "responder_args"]

@@ -6,7 +6,7 @@ Rules (as :class:`Rule` values, built here and nowhere else):
 * :func:`rst_rule` -- the lecture's RST block in the VM (``responder.contract.rst_rule``: drop
   the VM kernel's RSTs from the lab port unless the responder marked them);
 * :func:`drop_rules` -- a scenario's ``drop`` condition in the VM (the first K matching
-  packets, in INPUT for c>s, OUTPUT for s>c);
+  packets, in INPUT for c>s, OUTPUT for s>c; by relative number, or the client's pure ACKs);
 * :func:`peer_rst_rule` -- the Scapy peer's RST block on the lab's host side (the host kernel
   knows nothing of the peer's connection and would reset it), scoped to the lab's interface,
   addresses and the peer's port, and tagged with the lab's name (:func:`host_tag`): on a
@@ -80,14 +80,19 @@ def drop_rules(cond, isn: int | None, client_ip: str, port: int = LAB_PORT) -> l
     """The rules for one ``drop`` condition (:class:`harness.judge.model.Condition`): K copies
     of a rule that drops exactly the first packet reaching it (``-m statistic --mode nth
     --every 1000000 --packet 0``), so K of them drop the first K.  A relative ``ack N``/``seq
-    N`` becomes absolute through the responder's fixed ISN ``isn``, matched with ``-m u32``."""
+    N`` becomes absolute through the responder's fixed ISN ``isn``, matched with ``-m u32``;
+    ``ack-only`` (c>s) matches the client's pure ACKs by their flags, whatever the ISN."""
     if cond.direction == "c>s":
         spec = ["-p", "tcp", "-s", client_ip, "--dport", str(port)]
         chain, offset = "INPUT", 8                     # the TCP ack field
     else:
         spec = ["-p", "tcp", "-d", client_ip, "--sport", str(port)]
         chain, offset = "OUTPUT", 4                    # the TCP seq field
-    if cond.field:
+    if cond.field == "ack-only":
+        # flags exactly ACK among SYN ACK FIN RST PSH: the client's pure ACKs (and unpushed
+        # data, which the lessons that use this do not send); no number, so any ISN will do
+        spec += ["--tcp-flags", "SYN,ACK,FIN,RST,PSH", "ACK"]
+    elif cond.field:
         if isn is None:
             raise LabError(f"condition {cond.text!r} needs a fixed ISN (--isn N)")
         absolute = (isn + cond.value) & 0xFFFFFFFF

@@ -10,7 +10,8 @@
   It ACKs data at once (``--delayed-ack``: 80 ms later, and its data does not piggyback a newer
   ACK), never a FIN unless told (``ack``); steps ``connect``, ``send``, ``recv
   N``, ``wait-fin``, ``fin``, ``ack``, ``rst N`` (RST at our SND.NXT + N: N > 0 is in the
-  window but not exact), ``syn N``, ``sleep``.  The host kernel knows nothing of its connection
+  window but not exact), ``syn N``, ``syn-badsum`` (the SYN ``connect`` will send, with a
+  wrong TCP checksum), ``sleep``.  The host kernel knows nothing of its connection
   and would reset it, so while it runs the harness keeps an iptables rule on the lab's host
   side that drops the host kernel's RSTs on exactly the peer's connection
   (:func:`harness.lab.firewall.peer_rst_rule`: out of the capture interface, from 192.168.56.1
@@ -22,8 +23,8 @@
 
 The Python and Scapy clients run as ``python -m harness.run.clients KIND ...`` on the lab's host
 side (the backend's ``host_python_argv``: inside the lab's host namespace, here or on a lab
-host), and print one JSON line: what they received, a log of their steps and any error.  :func:`run_client` hides all three behind one
-call, and :func:`run_clients` runs a scenario's ``clients: N`` copies of it at once.
+host), and print one JSON line: what they received, a log of their steps and any error.
+:func:`run_client` hides all three behind one call, and :func:`run_clients` runs a scenario's ``clients: N`` copies of it at once.
 """
 
 from __future__ import annotations
@@ -336,7 +337,7 @@ class ScapyPeer:
         self.tx.close()
 
     def send(self, flags: str, seq: int | None = None, ack: int | None = None,
-             payload: bytes = b"", options=()) -> None:
+             payload: bytes = b"", options=(), bad_checksum: bool = False) -> None:
         from scapy.layers.inet import IP, TCP
         from scapy.packet import Raw
         if ack is None:
@@ -352,7 +353,10 @@ class ScapyPeer:
         pkt = IP(src=self.src, dst=self.dst) / tcp
         if payload:
             pkt = pkt / Raw(payload)
-        self.tx.sendto(bytes(pkt), (self.dst, 0))
+        wire = bytearray(bytes(pkt))
+        if bad_checksum:
+            wire[20 + 16] ^= 0xFF            # the TCP checksum's first byte, after a 20-byte IP
+        self.tx.sendto(bytes(wire), (self.dst, 0))
 
     def _receive(self) -> None:
         from scapy.layers.inet import IP, TCP
@@ -434,6 +438,8 @@ class ScapyPeer:
             self.send("R", seq=self.snd_nxt + step.arg, ack=0)
         elif k == "syn":
             self.send("S", seq=self.snd_nxt + step.arg, ack=0, options=[("MSS", 1460)])
+        elif k == "syn-badsum":           # our SYN with a wrong TCP checksum; `connect` next
+            self.send("S", options=[("MSS", 1460)], bad_checksum=True)   # sends it intact
 
 
 def scapy_client(host: str, port: int, steps, timeout: float = 10.0,

@@ -6,6 +6,9 @@ client starts and removed afterwards, also when the run fails.
 * ``drop c>s [ack N] first K`` -- iptables in the VM's INPUT chain drops the first K client
   packets (that ACK relative sequence number N of the responder).  They are lost *after* the
   host-side capture saw them: the transcript shows them, the responder never does.
+* ``drop c>s ack-only first K`` -- the first K client segments whose only flag is ACK (no
+  SYN, FIN, RST or PSH: pure ACKs), whatever their numbers: for a responder whose ISN is not
+  known (a student's), e.g. the ACK that completes the handshake.
 * ``drop s>c [seq N] first K`` -- the VM's OUTPUT chain drops the first K responder packets
   (starting at relative sequence number N); they never reach the wire nor the capture.
 * ``delay 100ms``, ``loss 10%`` -- need ``tc netem``; a kernel without ``sch_netem`` (like the

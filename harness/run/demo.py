@@ -191,7 +191,7 @@ def exchange(run: Run) -> None:
     ssh = LabSSH(b.ssh_endpoint())
     proc = capture = None
     try:
-        progress(f"starting the {launcher.label} in the VM: {' '.join(run.argv[1:])}")
+        progress(f"starting the {launcher.label} in the VM: {launcher.describe(b)}")
         proc = launcher.start(ssh, b)
         run.timings["responder_start_s"] = time.monotonic() - t0
         t1 = time.monotonic()

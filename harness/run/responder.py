@@ -1,8 +1,11 @@
 """What answers in the lab VM during a run: tcplab's own responder, or someone else's program.
 
 A run (:func:`harness.run.demo.run_demo`) does not care which: it asks a *launcher* to start the
-program in the VM, runs the client and the capture, then asks the launcher to stop it.  Two
-kinds exist:
+program in the VM, runs the client and the capture, then asks the launcher to stop it.  A
+launcher has ``label`` (what it is, for messages), ``own_logs`` (does the program write
+tcplab's log?), ``argv(backend)`` (the whole command line, kept in ``result.json``),
+``describe(backend)`` (one short line for progress), ``start(ssh, backend)`` and
+``stop(proc)``.  Two kinds exist:
 
 * :class:`TcplabResponder` -- ``python3 -m responder --listen VM:80 ARGS`` from the provisioned
   tree (``pypy3`` instead with ``python="/usr/bin/pypy3"`` or ``$TCPLAB_RUNTIME=pypy``); ready when it prints ``listening on``; its stderr carries tcplab's transition log and
@@ -57,6 +60,10 @@ class TcplabResponder:
         """``python3 -m responder --listen VM:80 ARGS`` as the VM runs it."""
         return [self.python, "-m", "responder", "--listen", f"{backend.vm_ip}:{LAB_PORT}",
                 *self.args]
+
+    def describe(self, backend: Backend) -> str:
+        """For progress: ``python3 -m responder --listen ... ARGS`` (short as it is)."""
+        return " ".join([os.path.basename(self.python), *self.argv(backend)[1:]])
 
     def start(self, ssh: LabSSH, backend: Backend) -> RemoteProcess:
         """Start it in the VM and wait until it says it listens; raises (LabError) with its

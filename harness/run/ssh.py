@@ -94,8 +94,10 @@ class LabSSH:
             raise RemoteError(f"in the lab VM, `{command}` exited {status}: {tail}")
         return res
 
-    def start(self, argv: list[str], *, cwd: str | None = None) -> "RemoteProcess":
-        """Start a long-lived process in the VM; returns a handle to watch and stop it."""
+    def start(self, argv: list[str], *, cwd: str | None = None,
+              label: str | None = None) -> "RemoteProcess":
+        """Start a long-lived process in the VM; returns a handle to watch, feed and stop it
+        (``label`` names it in messages; default: its command line)."""
         inner = shlex.join(argv)
         if cwd:
             inner = f"cd {shlex.quote(cwd)} && exec {inner}"
@@ -104,7 +106,7 @@ class LabSSH:
         # The first stdout line is the PID, so the process can be signalled by a second command.
         chan = self.client.get_transport().open_session()
         chan.exec_command(f"sh -c {shlex.quote('echo $$; ' + inner)}")
-        return RemoteProcess(self, chan, " ".join(argv))
+        return RemoteProcess(self, chan, label or " ".join(argv))
 
 
 class RemoteProcess:
@@ -163,22 +165,51 @@ class RemoteProcess:
     def running(self) -> bool:
         return not self.chan.exit_status_ready()
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for it to end; has it?"""
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.running()
+
+    def exit_status(self, timeout: float = 2) -> int | None:
+        """Its exit status once it has ended, after waiting up to ``timeout`` s for the last of
+        its output to be read (so ``stdout``/``stderr`` are complete); None while it runs."""
+        if self.running():
+            return None
+        self._reader.join(timeout)
+        return self.chan.recv_exit_status()
+
     def wait_for_stderr(self, pattern: str, timeout: float) -> re.Match:
         """Wait for a stderr line matching ``pattern``; raise with its stderr if it dies."""
+        return self._wait_for("stderr", pattern, timeout)
+
+    def wait_for_stdout(self, pattern: str, timeout: float) -> re.Match:
+        """Wait for a stdout line matching ``pattern``; raise with its stderr if it dies."""
+        return self._wait_for("stdout", pattern, timeout)
+
+    def _wait_for(self, stream: str, pattern: str, timeout: float) -> re.Match:
         rx = re.compile(pattern, re.M)
         deadline = time.monotonic() + timeout
         while True:
-            m = rx.search(self.stderr)
+            m = rx.search(getattr(self, stream))
             if m:
                 return m
             if not self.running():
-                self._reader.join(1)
-                raise RemoteError(f"{self.label} exited {self.chan.recv_exit_status()} in the lab "
+                raise RemoteError(f"{self.label} exited {self.exit_status(1)} in the lab "
                                   f"VM: {self.stderr.strip() or '(no stderr)'}")
             if time.monotonic() > deadline:
-                raise RemoteError(f"{self.label}: no line matching {pattern!r} within "
+                raise RemoteError(f"{self.label}: no {stream} line matching {pattern!r} within "
                                   f"{timeout:g} s; stderr so far: {self.stderr.strip()!r}")
             time.sleep(0.01)
+
+    def send(self, text: str) -> None:
+        """Write ``text`` to its stdin."""
+        self.chan.sendall(text.encode())
+
+    def close_stdin(self) -> None:
+        """End its stdin (it reads EOF)."""
+        self.chan.shutdown_write()
 
     def signal(self, sig: str) -> None:
         self.ssh.run(f"kill -{sig} {self.pid} 2>/dev/null || true", timeout=10)
@@ -187,14 +218,12 @@ class RemoteProcess:
         """SIGTERM, wait for the exit status; SIGKILL if it does not go.  Returns the status."""
         if self.running():
             self.signal("TERM")
-        deadline = time.monotonic() + timeout
-        while self.running() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self.wait(timeout)
         if self.running():
             self.signal("KILL")
-            time.sleep(0.2)
-        self._reader.join(2)
-        return self.chan.recv_exit_status() if self.chan.exit_status_ready() else -9
+            self.wait(2)
+        status = self.exit_status(2)
+        return -9 if status is None else status
 
 
 def check_login(endpoint: SshEndpoint, timeout: float = 5.0) -> tuple[bool, str]:

@@ -209,12 +209,22 @@ def test_comparisons_cover_every_item():
                 "nc_alone": [{"wall_s": 0.01}]},
         "profile": {"tcplab": {"busy_us_per_conn": 100.0}, "kernel": {"busy_us_per_conn": 50.0},
                     "in_process": [{"ours_us_per_segment": 15.0, "scapy_us_per_segment": 300.0}]},
+        "labs": {"one_up_s": 2.0, "up_small": {"n": 8, "wall_s": 7.0}},
+        "grading": {"warm": {"submission": "naive.c", "rubric": "lab4",
+                             "rounds": [{"grade_s": 28.0, "demos_s": 14.0}]},
+                    "class": {"n": 12, "jobs": 4, "rubric": "lab4", "jobs4_s": 300.0,
+                              "jobs1_s": 700.0, "same_scores": True}, "targets": True},
     }
     rows = runner.comparisons(items)
     numbers = {r["item"].split()[0] for r in rows}
-    assert numbers == {"1", "2", "3", "4", "5", "6"}
+    assert numbers == {"1", "2", "3", "4", "5", "6", "7", "8"}
     targets = {(r["item"], r["figure"], r["reference"]) for r in rows if r["target"]}
-    assert len(targets) == 10      # the issue's nine targets and the per-packet budget
+    assert len(targets) == 13      # the issues' targets (9, 8 labs, issue 11's 2), per-packet budget
+    grading = [r for r in rows if r["item"] == "8 grading"]
+    assert [(r["subject_value"]["median"], r["ratio"]["median"], r["met"]) for r in grading] \
+        == [(28.0, 2.0, True), (300.0, 300.0 / 700.0, True)]
+    items["grading"]["targets"] = False                 # --quick: other settings, no targets
+    assert not any(r["target"] for r in runner.comparisons(items) if r["item"] == "8 grading")
     assert all(r["ratio"]["median"] is not None for r in rows)
 
 
