@@ -501,7 +501,8 @@ def fuzz(c, inputs=1_000_000, engine="auto", seconds=0, flood=0, soak=0, prefix=
             "backend": f"lab backend: {', '.join(BACKENDS)} (default netns); grading makes "
                        "its own labs",
             "min_score": "exit 3 when a score is below this many points",
-            "jobs": "a class: grade this many submissions at once, each on its own lab",
+            "jobs": "a class: grade this many submissions at once, on a pool of this many labs "
+                    "(one playbook run; each lab serves one job at a time, cleaned after)",
             "out": "where the grade folders go (default grades/)",
             "prefix": "one submission: the name of the lab grading makes (default g + random)",
             "budget": "seconds of lessons per submission; the lessons left after it are "
@@ -515,8 +516,8 @@ def grade(c, submission, rubric="lab4", backend="netns", min_score=None, jobs=1,
     told nothing; it must answer TCP on 192.168.56.100:80 (docs/grading.md: the contract).
     Each lesson restarts it; on netns it runs in a sandbox (its own uid, only CAP_NET_RAW, a
     read-only filesystem, limits).  A directory holding none of Makefile/run/responder is a
-    class: every file and subdirectory in it is graded, --jobs at a time, into one folder with
-    index.html and grades.csv.  Exit 0 when grading completed (whatever the score), 3 below
+    class: every file and subdirectory in it is graded, --jobs at a time on a pool of --jobs
+    labs, into one folder with index.html and grades.csv.  Exit 0 when grading completed (whatever the score), 3 below
     --min-score, 1 when the grader itself failed.  Leftover labs: invoke down --all.
     """
     from harness.grade.grader import GRADES_DIR, terminate_as_interrupt

@@ -1,4 +1,4 @@
-"""Item 7 of ``invoke bench``, ``grading`` (issue 11, item 6) -- figures, never a timed test.
+"""Item 8 of ``invoke bench``, ``grading`` (issue 11, item 6) -- figures, never a timed test.
 
 * :func:`warm_submission`: one submission (the lecture's ``naive.c``, built in the sandbox)
   graded with the lab-4 rubric on a netns lab that is already up and provisioned (the lab's
@@ -8,8 +8,9 @@
 * :func:`class_ratio`: a class of N submissions (cycling through naive.c, badsum.py and tcplab's
   own responder) graded with ``--jobs J`` and, as the reference, with ``--jobs 1``, in the same
   run.  Target for 12 with --jobs 4 on 2 cores: wall-time ratio <= 0.5 (most of a lesson is
-  waiting: the client's pauses, the capture, the close).  Each job makes its own lab today
-  (:func:`harness.grade.klass.job_lab`), so lab making is in both figures.
+  waiting: the client's pauses, the capture, the close).  Each run makes a pool of as many
+  labs as jobs (:func:`harness.grade.klass.job_lab` leases from it), so making the pool is in
+  both figures.
 
 ``item(quick)`` is what the bench runs (``--quick``, when ``--only`` names the item: the
 one-lesson rubric, one round, a class of 2 with --jobs 2, no targets).  ``python -m

@@ -245,8 +245,8 @@ def _grading_rows(g: dict) -> list:
             "8 grading", f"a class of {c['n']}, {c['rubric']} rubric", "s", f"--jobs {j}",
             "--jobs 1", [c[f"jobs{j}_s"]], [c["jobs1_s"]],
             target_op="<=" if judged else None, target=0.5 if judged else None,
-            better="lower", note=f"same scores both ways: {c.get('same_scores')}; each job "
-                                 f"makes its own lab"))
+            better="lower", note=f"same scores both ways: {c.get('same_scores')}; labs from "
+                                 f"a pool of --jobs labs"))
     return rows
 
 

@@ -5,8 +5,8 @@
 * :mod:`harness.grade.sandbox` -- the netns sandbox and the limits;
 * :mod:`harness.grade.probe` / :mod:`harness.grade.launcher` -- the program in the VM,
   started, seen ready, stopped, from the outside;
-* :mod:`harness.grade.grader` -- one submission on a lab of its own;
-* :mod:`harness.grade.klass` -- a class, N at a time;
+* :mod:`harness.grade.grader` -- one submission on a lab of its own (or one leased);
+* :mod:`harness.grade.klass` -- a class, N at a time on a pool of N labs;
 * :mod:`harness.report.card` -- the report card.
 
 ``docs/grading.md`` is the student contract and the teacher's guide.

@@ -222,29 +222,48 @@ def grade_on(backend, src: Path, rubric: Rubric, gdir: Path,
 
 def grade(submission, *, rubric=DEFAULT_RUBRIC, backend: str = "netns",
           prefix: str | None = None, out_dir: Path = GRADES_DIR,
-          budget: float = SUBMISSION_BUDGET) -> tuple[dict, Path]:
+          budget: float = SUBMISSION_BUDGET, leased: bool = False) -> tuple[dict, Path]:
     """Grade one submission on a lab of its own; (grade, its folder).  LabError for what
-    makes grading impossible (no such file, unknown rubric, a lab that cannot be made)."""
+    makes grading impossible (no such file, unknown rubric, a lab that cannot be made).
+
+    ``leased``: grade on lab ``prefix`` as it is -- a lab a class run leased from its pool
+    (:mod:`harness.grade.klass`), which holds the lab's lock and cleans the lab afterwards;
+    the lab is then neither made nor removed here, and it must be up and locked by that run."""
     from harness.report.card import write_card
     src = Path(submission)
     if not src.exists():
         raise LabError(f"no submission at {src}: give a .c file, a .py file or a directory")
     rub = load_rubric(rubric)
     lab = get_backend(backend, prefix or new_grade_prefix())
-    if lab.exists():
+    if leased:
+        _check_leased(lab)
+    elif lab.exists():
         raise LabError(f"lab '{lab.prefix}' exists already: grading makes a lab of its own "
                        f"and removes it afterwards; give another --prefix")
     gdir = make_grade_dir(Path(out_dir), src.name.rstrip("/"))
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with lab.locked():
+    with contextlib.nullcontext() if leased else lab.locked():
         try:
             progress(f"grading {src} with rubric {rub.name} on a {backend} lab "
-                     f"'{lab.prefix}' -> {os.path.relpath(gdir)}")
-            bring_up(lab)
+                     f"'{lab.prefix}'{' (leased)' if leased else ''} -> "
+                     f"{os.path.relpath(gdir)}")
+            if not leased:
+                bring_up(lab)
             result = grade_on(lab, src, rub, gdir, budget)
         finally:
-            lab.down()
+            if not leased:
+                lab.down()
     result["started"] = started
     result["grade_dir"] = str(gdir)
     write_card(gdir, result)
     return result, gdir
+
+
+def _check_leased(lab) -> None:
+    """A leased lab is up, and its lock is held (by the class run that leased it)."""
+    if not lab.exists() or not lab.status().get("up"):
+        raise LabError(f"--leased: lab '{lab.prefix}' is not up (a class run leases labs "
+                       f"from its pool; grade one submission without --leased)")
+    if not lab.state.held():
+        raise LabError(f"--leased: nothing holds lab '{lab.prefix}' (its class run ended?): "
+                       f"a leased lab is locked by the run that leased it")

@@ -1,12 +1,16 @@
 """``invoke grade DIR --jobs N``: a class -- every submission in DIR, N at a time.
 
 Each submission (each file or subdirectory of DIR; dot files are skipped) is graded by its own
-process, ``python -m harness.grade``, on its own lab with its own prefix, into one class folder
-``grades/<time>-class-<DIR>/``; then ``index.html`` (sortable table, a link per student) and
-``grades.csv`` are written there.  One submission cannot stall or change another's grade:
-each has its own lab, its own sandbox uid and limits, its lessons a time budget, and its
-process a hard wall-clock limit, after which it is stopped and its lab removed.  Ctrl-C or
-SIGTERM stops every job, removes every lab the run made, and writes the table of what was
+process, ``python -m harness.grade --leased``, on a lab it leases from the run's pool
+(:class:`harness.lab.pool.LabPool`: N labs made up front by one playbook run, each lab used by
+one job at a time), into one class folder ``grades/<time>-class-<DIR>/``; then ``index.html``
+(sortable table, a link per student) and ``grades.csv`` are written there.  One submission
+cannot stall or change another's grade: each job has a lab to itself while it runs, given back
+*clean* (the pool kills whatever the submission left running in the lab, restores the lab's
+iptables, removes qdiscs; a lab that stays dirty is taken out of the pool and removed), its own
+sandbox work directory emptied first, its sandbox uid and limits, its lessons a time budget,
+and its process a hard wall-clock limit, after which it is stopped and its lab cleaned.
+Ctrl-C or SIGTERM stops every job, removes the pool's labs, and writes the table of what was
 graded; after ``kill -9`` of the whole run, ``invoke down --all`` is the backstop.
 """
 
@@ -21,11 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from harness.grade.grader import GRADES_DIR, SUBMISSION_BUDGET, make_grade_dir, \
-    new_grade_prefix
+from harness.grade.grader import GRADES_DIR, SUBMISSION_BUDGET, make_grade_dir
 from harness.grade.rubric import DEFAULT_RUBRIC, load_rubric
 from harness.grade.submission import MAKEFILES, RUN_SCRIPT, BINARY
-from harness.lab import get_backend
+from harness.lab.pool import LabPool
 from harness.util import PROJECT_ROOT, LabError, progress
 
 #: Seconds a job may take beyond its lessons' budget (lab up and down, build, card).
@@ -49,27 +52,29 @@ def submissions(path: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def job_lab(backend: str):
-    """The lab one job grades on -- the one place a class run decides about labs.  Yields the
-    arguments that tell the job (``python -m harness.grade``) which lab to use: here a fresh
-    prefix, so the job makes its lab and removes it; whatever is left of it when the job has
-    ended, failed or been stopped is removed on leaving (LabError if it cannot be).  A pool of
-    labs made once for the whole class replaces this function."""
-    prefix = new_grade_prefix()
+def job_lab(pool):
+    """The lab one job grades on -- the one place a class run decides about labs.  Leases a
+    lab from ``pool`` and yields the arguments that tell the job (``python -m harness.grade``)
+    to grade on it as it is; on leaving, the lab goes back to the pool, cleaned (LabError
+    with what was left when it could not be cleaned: the pool then removes it)."""
+    lab = pool.lease()
     try:
-        yield ["--prefix", prefix]
+        yield ["--prefix", lab.prefix, "--leased"]
     finally:
-        get_backend(backend, prefix).down()
+        c = pool.release(lab)
+        if not c.ok:
+            raise LabError(f"lab '{lab.prefix}' could not be cleaned ({c.summary()}); "
+                           f"taken out of the pool")
 
 
 class _Job:
-    def __init__(self, sub: Path, root: Path, rubric: str, backend: str, budget: float):
+    def __init__(self, sub: Path, root: Path, rubric: str, backend: str, budget: float, pool):
         self.sub = sub
         self.log = root / f".{sub.name}.log"
         self.deadline = time.monotonic() + budget + JOB_SLACK
         self.error = ""
         self._lab = contextlib.ExitStack()
-        lab_args = self._lab.enter_context(job_lab(backend))
+        lab_args = self._lab.enter_context(job_lab(pool))
         argv = [sys.executable, "-m", "harness.grade", str(sub), "--out", str(root),
                 "--rubric", rubric, "--backend", backend, *lab_args, "--budget", str(budget)]
         try:
@@ -81,7 +86,8 @@ class _Job:
             raise
 
     def stop(self, why: str) -> None:
-        """SIGTERM (the job removes its lab), SIGKILL after a grace, then its lab let go."""
+        """SIGTERM (the job stops its program), SIGKILL after a grace, then its lab given back
+        to the pool (cleaned)."""
         self.error = self.error or why
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -99,7 +105,7 @@ class _Job:
         try:
             self._lab.close()
         except LabError as e:
-            return f"its lab could not be removed: {e}"
+            return str(e)
         return ""
 
     def result(self, max_score: int) -> dict:
@@ -125,13 +131,33 @@ def grade_class(path, *, jobs: int = 1, rubric=DEFAULT_RUBRIC, backend: str = "n
     rub = load_rubric(rubric)
     subs = submissions(path)
     root = make_grade_dir(Path(out_dir), f"class-{path.resolve().name}")
+    jobs = max(1, min(jobs, len(subs)))
     progress(f"grading {len(subs)} submissions from {path}, {jobs} at a time -> "
              f"{os.path.relpath(root)}")
-    pending, running, done = list(subs), [], []
+    done = []
+    try:
+        with LabPool(jobs, backend=backend, tag="gr") as pool:
+            if pool.failures:
+                progress(f"the pool has {len(pool.labs())} of {jobs} labs: " + "; ".join(
+                    f"{p}: {e}" for p, e in pool.failures.items()))
+            _run_jobs(subs, root, rub, backend, budget, pool, done)
+    finally:
+        write_class(root, done, f"{rub.title} — {path.resolve().name}")
+    return done, root
+
+
+def _run_jobs(subs, root, rub, backend, budget, pool, done) -> None:
+    """Start a job whenever a lab of the pool is free; collect each job's grade in ``done``."""
+    pending, running = list(subs), []
     try:
         while pending or running:
-            while pending and len(running) < max(1, jobs):
-                running.append(_Job(pending.pop(0), root, str(rub.path), backend, budget))
+            labs = len(pool.labs())
+            if not labs and not running:
+                raise LabError("no lab left to grade on: " + "; ".join(
+                    f"{p}: {e}" for p, e in pool.failures.items()))
+            while pending and len(running) < labs:
+                running.append(_Job(pending.pop(0), root, str(rub.path), backend, budget,
+                                    pool))
             time.sleep(0.2)
             for job in list(running):
                 if job.proc.poll() is None and time.monotonic() > job.deadline:
@@ -139,7 +165,7 @@ def grade_class(path, *, jobs: int = 1, rubric=DEFAULT_RUBRIC, backend: str = "n
                 if job.proc.poll() is not None:
                     left = job.release()
                     if left:
-                        progress(f"{job.sub.name}: {left}; `invoke down --all` removes it")
+                        progress(f"{job.sub.name}: {left}")
                     running.remove(job)
                     done.append(job.result(rub.max_score(backend)))
                     g = done[-1]
@@ -147,11 +173,8 @@ def grade_class(path, *, jobs: int = 1, rubric=DEFAULT_RUBRIC, backend: str = "n
                              f"{g['score']}/{g['max_score']}"
                              + (f" — {g['error']}" if g.get("error") else ""))
     except KeyboardInterrupt:
-        progress(f"interrupted: stopping {len(running)} job(s) and removing their labs")
+        progress(f"interrupted: stopping {len(running)} job(s); the pool's labs are removed")
         for job in running:
             job.stop("interrupted")
             done.append(job.result(rub.max_score(backend)))
         raise
-    finally:
-        write_class(root, done, f"{rub.title} — {path.resolve().name}")
-    return done, root

@@ -338,6 +338,20 @@ class LabState:
         finally:
             os.close(fd)
 
+    def held(self) -> bool:
+        """Whether some process holds the lab's lock now (it is not taken here)."""
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def remove(self) -> None:
         """Delete the directory (checked first; never through a symlink) and the lock file."""
         if self.check():

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness.grade.submission import tcplab_as_submission
-from tests.conftest import ROOT, require_lab_machine, root_ns_state
+from tests.conftest import ROOT, new_prefix, require_lab_machine, root_ns_state
 
 pytestmark = pytest.mark.e2e
 
@@ -170,7 +170,33 @@ def test_a_class_with_jobs_3_gives_the_same_grades(singles, tmp_path):
     index = (root / "index.html").read_text()
     for name in by_name:
         assert f">{name}</a>" in index
+    # one pool of 3 labs served the 6 jobs: a lab is leased again once given back clean
+    labs = [g["prefix"] for g in grades]
+    assert len(set(labs)) <= 3 and len(set(labs)) < len(labs), labs
     assert lab_namespaces() <= before and not sandbox_processes()
+
+
+def test_leased_grading_needs_a_lab_its_class_run_holds(tmp_path, lab_factory):
+    """--leased (what a class run's jobs get) refuses a lab that is not up, and one that no
+    run holds: one line, exit 1, no lab made or removed."""
+    def leased(prefix):
+        return subprocess.run([sys.executable, "-m", "harness.grade", str(SUBS / "naive.c"),
+                               "--out", str(tmp_path), "--prefix", prefix, "--leased"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    require_lab_machine()
+    before = lab_namespaces()
+    prefix = new_prefix("gl")
+    r = leased(prefix)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"tcplab: error: --leased: lab '{prefix}' is not up (a class run leases labs from its "
+        f"pool; grade one submission without --leased)"], r.stderr
+    assert lab_namespaces() <= before
+    lab = lab_factory()                         # up, but no class run holds it
+    r = leased(lab.prefix)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"tcplab: error: --leased: nothing holds lab '{lab.prefix}' (its class run ended?): a "
+        f"leased lab is locked by the run that leased it"], r.stderr
+    assert lab.status()["up"]
 
 
 # ---------------------------------------------------------------- a real browser

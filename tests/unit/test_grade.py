@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -143,24 +144,37 @@ def test_progress_shows_what_runs_not_the_sandbox_s_command_line():
     assert own.describe(b) == "pypy3 -m responder --listen 192.168.56.100:80 --app hello"
 
 
+class _RecordingPool:
+    """A pool's lease/release interface over named labs, recording calls (the real pool is
+    exercised by tests/e2e/test_grade.py's class run and tests/e2e/test_pool.py)."""
+
+    def __init__(self, clean=True):
+        self.calls, self.clean = [], clean
+
+    def lease(self):
+        self.calls.append("lease")
+        return types.SimpleNamespace(prefix=f"gr0000{len(self.calls)}")
+
+    def release(self, lab):
+        self.calls.append(f"release {lab.prefix}")
+        return types.SimpleNamespace(ok=self.clean, summary=lambda: "killed 1 process(es)")
+
+
 def test_a_class_job_s_lab_comes_from_one_place():
-    """job_lab: a fresh prefix per job (the job makes its lab); on leaving, whatever is left of
-    it is removed -- also when the job failed."""
-    import re
+    """job_lab: a lab leased from the class run's pool, graded as it is (--leased), given back
+    on leaving -- also when the job failed; a lab the pool could not clean is an error."""
     from harness.grade.klass import job_lab
-    from harness.lab import get_backend
-    if os.geteuid() != 0:
-        pytest.skip("removing a lab needs root")
-    seen = []
+    pool = _RecordingPool()
     with pytest.raises(RuntimeError):
-        with job_lab("netns") as args:
-            seen.append(args)
+        with job_lab(pool) as args:
+            assert args == ["--prefix", "gr00001", "--leased"]
             raise RuntimeError("the job failed")
-    with job_lab("netns") as args:
-        seen.append(args)
-    assert [a[0] for a in seen] == ["--prefix"] * 2 and seen[0][1] != seen[1][1]
-    assert all(re.fullmatch(r"g[0-9a-f]{9}", a[1]) for a in seen)
-    assert not any(get_backend("netns", a[1]).exists() for a in seen)
+    assert pool.calls == ["lease", "release gr00001"]
+    dirty = _RecordingPool(clean=False)
+    with pytest.raises(LabError, match=r"lab 'gr00001' could not be cleaned \(killed 1"):
+        with job_lab(dirty):
+            pass
+    assert dirty.calls == ["lease", "release gr00001"]
 
 
 def test_class_directory_or_one_submission(tmp_path):
