@@ -64,8 +64,9 @@ def _fail(e: Exception) -> Exit:
 
 
 RUNTIME_HELP = ("the responder's interpreter in the VM: cpython (python3, default) or pypy "
-                "(Debian's pypy3, installed by provisioning where the VM has packages; on netns "
-                "the VM is this machine); also $TCPLAB_RUNTIME")
+                "(Debian's pypy3: on netns this machine's, ./bootstrap installs it; baked into "
+                "the qemu image and the local Vagrant box; a downloaded Vagrant box gets it "
+                "with apt); also $TCPLAB_RUNTIME")
 
 
 def _runtime(runtime) -> None:

@@ -18,10 +18,11 @@ start.  Without fw_cfg (a Vagrant box made from the image) the guest takes DHCP 
 ``eth*`` and makes its own host keys.
 
 Two variants share the recipe (:data:`VARIANTS`): ``lab`` (the default: the lab VM of the qemu
-and vagrant-libvirt backends) and ``labhost``, a machine that *holds* labs for ``--hosts``
-(:mod:`harness.lab.remote`): the lab VM's packages plus what this machine's netns backend needs
-(dumpcap/tshark, tcpdump, nc; Scapy for the Scapy lessons), baked in because a guest has no
-package mirror.  ``ensure_image("labhost")`` builds it into its own cache directory; the default
+and vagrant-libvirt backends), which adds Debian's ``pypy3`` (the responder's second runtime,
+``--runtime pypy``: the guest has no package mirror to install it from), and ``labhost``, a
+machine that *holds* labs for ``--hosts`` (:mod:`harness.lab.remote`): the common packages plus
+what this machine's netns backend needs (dumpcap/tshark, tcpdump, nc; Scapy for the Scapy
+lessons), baked in because a guest has no package mirror.  ``ensure_image("labhost")`` builds it into its own cache directory; the default
 image's recipe, and so its hash and cache directory, do not change with it.
 """
 
@@ -40,8 +41,13 @@ from harness.util import LabError, progress, require_root, require_tools, run, s
 
 BUILD_VERSION = 1             # bump when the build steps in _build() change what they make
 SUITE = "bookworm"
+#: Both variants' packages.
 PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev", "dbus", "kmod", "openssh-server",
             "python3", "iptables", "iproute2", "sudo", "procps", "ethtool")
+#: The lab VM's extra packages: the interpreter of each responder runtime beyond python3
+#: (responder.contract.RUNTIMES; tests/unit/test_image.py checks that every runtime has its
+#: package).  The provisioning never installs packages in a qemu guest (no route to a mirror).
+LAB_PACKAGES = ("pypy3",)
 #: The lab host's extra packages: what ``harness.lab.netns`` needs on the machine that runs the
 #: labs (packages/apt.txt's lab part) and python3-scapy for the Scapy client.
 LABHOST_PACKAGES = ("tshark", "tcpdump", "netcat-openbsd", "openssh-client", "python3-scapy")
@@ -148,11 +154,13 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log
 
 
 #: variant -> (extra packages, files that replace or add to GUEST_FILES, shell lines run in the
-#: chroot after CHROOT_SCRIPT).  "lab" adds nothing.  The lab host's root gets password "*" (no
-#: password matches it) instead of the locked "!": a netns lab's sshd runs without PAM, and
-#: OpenSSH without PAM refuses a locked account even with a key.
+#: chroot after CHROOT_SCRIPT).  "lab" adds only packages.  The lab host gets no pypy3: it stands
+#: for any lab host the tcplab_labhost role accepts, which need not have it (a remote lab run
+#: with --runtime pypy needs pypy3 installed on its lab host; the playbook says so).  The lab
+#: host's root gets password "*" (no password matches it) instead of the locked "!": a netns
+#: lab's sshd runs without PAM, and OpenSSH without PAM refuses a locked account even with a key.
 VARIANTS: dict[str, tuple[tuple, dict, str]] = {
-    "lab": ((), {}, ""),
+    "lab": (LAB_PACKAGES, {}, ""),
     "labhost": (LABHOST_PACKAGES, {
         "/etc/hostname": (0o644, "tcplab-labhost\n"),
         "/etc/hosts": (0o644, "127.0.0.1 localhost\n127.0.1.1 tcplab-labhost\n"),
@@ -213,7 +221,7 @@ def chroot_script(variant: str = DEFAULT_VARIANT) -> str:
 def recipe(variant: str = DEFAULT_VARIANT) -> dict:
     """Everything the image depends on; its hash names the cache directory.  The mirror is not
     part of it (any mirror gives the same suite).  The default variant's recipe has no
-    variant key, so its hash is what it was before variants existed."""
+    variant key (its name is not part of its hash; its packages are)."""
     r = {"version": BUILD_VERSION, "suite": SUITE, "variant": "minbase",
          "packages": list(guest_packages(variant)), "extra_mb": IMAGE_EXTRA_MB,
          "files": {p: [oct(m), c] for p, (m, c) in sorted(guest_files(variant).items())},

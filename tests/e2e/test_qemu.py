@@ -22,6 +22,7 @@ import uuid
 
 import pytest
 
+from responder.contract import RUNTIMES
 from tests.conftest import ROOT, new_prefix, require_vm_machine, root_ns_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.qemu]
@@ -135,6 +136,58 @@ def test_every_scenario_on_qemu(qemu_lab, scenario, tmp_path):
     assert res.ok, res.reason
     if scenario == "hello":
         assert res.client_output.startswith(b"Hello TCP\n\0")
+
+
+def _in_guest(lab, command: str) -> str:
+    from harness.run.ssh import LabSSH
+    with LabSSH(lab.ssh_endpoint()) as ssh:
+        return ssh.run(command).stdout.strip()
+
+
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+def test_hello_under_each_runtime_in_the_guest(qemu_lab, runtime, tmp_path):
+    """``--runtime``: the responder runs under that interpreter in the guest -- the guest's
+    kernel says which executable the process is.  pypy3 comes baked into the image (the guest
+    has no package mirror)."""
+    from harness.judge.scenario import load_scenario
+    from harness.run.demo import run_demo
+    from harness.run.responder import TcplabResponder
+
+    class SeenInGuest(TcplabResponder):
+        """tcplab's responder; notes the executable the guest runs for it once it listens."""
+        exe = ""
+
+        def start(self, ssh, backend):
+            proc = super().start(ssh, backend)
+            self.exe = ssh.run(f"readlink /proc/{proc.pid}/exe").stdout.strip()
+            return proc
+
+    launcher = SeenInGuest(load_scenario("hello").responder_args, python=RUNTIMES[runtime])
+    res = run_demo(qemu_lab, "hello", runs_dir=tmp_path, launcher=launcher)
+    assert res.ok, res.reason
+    assert res.client_output.startswith(b"Hello TCP\n\0")
+    assert launcher.exe and launcher.exe == _in_guest(qemu_lab, f"readlink -f {RUNTIMES[runtime]}")
+    assert ("pypy" in launcher.exe) == (runtime == "pypy"), launcher.exe
+
+
+def test_provisioning_for_pypy_reaches_no_mirror(qemu_lab, monkeypatch, capsys):
+    """``invoke up --runtime pypy``'s playbook on the guest, with package management on even
+    (the guest has no route to a mirror): every package is there, so the tcplab_vm role asks
+    apt for nothing, and the responder's check passes under pypy3."""
+    from harness.lab.provision import provision_many
+    monkeypatch.setenv("TCPLAB_RUNTIME", "pypy")
+    monkeypatch.setattr(qemu_lab, "inventory_vars",
+                        lambda: {"tcplab_vm_manage_packages": True})
+    r = provision_many([qemu_lab], verbose=True)[qemu_lab.prefix]
+    out = capsys.readouterr().err
+    assert r.ok and r.recap["failed"] == 0, (r.error, out[-3000:])
+
+    def result(task: str) -> str:          # the line after the task's header
+        return out.split(f"TASK [{task}]")[1].splitlines()[1]
+    assert result("tcplab_vm : Install the packages the lab VM lacks") == \
+        f"skipping: [{qemu_lab.prefix}]", out[-3000:]
+    assert result("tcplab_responder : Check that the responder runs on each of its runtimes "
+                  "in the VM") == f"ok: [{qemu_lab.prefix}]", out[-3000:]
 
 
 def test_root_namespace_untouched(qemu_lab):

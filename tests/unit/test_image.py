@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
+import pytest
+
 from harness.lab import image
+from responder.contract import RUNTIMES
 
 
 def test_recipe_hash_names_the_cache_dir(monkeypatch, tmp_path):
@@ -33,6 +38,13 @@ def test_recipe_has_what_the_lab_needs():
               "systemd-sysv"):
         assert p in r["packages"]
     assert "tcplab-fwcfg.service" in r["chroot"]
+
+
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+def test_the_lab_image_carries_every_runtimes_interpreter(runtime):
+    """A qemu guest has no package mirror: each --runtime's interpreter (Debian's package of
+    the same name) is baked into the lab image, which the provisioning never adds to."""
+    assert PurePath(RUNTIMES[runtime]).name in image.recipe()["packages"]
 
 
 def test_mirror_from_env_wins(monkeypatch):

@@ -4,6 +4,7 @@ contract's, and every path Ansible uses is inside the lab's state directory."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from responder import contract
 from tests.conftest import ROOT
 
 ROLE = ROOT / "provision" / "roles" / "tcplab_rst_block"
+VM_ROLE = ROOT / "provision" / "roles" / "tcplab_vm"
 
 
 @pytest.fixture(autouse=True)
@@ -22,9 +24,9 @@ def _state_root(monkeypatch):
     monkeypatch.setenv("TCPLAB_STATE_ROOT", "/run/tcplab-unit-never-made")
 
 
-def _render(variables: dict) -> list[str]:
-    """The role's rule as Ansible templates it (``vars/main.yml`` with ``variables``), each
-    argument as the command module passes it (a string)."""
+def _template(role: Path, name: str, variables: dict):
+    """The variable ``name`` of ``role``'s ``vars/main.yml`` as Ansible templates it with
+    ``variables`` (a string, or a list of templated strings)."""
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
     try:        # ansible-core >= 2.19 templates only strings marked as trusted (from a file)
@@ -32,9 +34,17 @@ def _render(variables: dict) -> list[str]:
     except ImportError:         # 2.16-2.18 (Python 3.10's controller) template every string
         def trust_as_template(a):
             return a
-    rule = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["tcplab_rst_block_rule"]
+    value = yaml.safe_load((role / "vars" / "main.yml").read_text())[name]
     templar = Templar(loader=DataLoader(), variables=variables)
-    return [str(a) for a in templar.template([trust_as_template(a) for a in rule])]
+    if isinstance(value, list):
+        return templar.template([trust_as_template(a) for a in value])
+    return templar.template(trust_as_template(value))
+
+
+def _render(variables: dict) -> list[str]:
+    """The role's rule as Ansible templates it (``vars/main.yml`` with ``variables``), each
+    argument as the command module passes it (a string)."""
+    return [str(a) for a in _template(ROLE, "tcplab_rst_block_rule", variables)]
 
 
 def _defaults() -> dict:
@@ -59,6 +69,21 @@ def test_the_role_follows_its_variables(port, mark):
     assert rendered == contract.rst_rule(port, mark)
     assert rendered != contract.rst_rule() or (port, mark) == (contract.LAB_PORT,
                                                                contract.DEFAULT_MARK)
+
+
+@pytest.mark.parametrize("runtime", sorted(contract.RUNTIMES))
+def test_the_vm_role_wants_the_runtimes_package_and_finds_what_is_missing(runtime):
+    """The tcplab_vm role asks apt only for what dpkg lacks (so a VM with every package never
+    reaches for a mirror; tests/e2e/test_qemu.py runs it in a guest without one)."""
+    variables = {**yaml.safe_load((VM_ROLE / "defaults" / "main.yml").read_text()),
+                 "tcplab_runtime": runtime}
+    wanted = list(_template(VM_ROLE, "tcplab_vm_wanted", variables))
+    assert Path(contract.RUNTIMES[runtime]).name in wanted          # python3 or pypy3
+    assert ("pypy3" in wanted) == (runtime == "pypy")
+    script = _template(VM_ROLE, "tcplab_vm_missing_script", variables)
+    missing = subprocess.run(["sh", "-c", str(script), "missing", "dpkg", "tcplab-no-such-pkg"],
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 0 and missing.stdout == "tcplab-no-such-pkg\n", missing
 
 
 def test_argument_specs_defaults_match_the_defaults():
