@@ -243,6 +243,18 @@ def test_the_qemu_rows_warm_with_its_target_and_from_nothing():
     assert "invoke down (qemu)" in rows
 
 
+@pytest.mark.parametrize("run", ["20261202-052327.json", "20261202-070645.json"])
+def test_a_committed_runs_rows_recomputed_from_its_items(run):
+    """The rows of a committed full run (both runtimes with the quiet kernel, the account,
+    bench.hotpath; many labs), recomputed from its raw items, are the rows stored in it.  The
+    row code these runs were made with is the code here; if a row changes on purpose (a target,
+    a label), pin this to a run made after the change."""
+    from tests.conftest import ROOT
+    result = json.loads((ROOT / "bench" / "results" / run).read_text())
+    rows = json.loads(json.dumps(runner.comparisons(result["items"]), default=str))
+    assert rows and rows == result["comparisons"]
+
+
 # --- load generator checks and the micro-benchmarks (smoke) ------------------------------------
 
 def test_loadgen_checks_bytes_and_http_status():
