@@ -1,4 +1,4 @@
-"""Item 7 of ``invoke bench``, ``grading`` (issue 11, item 6) -- figures, never a timed test.
+"""Item 8 of ``invoke bench``, ``grading`` (issue 11, item 6) -- figures, never a timed test.
 
 * :func:`warm_submission`: one submission (the lecture's ``naive.c``, built in the sandbox)
   graded with the lab-4 rubric on a netns lab that is already up and provisioned (the lab's

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from bench import micro, profiling, report, runner, stats
+from bench import lab, micro, profiling, report, runner, stats
 from bench.loadgen import Client, _check
 from bench.payloads import HELLO
 
@@ -130,7 +130,7 @@ def test_json_and_plot_are_written(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-# --- runner pieces ---------------------------------------------------------------------------
+# --- runner and lab pieces -------------------------------------------------------------------
 
 def test_up_steps_group_progress_lines():
     marks = [(0.2, "tcplab: namespaces a and b"), (0.25, "tcplab: veth vboxnet0 <-> eth1"),
@@ -138,7 +138,7 @@ def test_up_steps_group_progress_lines():
              (1.3, "tcplab: provisioning with Ansible: provision/site.yml"),
              (2.3, "tcplab:   TASK [role : Quick one]"),
              (2.31, "tcplab:   TASK [role : Copy the sources]")]
-    steps = runner.up_steps(marks, 10.0)
+    steps = lab.up_steps(marks, 10.0)
     assert steps["process start"] == pytest.approx(0.2)
     assert steps["network (namespaces, veth/tap)"] == pytest.approx(0.1)
     assert steps["sshd"] == pytest.approx(1.0)
@@ -146,21 +146,21 @@ def test_up_steps_group_progress_lines():
     assert steps["Ansible: Copy the sources"] == pytest.approx(7.69)
     assert steps["Ansible: other tasks"] == pytest.approx(0.01)
     assert sum(steps.values()) == pytest.approx(10.0)
-    qemu = runner.up_steps([(0.2, "tcplab: guest image: cached in /x"),
-                            (0.2, "tcplab: namespace q-host with tap vboxnet0"),
-                            (0.3, "tcplab: accelerator: TCG"),
-                            (0.3, "tcplab: booting the guest"),
-                            (10.6, "tcplab:   waiting for the guest's sshd (10 s)"),
-                            (20.0, "tcplab: guest sshd answers"),
-                            (20.1, "tcplab: provisioning with Ansible: provision/site.yml")],
-                           30.0)
+    qemu = lab.up_steps([(0.2, "tcplab: guest image: cached in /x"),
+                         (0.2, "tcplab: namespace q-host with tap vboxnet0"),
+                         (0.3, "tcplab: accelerator: TCG"),
+                         (0.3, "tcplab: booting the guest"),
+                         (10.6, "tcplab:   waiting for the guest's sshd (10 s)"),
+                         (20.0, "tcplab: guest sshd answers"),
+                         (20.1, "tcplab: provisioning with Ansible: provision/site.yml")],
+                        30.0)
     assert qemu["boot until sshd answers"] == pytest.approx(19.8)
     assert qemu["Ansible: start"] == pytest.approx(9.9)
-    resumed = runner.up_steps([(0.2, "tcplab: guest image: cached in /x"),
-                               (0.3, "tcplab: accelerator: TCG"),
-                               (0.3, "tcplab: resuming the provisioned guest (snapshot k)"),
-                               (2.7, "tcplab: guest resumed with the lab's own keys (2.4 s)"),
-                               (3.2, "tcplab: guest sshd answers on 192.168.56.100:22")], 3.3)
+    resumed = lab.up_steps([(0.2, "tcplab: guest image: cached in /x"),
+                            (0.3, "tcplab: accelerator: TCG"),
+                            (0.3, "tcplab: resuming the provisioned guest (snapshot k)"),
+                            (2.7, "tcplab: guest resumed with the lab's own keys (2.4 s)"),
+                            (3.2, "tcplab: guest sshd answers on 192.168.56.100:22")], 3.3)
     # (the wait for sshd, 0.5 s, stays in the step: "guest sshd answers" ends it)
     assert resumed["resume the snapshot, rotate the lab's keys"] == pytest.approx(3.0)
 
