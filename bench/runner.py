@@ -440,6 +440,10 @@ def _read_event(proc: subprocess.Popen, event: str, timeout: float) -> dict:
 
 # --- the whole run --------------------------------------------------------------------------
 
+#: The order the items run in (the table's order is report.ITEMS).
+RUN_ORDER = ("checksum", "handshake", "http", "tarpit", "profile", "lab", "labs", "grading")
+
+
 def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netns",),
               rounds: int | None = None, only: list[str] | None = None,
               runtimes=("cpython", "pypy"), results_dir: Path = RESULTS_DIR,
@@ -450,16 +454,12 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
     params = QUICK if quick else FULL
     if rounds:
         params = replace(params, rounds=rounds)
-    # --quick is CI's smoke test: item grading (minutes: labs of its own) only when asked for
-    items = list(only or [i for i in ITEMS if not (quick and i == "grading")])
-    unknown = set(items) - set(ITEMS)
-    if unknown:
-        raise LabError(f"unknown bench item(s) {', '.join(sorted(unknown))}; "
-                       f"choose from {', '.join(ITEMS)}")
+    items = _items_to_run(quick, only)
     prefix = prefix or f"bench{uuid.uuid4().hex[:4]}"
     scratch = f"{prefix[:8]}lu"
     started = datetime.now(timezone.utc)
-    stamp = started.strftime("%Y%m%d-%H%M%S")
+    # the run's name: of its JSON, its plot and its kept profiles
+    name = started.strftime("%Y%m%d-%H%M%S") + ("-quick" if quick else "")
     result = {"version": 1, "started": started.isoformat(timespec="seconds"), "quick": quick,
               "rounds": params.rounds, "params": asdict(params), "prefix": prefix,
               "runtimes": list(runtimes),
@@ -470,34 +470,20 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
         raise LabError(f"lab '{prefix}' exists already: the benchmark makes (and removes) a "
                        f"lab of its own; choose another --prefix")
     with tempfile.TemporaryDirectory(prefix="tcplab-bench-") as tmp:
-        work = Path(tmp)
         final_down = None
         try:
             log(f"bench: making lab '{prefix}' with `invoke up` (timed: item lab)")
             first_up = timed_invoke(["up", "--prefix", prefix], timeout=600)
             result["bench_lab"] = {"up_s": first_up["wall_s"], "steps": first_up["steps"]}
-            b = Bench(backend, params, work, log,
-                      keep_as=results_dir / f"{stamp}{'-quick' if quick else ''}",
+            b = Bench(backend, params, Path(tmp), log, keep_as=results_dir / name,
                       runtimes=runtimes)
-            steps = {"checksum": b.item_checksum, "handshake": b.item_handshake,
-                     "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
-                     "lab": lambda: b.item_lab(list(backends), scratch, first_up),
-                     "labs": lambda: LabsBench(timed_invoke, log, params.labs_small,
-                                               params.labs_big).run(),
-                     "grading": lambda: grading.item(quick, log)}
-            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab", "labs",
-                         "grading"):
-                if name not in items:
-                    continue
-                log(f"bench: item {name}")
-                t0 = time.monotonic()
-                try:
-                    result["items"][name] = steps[name]()
-                except Exception as e:          # noqa: BLE001 -- an item's failure is reported
-                    result["items"][name] = {"error": f"{type(e).__name__}: {e}",
-                                             "traceback": traceback.format_exc()[-3000:]}
-                    log(f"bench: item {name} failed: {e}")
-                result["items"][name]["seconds"] = round(time.monotonic() - t0, 2)
+            _run_items(result["items"], items, log, {
+                "checksum": b.item_checksum, "handshake": b.item_handshake,
+                "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
+                "lab": lambda: b.item_lab(list(backends), scratch, first_up),
+                "labs": lambda: LabsBench(timed_invoke, log, params.labs_small,
+                                          params.labs_big).run(),
+                "grading": lambda: grading.item(quick, log)})
             log(f"bench: removing lab '{prefix}' with `invoke down` (timed: item lab)")
             final_down = timed_invoke(["down", "--prefix", prefix], timeout=120)
         finally:
@@ -507,14 +493,49 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
                     get_backend(be, scratch).down()
                 except LabError:
                     pass
-    lab = result["items"].get("lab", {})
-    if final_down and "backends" in lab:
-        lab["backends"]["netns"]["down"].append(final_down)
+    return _finish(result, final_down, t_all, results_dir / f"{name}.json")
+
+
+def _items_to_run(quick: bool, only: list[str] | None) -> list[str]:
+    """``only``, or every item; a LabError names an unknown one."""
+    # --quick is CI's smoke test: item grading (minutes: labs of its own) only when asked for
+    items = list(only or [i for i in ITEMS if not (quick and i == "grading")])
+    unknown = set(items) - set(ITEMS)
+    if unknown:
+        raise LabError(f"unknown bench item(s) {', '.join(sorted(unknown))}; "
+                       f"choose from {', '.join(ITEMS)}")
+    return items
+
+
+def _run_items(results: dict, items: list[str], log, steps: dict) -> None:
+    """Run ``steps[name]()`` for each of ``items`` in RUN_ORDER into ``results[name]``, with
+    its seconds; an item that raises is reported there (its error and traceback), and the
+    others still run."""
+    for name in RUN_ORDER:
+        if name not in items:
+            continue
+        log(f"bench: item {name}")
+        t0 = time.monotonic()
+        try:
+            results[name] = steps[name]()
+        except Exception as e:          # noqa: BLE001 -- an item's failure is reported
+            results[name] = {"error": f"{type(e).__name__}: {e}",
+                             "traceback": traceback.format_exc()[-3000:]}
+            log(f"bench: item {name} failed: {e}")
+        results[name]["seconds"] = round(time.monotonic() - t0, 2)
+
+
+def _finish(result: dict, final_down: dict | None, t_all: float,
+            out: Path) -> tuple[dict, Path, Path | None]:
+    """Complete ``result`` (the bench lab's final ``invoke down`` in item lab, the end, the
+    rows), write it to ``out`` and plot it beside."""
+    lab_item = result["items"].get("lab", {})
+    if final_down and "backends" in lab_item:
+        lab_item["backends"]["netns"]["down"].append(final_down)
     result["machine"]["loadavg_after"] = _loadavg()
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["seconds"] = round(time.monotonic() - t_all, 1)
     result["comparisons"] = comparisons(result["items"])
-    out = results_dir / f"{stamp}{'-quick' if quick else ''}.json"      # as keep_as above
     write_json(result, out)
     png = plot(result, out.with_suffix(".png"))
     return result, out, png

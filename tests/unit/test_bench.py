@@ -321,6 +321,53 @@ def test_unknown_or_missing_runtime_is_one_clear_error(monkeypatch):
         runner.check_runtimes(["cpython", "pypy"])
 
 
+def test_items_run_in_order_and_a_failing_one_is_reported_not_fatal():
+    ran, log = [], []
+    def step(name):
+        def run():
+            ran.append(name)
+            if name == "tarpit":
+                raise OSError("no more sockets")
+            return {"n": 1}
+        return run
+    results: dict = {}
+    items = runner._items_to_run(False, ["lab", "tarpit", "checksum"])
+    runner._run_items(results, items, log.append, {k: step(k) for k in runner.RUN_ORDER})
+    assert ran == ["checksum", "tarpit", "lab"]                 # RUN_ORDER, not the asked order
+    assert results["tarpit"]["error"] == "OSError: no more sockets"
+    assert "Traceback" in results["tarpit"]["traceback"]
+    assert results["lab"]["n"] == 1 and all("seconds" in r for r in results.values())
+    assert "bench: item tarpit failed: no more sockets" in log
+    assert "grading" not in runner._items_to_run(True, None)    # --quick leaves it out
+    assert "grading" in runner._items_to_run(True, ["grading"])
+    assert sorted(runner.RUN_ORDER) == sorted(report.ITEMS)
+    with pytest.raises(runner.LabError, match="unknown bench item.*choose from handshake"):
+        runner._items_to_run(False, ["handshake", "speed"])
+
+
+def test_the_scapy_reference_answers_as_the_lecture_program_does():
+    pytest.importorskip("scapy")
+    from scapy.layers.inet import IP, TCP
+    from bench.payloads import HELLO
+    from bench.scapy_responder import ISN, answerer
+    sent, counters = [], {"in": 0, "syn": 0, "hello": 0, "fin": 0}
+    answer = answerer("192.168.56.100", 8081, sent.append, counters)
+    peer = IP(src="192.168.56.1", dst="192.168.56.100")
+    answer(peer / TCP(sport=40000, dport=8081, flags="S", seq=100))
+    assert [(str(p[TCP].flags), p[TCP].seq, p[TCP].ack) for p in sent] == [("SA", ISN, 101)]
+    answer(peer / TCP(sport=40000, dport=8081, flags="A", seq=101, ack=ISN + 1))
+    data = sent[1:]
+    assert [str(p[TCP].flags) for p in data] == ["PA", "PA", "PA", "FA"]
+    assert b"".join(bytes(p[TCP].payload) for p in data) == HELLO
+    assert data[-1][TCP].seq == ISN + 1 + len(HELLO)
+    answer(peer / TCP(sport=40000, dport=8081, flags="FA", seq=101, ack=ISN + 2 + len(HELLO)))
+    assert (str(sent[-1][TCP].flags), sent[-1][TCP].ack) == ("A", 102)
+    answer(peer / TCP(sport=40000, dport=8082, flags="S", seq=5))        # another port
+    answer(IP(src="192.168.56.1", dst="192.168.56.9") / TCP(dport=8081, flags="S"))
+    assert len(sent) == 6
+    assert counters == {"in": 3, "syn": 1, "hello": 1, "fin": 1}
+
+
 def test_labs_item_rows_carry_the_issues_targets_only_for_8_and_40_labs():
     from bench.labs import comparisons as labs_rows
     from bench.stats import comparison
