@@ -6,7 +6,8 @@ at once, is :mod:`bench.labs`).
   scratch lab; against the same run's bare cost of a lab's network (:func:`netns_floor`: two
   namespaces and a veth pair with ``ip`` alone).
 * with ``--backend qemu``: ``up``/``down`` warm (resuming the saved, provisioned guest) and from
-  nothing (a snapshot directory of the bench's own), against the same run's netns ``up``s.
+  nothing (a snapshot directory of the bench's own), against the same run's netns ones (another
+  backend: one ``up`` and ``down``).
 * ``invoke demo`` on the warm bench lab, against a bare ``nc`` exchange with the kernel hello
   server.
 * the step shares of each: ``up``'s progress lines timed as ``invoke`` prints them
