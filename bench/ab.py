@@ -37,7 +37,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from harness.lab import get_backend
+from harness.lab import LAB_PORT, get_backend
 from harness.lab.provision import bring_up
 from harness.util import PROJECT_ROOT, LabError, require_root
 
@@ -81,6 +81,22 @@ def checkout(rev: str, into: Path) -> Path:
 
 
 def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        variants, res, load_before = _alternate(a)
+    except LabError as e:
+        print(f"bench.ab: {e}", file=sys.stderr)
+        return 2
+    print(f"load average {load_before} before, {_loadavg()} after; {a.rounds} rounds of "
+          f"{a.n} connections ({a.c} at once) after {a.warmup} warm-up ones")
+    _print_summaries(res)
+    _print_pairs(res, variants)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -91,34 +107,37 @@ def main(argv=None) -> int:
     p.add_argument("-c", type=int, default=50, help="at once")
     p.add_argument("--warmup", type=int, default=FULL.warmup_n, help="untimed connections first")
     p.add_argument("--json", metavar="FILE", help="write every round here")
-    a = p.parse_args(argv)
-    try:
-        require_root("bench.ab")
-        variants = {text: parse_variant(text) for text in a.variants}
-        backend = get_backend("netns", a.prefix)
-        if not backend.exists():
-            raise LabError(f"no lab '{a.prefix}': make one with invoke up --prefix {a.prefix}")
-        bring_up(backend)           # re-provisions if the responder's sources changed
-        params = replace(FULL, hello_n=a.n, hello_c=a.c, warmup_n=a.warmup)
-        load_before = _loadavg()
-        with tempfile.TemporaryDirectory(prefix="tcplab-ab-") as tmp, \
-                tempfile.TemporaryDirectory(prefix="tcplab-ab-src-") as sources:
-            b = Bench(backend, params, Path(tmp))
-            targets = {"kernel": lambda: b.kernel("hello", PORT_KERNEL_HELLO)}
-            how = {"kernel": (PORT_KERNEL_HELLO, "hello", a.n, a.c)}
-            for text, (rt, args, quiet, rev) in variants.items():
-                cwd = checkout(rev, Path(sources)) if rev else None
-                targets[text] = lambda rt=rt, args=args, quiet=quiet, cwd=cwd: b.responder(
-                    "hello", runtime=rt, args=args, quiet=quiet, cwd=cwd)
-                how[text] = (80, "hello", a.n, a.c)
-            res = b.rounds(targets, how, a.rounds)
-    except LabError as e:
-        print(f"bench.ab: {e}", file=sys.stderr)
-        return 2
-    print(f"load average {load_before} before, {_loadavg()} after; {a.rounds} rounds of "
-          f"{a.n} connections ({a.c} at once) after {a.warmup} warm-up ones")
+    return p
+
+
+def _alternate(a) -> tuple:
+    """The rounds on lab ``a.prefix``: ``(variants, {name: [round's load result]}, the load
+    average before)``, the kernel's under ``"kernel"``."""
+    require_root("bench.ab")
+    variants = {text: parse_variant(text) for text in a.variants}
+    backend = get_backend("netns", a.prefix)
+    if not backend.exists():
+        raise LabError(f"no lab '{a.prefix}': make one with invoke up --prefix {a.prefix}")
+    bring_up(backend)           # re-provisions if the responder's sources changed
+    params = replace(FULL, hello_n=a.n, hello_c=a.c, warmup_n=a.warmup)
+    load_before = _loadavg()
+    with tempfile.TemporaryDirectory(prefix="tcplab-ab-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="tcplab-ab-src-") as sources:
+        b = Bench(backend, params, Path(tmp))
+        targets = {"kernel": lambda: b.kernel("hello", PORT_KERNEL_HELLO)}
+        how = {"kernel": (PORT_KERNEL_HELLO, "hello", a.n, a.c)}
+        for text, (rt, args, quiet, rev) in variants.items():
+            cwd = checkout(rev, Path(sources)) if rev else None
+            targets[text] = lambda rt=rt, args=args, quiet=quiet, cwd=cwd: b.responder(
+                "hello", runtime=rt, args=args, quiet=quiet, cwd=cwd)
+            how[text] = (LAB_PORT, "hello", a.n, a.c)
+        res = b.rounds(targets, how, a.rounds)
+    return variants, res, load_before
+
+
+def _print_summaries(res: dict) -> None:
+    """Per variant and the kernel: conn/s, CPU per connection, the ratio to the kernel's."""
     kernel_cps = [r.get("conn_per_s") for r in res["kernel"]]
-    first = list(variants)[0]
     for name, rounds in res.items():
         cps = [r.get("conn_per_s") for r in rounds]
         cpu = [r.get("server_cpu_us_per_conn") for r in rounds]
@@ -130,9 +149,12 @@ def main(argv=None) -> int:
         if name != "kernel":
             line += f"  vs kernel {_fmt(summarize(ratios(cps, kernel_cps)), 3)}x"
         print(line)
-    # The paired comparison: each variant's server CPU over that of the first variant with
-    # the same runtime and receive path, in the same round (the machine's load changes
-    # between rounds more than within one).
+
+
+def _print_pairs(res: dict, variants: dict) -> None:
+    """The paired comparison: each variant's server CPU over that of the first variant with
+    the same runtime and receive path, in the same round (the machine's load changes between
+    rounds more than within one)."""
     for name, (rt, _args, quiet, _rev) in variants.items():
         base = next(v for v, (r, _a, q, _r) in variants.items() if (r, q) == (rt, quiet))
         if base == name:
@@ -142,9 +164,6 @@ def main(argv=None) -> int:
         print(f"{name:28} server CPU per connection / {base!r}'s, per round: "
               f"{_fmt(summarize(ratios(pair[0], pair[2])), 3)}x (user "
               f"{_fmt(summarize(ratios(pair[1], pair[3])), 3)}x)")
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1))
-    return 0
 
 
 def _fmt(s: dict, digits: int = 0) -> str:

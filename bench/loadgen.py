@@ -83,6 +83,11 @@ def _check(mode: str, c: Client, expect: bytes | None) -> str | None:
 
 
 async def run(args, expect: bytes | None, request: bytes | None) -> dict:
+    """The load: ``args.c`` workers start connections until ``args.n`` are started or the
+    budget is spent; the figures as a dict (hold mode: after holding them and releasing them,
+    :func:`_hold`).  ``one`` and ``worker`` stay closures over the run's settings and counters
+    (~70 lines, over the ~60): apart, they would take a dozen of them as arguments or need a
+    class of their own, which reads worse."""
     loop = asyncio.get_running_loop()
     host, port = args.host, args.port
     n, budget, timeout = args.n, args.budget, args.timeout
@@ -147,25 +152,32 @@ async def run(args, expect: bytes | None, request: bytes | None) -> dict:
               "complete_ms": latency_summary(complete_s),
               "budget_exhausted": started < n}
     if hold:
-        print(json.dumps({"event": "holding", "held": len(held), **result}), flush=True)
-        try:
-            await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline),
-                                   args.hold_seconds)
-        except asyncio.TimeoutError:
-            result["released_by"] = "hold timeout"
-        t_rel = time.perf_counter()
-        for tr in held:
-            sock = tr.get_extra_info("socket")
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
-                except OSError:
-                    pass
-            tr.abort()
-        await asyncio.sleep(0)
-        result["release_s"] = round(time.perf_counter() - t_rel, 4)
-        result["held"] = len(held)
+        await _hold(held, result, args.hold_seconds)
     return result
+
+
+async def _hold(held: list, result: dict, hold_seconds: float) -> None:
+    """Hold mode's end: say ``holding``, wait for ``release`` on stdin (or ``hold_seconds``),
+    then close every held connection with RST (SO_LINGER 0); into ``result``: how long that
+    took, how many were held, and ``released_by`` if the time ran out."""
+    loop = asyncio.get_running_loop()
+    print(json.dumps({"event": "holding", "held": len(held), **result}), flush=True)
+    try:
+        await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), hold_seconds)
+    except asyncio.TimeoutError:
+        result["released_by"] = "hold timeout"
+    t_rel = time.perf_counter()
+    for tr in held:
+        sock = tr.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+            except OSError:
+                pass
+        tr.abort()
+    await asyncio.sleep(0)
+    result["release_s"] = round(time.perf_counter() - t_rel, 4)
+    result["held"] = len(held)
 
 
 def raise_nofile(want: int) -> int:

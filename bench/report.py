@@ -134,7 +134,18 @@ def plot(result: dict, path: Path) -> Path | None:
                                                              1.2 + 0.42 * max(len(rows), 4)),
                              gridspec_kw={"width_ratios": [3, 1.4]} if shares else None,
                              squeeze=False)
-    ax = axes[0][0]
+    _plot_ratios(axes[0][0], rows, result)
+    if shares:
+        _plot_shares(axes[0][1], shares, plt.get_cmap("tab20"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")     # the legend below the axes too
+    plt.close(fig)
+    return path
+
+
+def _plot_ratios(ax, rows: list, result: dict) -> None:
+    """The rows' ratios: median bars with min-max whiskers, green met, red missed; a target
+    on the ratio as a black mark, one on the value said beside the bar."""
     labels = [f"{r['item']}: {r['figure']}\n{r['subject']} / {r['reference']}" for r in rows]
     y = list(range(len(rows)))[::-1]
     med = [r["ratio"]["median"] for r in rows]
@@ -159,27 +170,24 @@ def plot(result: dict, path: Path) -> Path | None:
                   "black: target; green met, red missed)", fontsize=8)
     ax.set_title(f"tcplab bench {result.get('started', '')} "
                  f"({'quick' if result.get('quick') else 'full'})", fontsize=9)
-    if shares:
-        ax2 = axes[0][1]
-        names = list(shares)
-        left = {n: 0.0 for n in names}
-        steps = sorted({s for v in shares.values() for s in v})
-        cmap = plt.get_cmap("tab20")
-        for i, step in enumerate(steps):
-            vals = [shares[n].get(step, 0.0) for n in names]
-            ax2.barh(names, vals, left=[left[n] for n in names], color=cmap(i % 20),
-                     label=step)
-            for n, v in zip(names, vals):
-                left[n] += v
-        ax2.set_xlim(0, 1)
-        ax2.set_xlabel("share of wall time", fontsize=8)
-        ax2.tick_params(labelsize=7)
-        ax2.legend(fontsize=6, loc="upper right", bbox_to_anchor=(1.0, -0.1), ncol=1)
-        ax2.set_title("lab: where the time goes", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")     # the legend below the axes too
-    plt.close(fig)
-    return path
+
+
+def _plot_shares(ax, shares: dict, cmap) -> None:
+    """The lab's step shares (item 5): one stacked bar of wall-time shares per command."""
+    names = list(shares)
+    left = {n: 0.0 for n in names}
+    steps = sorted({s for v in shares.values() for s in v})
+    for i, step in enumerate(steps):
+        vals = [shares[n].get(step, 0.0) for n in names]
+        ax.barh(names, vals, left=[left[n] for n in names], color=cmap(i % 20),
+                 label=step)
+        for n, v in zip(names, vals):
+            left[n] += v
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of wall time", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, loc="upper right", bbox_to_anchor=(1.0, -0.1), ncol=1)
+    ax.set_title("lab: where the time goes", fontsize=9)
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""``invoke bench``: run the seven items on a lab of its own and report.
+"""``invoke bench``: run the eight items on a lab of its own and report.
 
 One netns lab (prefix ``bench`` + 4 random hex digits unless given) is made and provisioned at
 the start and removed in ``finally``.  Every server runs alone in the VM namespace while it is
@@ -8,19 +8,20 @@ rotates from round to round.  The load generator runs in the host namespace.  Ev
 bounded: connection counts, per-connection timeouts, time budgets, ``--max-seconds`` on every
 server, subprocess timeouts.
 
-Items (keys of ``result["items"]``):
+Items (keys of ``result["items"]``), and where each lives:
 
-1. ``handshake``: hello exchanges per second and connect latency: the responder (``--app
-   hello``, port 80) vs the kernel + asyncio (port 8080) vs Scapy (port 8081, with its own RST
-   rule, added and removed here).
-2. ``http``: requests per second and latency: miniweb (``--app http``) vs the kernel +
+1. ``handshake`` (here, :meth:`Bench.item_handshake`): hello exchanges per second and connect
+   latency: the responder (``--app hello``, port 80) vs the kernel + asyncio (port 8080) vs
+   Scapy (port 8081, with its own RST rule, added and removed here).
+2. ``http`` (here): requests per second and latency: miniweb (``--app http``) vs the kernel +
    ``http.server`` (port 8082), and vs the kernel + asyncio with a precomputed response (8083).
 3. ``checksum``: :mod:`bench.micro`, in process.
-4. ``tarpit``: hold N connections; RSS growth and CPU of the responder (``--app tarpit``) vs a
-   kernel + asyncio server that accepts and holds (port 8084).
-5. ``lab``: ``invoke up`` from nothing and ``invoke down`` on a second, scratch lab (and the
-   QEMU backend with ``--backend qemu``), ``invoke demo`` on the warm bench lab; the step
-   shares; the same-run references are bare ``ip netns`` commands and a bare ``nc`` exchange.
+4. ``tarpit`` (here): hold N connections; RSS growth and CPU of the responder (``--app
+   tarpit``) vs a kernel + asyncio server that accepts and holds (port 8084).
+5. ``lab`` (:mod:`bench.lab`): ``invoke up`` from nothing and ``invoke down`` on a second,
+   scratch lab (and the QEMU backend with ``--backend qemu``), ``invoke demo`` on the warm bench
+   lab; the step shares; the same-run references are bare ``ip netns`` commands and a bare
+   ``nc`` exchange.
 6. ``profile``: the account of the server's CPU per connection on each runtime, bench.hotpath,
    and the responder and the asyncio server under cProfile (:mod:`bench.profiling`).
 7. ``labs``: many labs at once (:mod:`bench.labs`): ``invoke up --labs 8`` and ``--labs 40``,
@@ -29,9 +30,8 @@ Items (keys of ``result["items"]``):
    and a class with ``--jobs 4`` vs ``--jobs 1`` (:mod:`bench.grading`; its labs are its own;
    left out of ``--quick`` unless ``--only`` names it).
 
-The table's rows are :mod:`bench.rows`.  (This module is ~750 lines, over the project's ~600:
-item 5's lab timings -- ``item_lab`` to ``up_steps`` -- are the next to move out, with issue
-13's items 4-5, which rework them.)
+The table's rows, item by item, are :mod:`bench.rows`; the table, JSON and plot
+:mod:`bench.report`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,27 +49,25 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.lab import LAB_PORT, get_backend, net
+from harness.lab import LAB_PORT, get_backend
 from harness.lab import firewall
 from harness.lab.firewall import Firewall, local, port_rst_rule
-from harness.lab.provision import bring_up
-from harness.util import PROJECT_ROOT, LabError, progress, require_root, stream
+from harness.util import PROJECT_ROOT, LabError, progress, require_root
 
 from responder.contract import RUNTIMES
 
-from . import grading, micro, profiling
-from .labs import LabsBench, bare_network
+from . import grading, lab, micro, profiling
+from .lab import timed_invoke
+from .labs import LabsBench
 from .procs import NsProcess, cpu_delta, cpu_times, proc_status
 from .profiling import subject
 from .report import ITEMS, format_errors, format_machine, format_missed, format_table, plot, \
     write_json
 from .rows import comparisons
-from .stats import shares
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 RESPONDER_PYTHON = RUNTIMES["cpython"]      # what the lab VM runs the references with
 VENV_PYTHON = sys.executable                # has Scapy (the Scapy responder only)
-INVOKE = [VENV_PYTHON, "-m", "invoke"]
 
 PORT_KERNEL_HELLO = 8080
 PORT_SCAPY = 8081
@@ -412,149 +409,11 @@ class Bench:
 
     # --- item 5 -------------------------------------------------------------------------
     def item_lab(self, backends: list[str], scratch_prefix: str, first_up: dict) -> dict:
-        """``first_up`` is the bench lab's own ``invoke up`` from nothing; more rounds use a
-        scratch lab.  The bench lab's final ``invoke down`` is added by :func:`run_bench`."""
-        out = {"rounds": self.p.lab_rounds, "shares": {},
-               "backends": {"netns": {"up": [first_up], "down": []}}}
-        out["floor"] = [self.netns_floor(scratch_prefix) for _ in range(self.p.lab_rounds)]
-        nb = out["backends"]["netns"]
-        if self.p.lab_rounds > 1:
-            more = self.lab_cycle("netns", scratch_prefix, self.p.lab_rounds - 1)
-            nb["up"] += more["up"]
-            nb["down"] += more["down"]
-        for be in backends:
-            if be != "netns":
-                try:
-                    out["backends"][be] = (self.qemu_cycles(scratch_prefix) if be == "qemu"
-                                           else self.lab_cycle(be, scratch_prefix, 1))
-                except Exception as e:          # noqa: BLE001 -- one backend failing is data
-                    out["backends"][be] = {"error": f"{type(e).__name__}: {e}"}
-        # A warm lab: if the responder's sources changed since the lab was provisioned (someone
-        # is editing them), the demo would re-provision first; do that here, untimed.
-        out["warm_up"] = bring_up(self.b)["timings"]
-        out["demo"] = [_guarded(self.demo_once) for _ in range(self.p.demo_rounds)]
-        out["nc_alone"] = [_guarded(self.nc_alone) for _ in range(self.p.demo_rounds)]
-        for be, res in out["backends"].items():
-            if res.get("up"):
-                out["shares"][f"invoke up ({be})"] = _mean_shares([u["steps"] for u in res["up"]])
-        demos = [d["steps"] for d in out["demo"] if "steps" in d]
-        if demos:
-            out["shares"]["invoke demo (warm)"] = _mean_shares(demos)
-        errors = [d["error"] for d in out["demo"] if "error" in d]
-        if errors:
-            out["demo_errors"] = errors
-        return out
-
-    def lab_cycle(self, backend: str, prefix: str, rounds: int, env=None) -> dict:
-        """``invoke up`` from nothing, then ``invoke down``, ``rounds`` times."""
-        get_backend(backend, prefix)          # LabError if the backend does not exist here
-        res = {"up": [], "down": []}
-        try:
-            for _ in range(rounds):
-                res["up"].append(timed_invoke(["up", "--backend", backend, "--prefix", prefix],
-                                              timeout=1800 if backend != "netns" else 300,
-                                              env=env))
-                res["down"].append(timed_invoke(["down", "--backend", backend, "--prefix",
-                                                 prefix], timeout=300, env=env))
-        finally:
-            get_backend(backend, prefix).down()
-        return res
-
-    def qemu_cycles(self, prefix: str) -> dict:
-        """``invoke up``/``down --backend qemu`` (lab_rounds, at most 3, each): warm (the shared
-        snapshot of a provisioned guest exists; made first, untimed, when it does not) and
-        from nothing (a snapshot directory of the bench's own, empty each round: boot,
-        playbook, save, resume), under keys ``up``/``down`` and ``up_cold``/``down_cold``."""
-        from harness.lab import image
-        from harness.lab.snapshot import SNAPSHOTS_ENV
-        n = min(self.p.lab_rounds, 3)
-        self.lab_cycle("qemu", prefix, 1)                # the warm snapshot, untimed
-        res = self.lab_cycle("qemu", prefix, n)
-        cold = {"up_cold": [], "down_cold": []}
-        for _ in range(n):
-            snaps = image.cache_root().parent / f"bench-snapshots-{uuid.uuid4().hex[:8]}"
-            env = dict(os.environ, **{SNAPSHOTS_ENV: str(snaps)})
-            try:
-                one = self.lab_cycle("qemu", prefix, 1, env=env)
-            finally:
-                shutil.rmtree(snaps, ignore_errors=True)
-            cold["up_cold"] += one["up"]
-            cold["down_cold"] += one["down"]
-        return dict(res, **cold)
-
-    def netns_floor(self, prefix: str) -> dict:
-        """The bare cost of a lab's network: two namespaces and a veth pair made and removed
-        with ``ip`` alone (the reference for ``invoke up``/``down``).  Only the namespaces
-        made here are deleted: one that exists already is someone else's, and is refused."""
-        h, v = f"{prefix}f-host", f"{prefix}f-vm"
-        taken = {h, v} & net.namespaces()
-        if taken:
-            raise LabError(f"namespace(s) {', '.join(sorted(taken))} exist already: the bench "
-                           f"makes its own; remove them or choose another --prefix")
-        made: list = []
-        t0 = time.monotonic()
-        try:
-            bare_network(h, v, made)
-            t1 = time.monotonic()
-        finally:
-            t2 = time.monotonic()
-            for ns in made:
-                net.ns_del(ns)
-            t3 = time.monotonic()
-        return {"up_s": t1 - t0, "down_s": t3 - t2}
-
-    def demo_once(self) -> dict:
-        """``invoke demo`` on the warm bench lab, timed from outside; its own timings from the
-        run's result.json give the shares.  The run folder is removed afterwards."""
-        r = timed_invoke(["demo", "--prefix", self.b.prefix], timeout=120, capture_stdout=True)
-        run_dir = None
-        for line in r.pop("stdout", "").splitlines():
-            if line.startswith("run folder: "):
-                run_dir = PROJECT_ROOT / line.split(": ", 1)[1].strip()
-        t = {}
-        if run_dir and (run_dir / "result.json").exists():
-            data = json.loads((run_dir / "result.json").read_text())
-            # the demo's own step timings sit under "run" (the top-level "timings" are the
-            # capture's: packets, duration, SYN,ACK delay)
-            t = data.get("run", {}).get("timings") or {}
-            r["capture_timings"] = data.get("timings", {})
-        if run_dir and run_dir.is_dir() and run_dir.parent.name == "runs":
-            shutil.rmtree(run_dir, ignore_errors=True)
-        r["timings"] = t
-        if t.get("demo_s") is not None:
-            lab = t.get("up_s", 0) + t.get("provision_s", 0)
-            parts = {"lab check": lab, "responder start (SSH)": t.get("responder_start_s", 0),
-                     "capture live": t.get("capture_live_s", 0),
-                     "client (nc)": t.get("client_s", 0)}
-            parts["stop capture+responder"] = max(0.0, t["demo_s"] - sum(
-                v for k, v in parts.items() if k != "lab check"))
-            parts["start, dissect, match, report"] = max(0.0, r["wall_s"] - lab - t["demo_s"])
-            r["steps"] = parts
-        else:
-            r["steps"] = {"invoke demo": r["wall_s"]}
-        return r
-
-    def nc_alone(self) -> dict:
-        """The same hello exchange with a bare ``nc`` from the host namespace against the
-        kernel hello server: what the demo's exchange costs without the harness around it."""
-        srv = self.kernel("hello", PORT_KERNEL_HELLO)
-        try:
-            t0 = time.monotonic()
-            r = subprocess.run(self.b.host_exec_prefix() + ["nc", "-w", "5", self.vm_ip,
-                                                            str(PORT_KERNEL_HELLO)],
-                               input=b"", capture_output=True, timeout=20)
-            wall = time.monotonic() - t0
-        finally:
-            srv.stop()
-        return {"wall_s": wall, "bytes": len(r.stdout), "rc": r.returncode}
-
-
-def _guarded(fn) -> dict:
-    """``fn()``, or {"error": ...} if it raised: one failed demo round is data, not the end."""
-    try:
-        return fn()
-    except Exception as e:                      # noqa: BLE001
-        return {"error": f"{type(e).__name__}: {e}"}
+        """:func:`bench.lab.item` on this bench's lab; the bare ``nc``'s peer is the kernel
+        hello server."""
+        return lab.item(self.b, self.p, backends, scratch_prefix, first_up,
+                        hello=(lambda: self.kernel("hello", PORT_KERNEL_HELLO),
+                               PORT_KERNEL_HELLO))
 
 
 def _read_event(proc: subprocess.Popen, event: str, timeout: float) -> dict:
@@ -579,79 +438,11 @@ def _read_event(proc: subprocess.Popen, event: str, timeout: float) -> dict:
     raise LabError(f"load generator: no '{event}' within {timeout:g} s")
 
 
-def timed_invoke(args: list[str], timeout: float, capture_stdout: bool = False,
-                 env: dict | None = None) -> dict:
-    """Run ``invoke ARGS`` as a user would (in environment ``env``, default this one), timing
-    each progress line it prints on stderr ('tcplab: ...'), so the steps of ``up`` can be told
-    apart."""
-    marks = []
-    with tempfile.TemporaryFile("w+") as out:
-        t0 = time.monotonic()
-        r = stream(INVOKE + args, show=lambda line: marks.append((time.monotonic() - t0,
-                                                                 line.rstrip())),
-                   stdout=out if capture_stdout else subprocess.DEVNULL, timeout=timeout,
-                   cwd=PROJECT_ROOT, what=f"invoke {' '.join(args)}", check=False, env=env)
-        wall = time.monotonic() - t0
-        out.seek(0)
-        stdout = out.read()
-    if r.returncode != 0:
-        tail = " / ".join(m[1] for m in marks[-3:])
-        raise LabError(f"`invoke {' '.join(args)}` exited {r.returncode}: {tail}")
-    res = {"argv": args, "wall_s": wall, "marks": marks, "steps": up_steps(marks, wall)}
-    if capture_stdout:
-        res["stdout"] = stdout
-    return res
-
-
-def up_steps(marks: list, wall: float, min_share: float = 0.05) -> dict:
-    """Group the timed progress lines of ``invoke up`` into steps: process start (until its
-    first line), network, sshd (netns) or guest image and boot (qemu), Ansible's start
-    (until its first task), then each
-    Ansible task ('TASK [role : name]') that takes at least ``min_share`` of the wall time,
-    the others together as 'Ansible: other tasks'."""
-    steps: dict = {}
-    prev_t, prev_step = 0.0, "process start"
-    for t, line in marks + [(wall, "tcplab: <end>")]:
-        text = line.removeprefix("tcplab: ").strip()
-        if text.startswith(("namespace", "veth")):
-            step = "network (namespaces, veth/tap)"
-        elif text.startswith("guest image"):
-            step = "guest image"
-        elif text.startswith("no snapshot"):
-            step = "snapshot: boot until sshd answers"   # then its playbook's tasks
-        elif text.startswith(("resuming", "guest resumed")):
-            step = "resume the snapshot, rotate the lab's keys"
-        elif text.startswith(("accelerator", "booting")):
-            step = "boot until sshd answers"        # qemu: the waiting lines stay in it
-        elif text.startswith("sshd"):
-            step = "sshd"
-        elif text.startswith("provisioning"):
-            step = "Ansible: start"
-        elif text.startswith("TASK ["):
-            step = "Ansible: " + text[6:].rstrip("]").split(" : ", 1)[-1]
-        elif text == "<end>":
-            step = None
-        else:
-            step = prev_step
-        steps[prev_step] = steps.get(prev_step, 0.0) + (t - prev_t)
-        prev_t, prev_step = t, step
-    out: dict = {}
-    for k, v in steps.items():
-        if k.startswith("Ansible: ") and k != "Ansible: start" and wall and v / wall < min_share:
-            k = "Ansible: other tasks"
-        out[k] = out.get(k, 0.0) + v
-    return out
-
-
-def _mean_shares(step_dicts: list[dict]) -> dict:
-    keys = []
-    for d in step_dicts:
-        keys += [k for k in d if k not in keys]
-    mean = {k: sum(d.get(k, 0.0) for d in step_dicts) / len(step_dicts) for k in keys}
-    return shares(mean)
-
-
 # --- the whole run --------------------------------------------------------------------------
+
+#: The order the items run in (the table's order is report.ITEMS).
+RUN_ORDER = ("checksum", "handshake", "http", "tarpit", "profile", "lab", "labs", "grading")
+
 
 def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netns",),
               rounds: int | None = None, only: list[str] | None = None,
@@ -663,16 +454,12 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
     params = QUICK if quick else FULL
     if rounds:
         params = replace(params, rounds=rounds)
-    # --quick is CI's smoke test: item grading (minutes: labs of its own) only when asked for
-    items = list(only or [i for i in ITEMS if not (quick and i == "grading")])
-    unknown = set(items) - set(ITEMS)
-    if unknown:
-        raise LabError(f"unknown bench item(s) {', '.join(sorted(unknown))}; "
-                       f"choose from {', '.join(ITEMS)}")
+    items = _items_to_run(quick, only)
     prefix = prefix or f"bench{uuid.uuid4().hex[:4]}"
     scratch = f"{prefix[:8]}lu"
     started = datetime.now(timezone.utc)
-    stamp = started.strftime("%Y%m%d-%H%M%S")
+    # the run's name: of its JSON, its plot and its kept profiles
+    name = started.strftime("%Y%m%d-%H%M%S") + ("-quick" if quick else "")
     result = {"version": 1, "started": started.isoformat(timespec="seconds"), "quick": quick,
               "rounds": params.rounds, "params": asdict(params), "prefix": prefix,
               "runtimes": list(runtimes),
@@ -683,34 +470,20 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
         raise LabError(f"lab '{prefix}' exists already: the benchmark makes (and removes) a "
                        f"lab of its own; choose another --prefix")
     with tempfile.TemporaryDirectory(prefix="tcplab-bench-") as tmp:
-        work = Path(tmp)
         final_down = None
         try:
             log(f"bench: making lab '{prefix}' with `invoke up` (timed: item lab)")
             first_up = timed_invoke(["up", "--prefix", prefix], timeout=600)
             result["bench_lab"] = {"up_s": first_up["wall_s"], "steps": first_up["steps"]}
-            b = Bench(backend, params, work, log,
-                      keep_as=results_dir / f"{stamp}{'-quick' if quick else ''}",
+            b = Bench(backend, params, Path(tmp), log, keep_as=results_dir / name,
                       runtimes=runtimes)
-            steps = {"checksum": b.item_checksum, "handshake": b.item_handshake,
-                     "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
-                     "lab": lambda: b.item_lab(list(backends), scratch, first_up),
-                     "labs": lambda: LabsBench(timed_invoke, log, params.labs_small,
-                                               params.labs_big).run(),
-                     "grading": lambda: grading.item(quick, log)}
-            for name in ("checksum", "handshake", "http", "tarpit", "profile", "lab", "labs",
-                         "grading"):
-                if name not in items:
-                    continue
-                log(f"bench: item {name}")
-                t0 = time.monotonic()
-                try:
-                    result["items"][name] = steps[name]()
-                except Exception as e:          # noqa: BLE001 -- an item's failure is reported
-                    result["items"][name] = {"error": f"{type(e).__name__}: {e}",
-                                             "traceback": traceback.format_exc()[-3000:]}
-                    log(f"bench: item {name} failed: {e}")
-                result["items"][name]["seconds"] = round(time.monotonic() - t0, 2)
+            _run_items(result["items"], items, log, {
+                "checksum": b.item_checksum, "handshake": b.item_handshake,
+                "http": b.item_http, "tarpit": b.item_tarpit, "profile": b.item_profile,
+                "lab": lambda: b.item_lab(list(backends), scratch, first_up),
+                "labs": lambda: LabsBench(timed_invoke, log, params.labs_small,
+                                          params.labs_big).run(),
+                "grading": lambda: grading.item(quick, log)})
             log(f"bench: removing lab '{prefix}' with `invoke down` (timed: item lab)")
             final_down = timed_invoke(["down", "--prefix", prefix], timeout=120)
         finally:
@@ -720,14 +493,49 @@ def run_bench(*, quick: bool = False, prefix: str | None = None, backends=("netn
                     get_backend(be, scratch).down()
                 except LabError:
                     pass
-    lab = result["items"].get("lab", {})
-    if final_down and "backends" in lab:
-        lab["backends"]["netns"]["down"].append(final_down)
+    return _finish(result, final_down, t_all, results_dir / f"{name}.json")
+
+
+def _items_to_run(quick: bool, only: list[str] | None) -> list[str]:
+    """``only``, or every item; a LabError names an unknown one."""
+    # --quick is CI's smoke test: item grading (minutes: labs of its own) only when asked for
+    items = list(only or [i for i in ITEMS if not (quick and i == "grading")])
+    unknown = set(items) - set(ITEMS)
+    if unknown:
+        raise LabError(f"unknown bench item(s) {', '.join(sorted(unknown))}; "
+                       f"choose from {', '.join(ITEMS)}")
+    return items
+
+
+def _run_items(results: dict, items: list[str], log, steps: dict) -> None:
+    """Run ``steps[name]()`` for each of ``items`` in RUN_ORDER into ``results[name]``, with
+    its seconds; an item that raises is reported there (its error and traceback), and the
+    others still run."""
+    for name in RUN_ORDER:
+        if name not in items:
+            continue
+        log(f"bench: item {name}")
+        t0 = time.monotonic()
+        try:
+            results[name] = steps[name]()
+        except Exception as e:          # noqa: BLE001 -- an item's failure is reported
+            results[name] = {"error": f"{type(e).__name__}: {e}",
+                             "traceback": traceback.format_exc()[-3000:]}
+            log(f"bench: item {name} failed: {e}")
+        results[name]["seconds"] = round(time.monotonic() - t0, 2)
+
+
+def _finish(result: dict, final_down: dict | None, t_all: float,
+            out: Path) -> tuple[dict, Path, Path | None]:
+    """Complete ``result`` (the bench lab's final ``invoke down`` in item lab, the end, the
+    rows), write it to ``out`` and plot it beside."""
+    lab_item = result["items"].get("lab", {})
+    if final_down and "backends" in lab_item:
+        lab_item["backends"]["netns"]["down"].append(final_down)
     result["machine"]["loadavg_after"] = _loadavg()
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["seconds"] = round(time.monotonic() - t_all, 1)
     result["comparisons"] = comparisons(result["items"])
-    out = results_dir / f"{stamp}{'-quick' if quick else ''}.json"      # as keep_as above
     write_json(result, out)
     png = plot(result, out.with_suffix(".png"))
     return result, out, png

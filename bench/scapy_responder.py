@@ -39,11 +39,8 @@ def main(argv=None) -> int:
     port = int(port)
 
     from scapy.config import conf
-    from scapy.layers.inet import IP, TCP
     from scapy.sendrecv import sniff
     from scapy.supersocket import L3RawSocket
-
-    from .payloads import HELLO_LINES
 
     conf.verb = 0
     sock = L3RawSocket(iface=args.iface)
@@ -52,6 +49,27 @@ def main(argv=None) -> int:
     def send(pkt):
         sock.send(pkt)
         counters["out"] += 1
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt     # sniff() returns on it
+    signal.signal(signal.SIGTERM, stop)
+
+    def started():
+        print(f"listening on {addr}:{port} server=scapy", file=sys.stderr, flush=True)
+
+    sniff(opened_socket=sock, prn=answerer(addr, port, send, counters), store=False,
+          timeout=args.max_seconds, started_callback=started)
+    sock.close()
+    print(json.dumps(counters), file=sys.stderr, flush=True)
+    return 0
+
+
+def answerer(addr: str, port: int, send, counters: dict):
+    """The stateless answer to each sniffed packet for ``addr:port`` (the module's list),
+    sent with ``send(pkt)``, counted in ``counters``."""
+    from scapy.layers.inet import IP, TCP
+
+    from .payloads import HELLO_LINES
 
     def answer(pkt):
         if TCP not in pkt or pkt[IP].dst != addr or pkt[TCP].dport != port:
@@ -77,19 +95,7 @@ def main(argv=None) -> int:
                 seq += len(line)
             send(back / TCP(sport=port, dport=tcp.sport, flags="FA", seq=seq, ack=tcp.seq,
                             window=65535))
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt     # sniff() returns on it
-    signal.signal(signal.SIGTERM, stop)
-
-    def started():
-        print(f"listening on {addr}:{port} server=scapy", file=sys.stderr, flush=True)
-
-    sniff(opened_socket=sock, prn=answer, store=False, timeout=args.max_seconds,
-          started_callback=started)
-    sock.close()
-    print(json.dumps(counters), file=sys.stderr, flush=True)
-    return 0
+    return answer
 
 
 if __name__ == "__main__":

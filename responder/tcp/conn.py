@@ -121,6 +121,8 @@ class Connection:
 
     def __init__(self, stack: "Stack", local: tuple, remote: tuple, app: App, iss: int,
                  passive: bool, rcv_buf: int):
+        """Every variable of the TCB, group by group as in ``__slots__``: one assignment each
+        (~60 lines; split up, they would be harder to check against ``__slots__``)."""
         self.stack = stack
         self.local = local                  # (addr bytes, port)
         self.remote = remote

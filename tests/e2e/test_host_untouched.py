@@ -130,25 +130,23 @@ def test_down_leaves_alone_a_namespace_tcplab_did_not_make():
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def test_bench_floor_measures_only_namespaces_it_makes(tmp_path):
+def test_bench_floor_measures_only_namespaces_it_makes():
     """The bench's bare-`ip` reference makes <p>f-host and <p>f-vm and deletes them; when one
     of those names is someone else's namespace it refuses, and deletes nothing (it used to
     delete both names in `finally`, whoever had made them)."""
-    from bench.runner import QUICK, Bench
-    from harness.lab import get_backend
+    from bench.lab import netns_floor
     from harness.util import LabError
     require_lab_machine()
     prefix = new_prefix("bfl")
-    bench = Bench(get_backend("netns", prefix), QUICK, tmp_path)
     names = lambda: set(subprocess.run(["ip", "netns", "list"], capture_output=True,  # noqa
                                        text=True).stdout.split())
-    res = bench.netns_floor(prefix)
+    res = netns_floor(prefix)
     assert res["up_s"] > 0 and res["down_s"] > 0
     assert not {f"{prefix}f-host", f"{prefix}f-vm"} & names()
     subprocess.run(["ip", "netns", "add", f"{prefix}f-vm"], check=True)
     try:
         with pytest.raises(LabError, match="exist already"):
-            bench.netns_floor(prefix)
+            netns_floor(prefix)
         assert f"{prefix}f-vm" in names(), "the bench deleted a namespace it did not make"
         assert f"{prefix}f-host" not in names()
     finally:

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from bench import micro, profiling, report, runner, stats
+from bench import lab, micro, profiling, report, runner, stats
 from bench.loadgen import Client, _check
 from bench.payloads import HELLO
 
@@ -130,7 +130,7 @@ def test_json_and_plot_are_written(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-# --- runner pieces ---------------------------------------------------------------------------
+# --- runner and lab pieces -------------------------------------------------------------------
 
 def test_up_steps_group_progress_lines():
     marks = [(0.2, "tcplab: namespaces a and b"), (0.25, "tcplab: veth vboxnet0 <-> eth1"),
@@ -138,7 +138,7 @@ def test_up_steps_group_progress_lines():
              (1.3, "tcplab: provisioning with Ansible: provision/site.yml"),
              (2.3, "tcplab:   TASK [role : Quick one]"),
              (2.31, "tcplab:   TASK [role : Copy the sources]")]
-    steps = runner.up_steps(marks, 10.0)
+    steps = lab.up_steps(marks, 10.0)
     assert steps["process start"] == pytest.approx(0.2)
     assert steps["network (namespaces, veth/tap)"] == pytest.approx(0.1)
     assert steps["sshd"] == pytest.approx(1.0)
@@ -146,21 +146,21 @@ def test_up_steps_group_progress_lines():
     assert steps["Ansible: Copy the sources"] == pytest.approx(7.69)
     assert steps["Ansible: other tasks"] == pytest.approx(0.01)
     assert sum(steps.values()) == pytest.approx(10.0)
-    qemu = runner.up_steps([(0.2, "tcplab: guest image: cached in /x"),
-                            (0.2, "tcplab: namespace q-host with tap vboxnet0"),
-                            (0.3, "tcplab: accelerator: TCG"),
-                            (0.3, "tcplab: booting the guest"),
-                            (10.6, "tcplab:   waiting for the guest's sshd (10 s)"),
-                            (20.0, "tcplab: guest sshd answers"),
-                            (20.1, "tcplab: provisioning with Ansible: provision/site.yml")],
-                           30.0)
+    qemu = lab.up_steps([(0.2, "tcplab: guest image: cached in /x"),
+                         (0.2, "tcplab: namespace q-host with tap vboxnet0"),
+                         (0.3, "tcplab: accelerator: TCG"),
+                         (0.3, "tcplab: booting the guest"),
+                         (10.6, "tcplab:   waiting for the guest's sshd (10 s)"),
+                         (20.0, "tcplab: guest sshd answers"),
+                         (20.1, "tcplab: provisioning with Ansible: provision/site.yml")],
+                        30.0)
     assert qemu["boot until sshd answers"] == pytest.approx(19.8)
     assert qemu["Ansible: start"] == pytest.approx(9.9)
-    resumed = runner.up_steps([(0.2, "tcplab: guest image: cached in /x"),
-                               (0.3, "tcplab: accelerator: TCG"),
-                               (0.3, "tcplab: resuming the provisioned guest (snapshot k)"),
-                               (2.7, "tcplab: guest resumed with the lab's own keys (2.4 s)"),
-                               (3.2, "tcplab: guest sshd answers on 192.168.56.100:22")], 3.3)
+    resumed = lab.up_steps([(0.2, "tcplab: guest image: cached in /x"),
+                            (0.3, "tcplab: accelerator: TCG"),
+                            (0.3, "tcplab: resuming the provisioned guest (snapshot k)"),
+                            (2.7, "tcplab: guest resumed with the lab's own keys (2.4 s)"),
+                            (3.2, "tcplab: guest sshd answers on 192.168.56.100:22")], 3.3)
     # (the wait for sshd, 0.5 s, stays in the step: "guest sshd answers" ends it)
     assert resumed["resume the snapshot, rotate the lab's keys"] == pytest.approx(3.0)
 
@@ -243,6 +243,18 @@ def test_the_qemu_rows_warm_with_its_target_and_from_nothing():
     assert "invoke down (qemu)" in rows
 
 
+@pytest.mark.parametrize("run", ["20261202-052327.json", "20261202-070645.json"])
+def test_a_committed_runs_rows_recomputed_from_its_items(run):
+    """The rows of a committed full run (both runtimes with the quiet kernel, the account,
+    bench.hotpath; many labs), recomputed from its raw items, are the rows stored in it.  The
+    row code these runs were made with is the code here; if a row changes on purpose (a target,
+    a label), pin this to a run made after the change."""
+    from tests.conftest import ROOT
+    result = json.loads((ROOT / "bench" / "results" / run).read_text())
+    rows = json.loads(json.dumps(runner.comparisons(result["items"]), default=str))
+    assert rows and rows == result["comparisons"]
+
+
 # --- load generator checks and the micro-benchmarks (smoke) ------------------------------------
 
 def test_loadgen_checks_bytes_and_http_status():
@@ -307,6 +319,53 @@ def test_unknown_or_missing_runtime_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(runner.RUNTIMES, "pypy", "/nonexistent/pypy3")
     with pytest.raises(runner.LabError, match="apt-get install -y pypy3"):
         runner.check_runtimes(["cpython", "pypy"])
+
+
+def test_items_run_in_order_and_a_failing_one_is_reported_not_fatal():
+    ran, log = [], []
+    def step(name):
+        def run():
+            ran.append(name)
+            if name == "tarpit":
+                raise OSError("no more sockets")
+            return {"n": 1}
+        return run
+    results: dict = {}
+    items = runner._items_to_run(False, ["lab", "tarpit", "checksum"])
+    runner._run_items(results, items, log.append, {k: step(k) for k in runner.RUN_ORDER})
+    assert ran == ["checksum", "tarpit", "lab"]                 # RUN_ORDER, not the asked order
+    assert results["tarpit"]["error"] == "OSError: no more sockets"
+    assert "Traceback" in results["tarpit"]["traceback"]
+    assert results["lab"]["n"] == 1 and all("seconds" in r for r in results.values())
+    assert "bench: item tarpit failed: no more sockets" in log
+    assert "grading" not in runner._items_to_run(True, None)    # --quick leaves it out
+    assert "grading" in runner._items_to_run(True, ["grading"])
+    assert sorted(runner.RUN_ORDER) == sorted(report.ITEMS)
+    with pytest.raises(runner.LabError, match="unknown bench item.*choose from handshake"):
+        runner._items_to_run(False, ["handshake", "speed"])
+
+
+def test_the_scapy_reference_answers_as_the_lecture_program_does():
+    pytest.importorskip("scapy")
+    from scapy.layers.inet import IP, TCP
+    from bench.payloads import HELLO
+    from bench.scapy_responder import ISN, answerer
+    sent, counters = [], {"in": 0, "syn": 0, "hello": 0, "fin": 0}
+    answer = answerer("192.168.56.100", 8081, sent.append, counters)
+    peer = IP(src="192.168.56.1", dst="192.168.56.100")
+    answer(peer / TCP(sport=40000, dport=8081, flags="S", seq=100))
+    assert [(str(p[TCP].flags), p[TCP].seq, p[TCP].ack) for p in sent] == [("SA", ISN, 101)]
+    answer(peer / TCP(sport=40000, dport=8081, flags="A", seq=101, ack=ISN + 1))
+    data = sent[1:]
+    assert [str(p[TCP].flags) for p in data] == ["PA", "PA", "PA", "FA"]
+    assert b"".join(bytes(p[TCP].payload) for p in data) == HELLO
+    assert data[-1][TCP].seq == ISN + 1 + len(HELLO)
+    answer(peer / TCP(sport=40000, dport=8081, flags="FA", seq=101, ack=ISN + 2 + len(HELLO)))
+    assert (str(sent[-1][TCP].flags), sent[-1][TCP].ack) == ("A", 102)
+    answer(peer / TCP(sport=40000, dport=8082, flags="S", seq=5))        # another port
+    answer(IP(src="192.168.56.1", dst="192.168.56.9") / TCP(dport=8081, flags="S"))
+    assert len(sent) == 6
+    assert counters == {"in": 3, "syn": 1, "hello": 1, "fin": 1}
 
 
 def test_labs_item_rows_carry_the_issues_targets_only_for_8_and_40_labs():

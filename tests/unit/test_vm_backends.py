@@ -108,7 +108,8 @@ def test_only_lab_net_runs_ip_and_ethtool():
     import re
     from tests.conftest import ROOT
     files = sorted((ROOT / "harness" / "lab").glob("*.py")) + [ROOT / "harness" / "doctor.py",
-                                                                ROOT / "bench" / "runner.py"]
+                                                                ROOT / "bench" / "runner.py",
+                                                                ROOT / "bench" / "lab.py"]
     argv = re.compile(r"""\[\s*["'](ip|ethtool)["']|["'](ip|ethtool) (-|netns|link|addr)""")
     offenders = [f"{f.name}:{n}" for f in files if f.name != "net.py"
                  for n, line in enumerate(f.read_text().splitlines(), 1)
