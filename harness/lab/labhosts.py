@@ -189,10 +189,22 @@ def _inventory_error(path: Path, text: str) -> str:
     """What ``ansible-inventory`` said about ``path``: the parser that fits its name (YAML for
     .yml/.yaml/.json, else INI) and where, else its last error line."""
     kind = "yaml" if path.suffix in (".yml", ".yaml", ".json") else "ini"
-    m = re.search(rf"Failed to parse inventory with '{kind}' plugin: (.*)", text)
-    where = re.search(rf"Origin: {re.escape(str(path.resolve()))}:(\d+)", text)
+    here = re.escape(str(path.resolve()))
+    # ansible-core >= 2.19: "Failed to parse inventory with 'yaml' plugin: MSG" and "Origin:
+    # PATH:LINE"; 2.16 (Python 3.10's) wraps its warnings: "Failed to parse PATH with yaml
+    # plugin: ... Syntax Error while loading YAML. MSG The error appears to be in 'PATH': line N"
+    # (its wrapping also breaks a path after a hyphen: such a line joins the next one whole)
+    flat = " ".join(re.sub(r"-\n", "-", text).split())
+    m = re.search(rf"Failed to parse (?:inventory|{here}) with '?{kind}'? plugin: (.*?)"
+                  rf"(?= \[WARNING\]| ERROR!|$)", flat)
+    where = re.search(rf"(?:Origin: {here}:|The error appears to be in '{here}': line )(\d+)",
+                      flat)
     if m:
-        return m.group(1).strip()[:300] + (f", line {where.group(1)}" if where else "")
+        msg = m.group(1).strip()
+        old_yaml = re.search(r"Syntax Error while loading YAML\. (.*?) The error appears", msg)
+        if old_yaml:
+            msg = f"Syntax Error while loading YAML: {old_yaml.group(1)}"
+        return msg[:300] + (f", line {where.group(1)}" if where else "")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return (lines or ["no message"])[-1][:300]
 
