@@ -405,8 +405,9 @@ def doctor(c, backend=None, prefix=DEFAULT_PREFIX):
 @task(help={"quick": "unit tests only (no labs)", "k": "pytest -k expression",
             "x": "stop at the first failure"})
 def test(c, quick=False, k=None, x=False):
-    """Run the test suite: unit tests, then end-to-end tests on real labs."""
-    cmd = [sys.executable, "-m", "pytest", "-ra"]
+    """Run the test suite: unit tests, then end-to-end tests on real labs (the 25 slowest
+    tests are listed at the end: where the suite's time goes)."""
+    cmd = [sys.executable, "-m", "pytest", "-ra", "--durations=25"]
     cmd += ["tests/unit"] if quick else ["tests"]
     if k:
         cmd += ["-k", k]
