@@ -425,7 +425,7 @@ def test(c, quick=False, k=None, x=False):
             "rounds": "rounds per figure (default 5; quick 2)",
             "only": "comma-separated items: handshake,http,checksum,tarpit,lab,profile,labs,"
                     "grading (grading: invoke grade of one submission on a warm lab, and a class "
-                    "of 12 with --jobs 4 vs --jobs 1; ~20 min, labs of its own; --quick leaves it "
+                    "of 12 with --jobs 4 vs --jobs 1; ~8 min, labs of its own; --quick leaves it "
                     "out unless named here)",
             "flood": "instead: the SYN flood of this many SYNs with legitimate clients during "
                      "it (same as invoke fuzz --flood; e.g. 100000)",
