@@ -1,7 +1,8 @@
 """The vagrant backend: the Vagrantfile validates (CI, no VM), and one real end-to-end run with
 vagrant-libvirt — libvirtd inside the lab's namespace, the local box built from the qemu
-backend's image, `vagrant up` with its Ansible provisioner, the demo, `vagrant destroy` — that
-leaves nothing behind, also when it fails."""
+backend's image, `vagrant up` with its Ansible provisioner, the demo, a submission graded on it (C linked
+-static on the host, copied in, run as root in the VM), `vagrant destroy` — that leaves nothing
+behind, also when it fails."""
 
 from __future__ import annotations
 
@@ -72,9 +73,25 @@ def test_vagrant_libvirt_up_provision_demo_destroy(tmp_path):
         if run_demo is not None:
             res = run_demo(lab, "hello", runs_dir=tmp_path)
             assert res.ok, res.reason
+        _grade_on(lab, tmp_path)
     finally:
         lab.down()
     assert lab.host_ns not in namespaces()
     assert not lab.state_dir.exists()
     assert not pids_mentioning(str(lab.state_dir) + "/")
     assert root_ns_state() == before, "the vagrant lab changed the root network namespace"
+
+
+def _grade_on(lab, tmp_path) -> None:
+    """invoke grade's vagrant path on this lab (as a class run's job grades on a leased lab):
+    naive.c built -static in the sandbox here, copied into the VM, root there under limits."""
+    from harness.grade.grader import grade
+    subs = ROOT / "tests" / "submissions"
+    with lab.locked():                      # held, as the class run that leases it holds it
+        g, _ = grade(subs / "naive.c", rubric=subs / "one-lesson.yml", backend="vagrant",
+                     prefix=lab.prefix, out_dir=tmp_path / "grades", leased=True)
+    assert g["backend"] == "vagrant", g
+    assert {l["lesson"]: l["status"] for l in g["lessons"]} == {"handshake": "pass"}, g
+    assert g["build"]["how"] == ("gcc -O2 -Wall -static -o responder naive.c in the sandbox "
+                                 "on the host, copied into the guest")
+    assert g["isolation"].startswith("root inside the Vagrant VM")
