@@ -265,7 +265,13 @@ def _comment(rule: Rule) -> str | None:
 def host_rules(prefix: str, exec_prefix=()) -> list[str] | None:
     """Lab ``prefix``'s rules on its host side (under ``exec_prefix``; ``[]``: here), as text
     (None: iptables could not be asked)."""
-    found = Firewall(local(exec_prefix)).tagged(host_tag(prefix))
+    return tagged_rules(prefix, local(exec_prefix))
+
+
+def tagged_rules(prefix: str, runner: Runner) -> list[str] | None:
+    """Lab ``prefix``'s tagged rules where ``runner`` runs iptables (e.g. :func:`on_host_side`
+    of a lab on a lab host), as text (None: iptables could not be asked)."""
+    found = Firewall(runner).tagged(host_tag(prefix))
     return None if found is None else [str(r) for r in found]
 
 

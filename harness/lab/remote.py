@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from harness.lab.base import ANSIBLE_DIRS, Backend, SshEndpoint, responder_tree_hash, tree_hash
-from harness.lab.firewall import Firewall, host_tag, on_host_side
+from harness.lab.firewall import on_host_side, tagged_rules
 from harness.lab.keys import ensure_keypair, write_known_hosts
 from harness.lab.labhosts import HostOutcome, LabHost, host_problem, parse_play, read_inventory
 from harness.lab.net import Namespace
@@ -159,10 +159,9 @@ class RemoteBackend(Backend):
         if self.labhost is None or not self.state.has_record():
             return []
         try:
-            found = Firewall(on_host_side(self)).tagged(host_tag(self.prefix))
+            return tagged_rules(self.prefix, on_host_side(self))
         except (LabError, subprocess.TimeoutExpired):
             return None
-        return None if found is None else [str(r) for r in found]
 
     def ssh_endpoint(self) -> SshEndpoint:
         # nc tied to its session too: a client that goes without a word (paramiko closing,
